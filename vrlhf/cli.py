@@ -1,0 +1,49 @@
+"""The `vrlhf` console script: each subcommand is a `main(argv)` function, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+COMMANDS = {
+    "data": ("vrlhf.shapes:main", "generate the embedded shapes dataset: vrlhf data shapes --n N --out DIR"),
+    "pretrain": ("vrlhf.pretrain:main", "MLE pretraining of a captioning or colorization policy"),
+    "eval": ("vrlhf.evaluate:main", "greedy evaluation of a policy: metrics table or --json"),
+    "sample": ("labeler.sampling:main", "draw k candidates per input into the preference store"),
+    "label": ("labeler.app:main", "serve the Gradio labeling app"),
+    "annotators": ("labeler.users:main", "manage annotator logins: vrlhf annotators add NAME"),
+    "export": ("labeler.export:main", "export preference pairs (hf | jsonl | parquet)"),
+    "train-reward": ("reward_model.train:main", "Bradley-Terry reward model training on an export"),
+    "eval-reward": ("reward_model.evaluate:main", "reward model accuracy, margin and calibration on an export"),
+    "tune": ("tuner.train:main", "REINFORCE tuning against metric and learned rewards"),
+    "demo": ("vrlhf.demo:main", "the whole loop on the embedded default (--simulate: headless)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: vrlhf <command> [options]   (vrlhf <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"vrlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return func(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

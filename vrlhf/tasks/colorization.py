@@ -1,0 +1,157 @@
+"""Colorization: L channel -> a coarse grid of quantised ab colour tokens, sampled autoregressively.
+
+The policy is a `VisionEncoderDecoderModel` (ViT over the L channel + GPT2 whose vocabulary is ab colour bins).
+It emits `grid × grid` tokens in raster order; decoding upsamples the ab grid to the input's full resolution and
+merges it with the original L. Because each token is sampled given the previous ones, k samples of one image are
+different but coherent colorizations (a shape that starts red stays red), with exact log-probs.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from skimage.color import lab2rgb, rgb2lab
+from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+
+from vrlhf.metrics import ab_error, colorfulness, psnr, saturation
+from vrlhf.policy import SequencePolicy
+
+NAME = "colorization"
+METRIC_REWARDS = ("colorfulness", "fidelity")
+
+
+@lru_cache(maxsize=4)
+def ab_bins(step: float = 16.0) -> np.ndarray:
+    """Centres (n_bins, 2) of the ab grid cells (width `step`) that some sRGB colour falls into: the colour vocabulary."""
+    levels = np.linspace(0, 1, 40)
+    rgb = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(1, -1, 3)
+    ab = rgb2lab(rgb)[0, :, 1:]
+    cells = np.unique(np.floor(ab / step).astype(int), axis=0)
+    return ((cells + 0.5) * step).astype(np.float32)
+
+
+def build_policy(
+    image_size: int = 48,
+    grid: int = 8,
+    patch_size: int = 6,
+    hidden_size: int = 128,
+    encoder_layers: int = 3,
+    decoder_layers: int = 3,
+    heads: int = 4,
+    bin_step: float = 16.0,
+    dropout: float = 0.0,
+    seed: int = 0,
+) -> SequencePolicy:
+    """A small ViT (1 channel: L) + GPT2 over ab bins, built from configs (the demo colorizer's architecture)."""
+    torch.manual_seed(seed)
+    bins = ab_bins(bin_step)
+    start, pad = len(bins), len(bins) + 1  # two extra tokens after the colour bins
+    encoder = ViTConfig(
+        image_size=image_size, patch_size=patch_size, num_channels=1, hidden_size=hidden_size,
+        num_hidden_layers=encoder_layers, num_attention_heads=heads, intermediate_size=4 * hidden_size,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+    decoder = GPT2Config(
+        vocab_size=len(bins) + 2, n_positions=grid * grid + 1, n_embd=hidden_size, n_layer=decoder_layers,
+        n_head=heads, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        bos_token_id=start, eos_token_id=None, pad_token_id=pad,
+    )
+    model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder))
+    model.config.decoder_start_token_id, model.config.pad_token_id = start, pad
+    return SequencePolicy(
+        model, None, start_token_id=start, eos_token_id=None, pad_token_id=pad, max_new_tokens=grid * grid,
+        meta={"task": NAME, "image_size": image_size, "grid": grid, "bin_step": bin_step, "ab_bins": bins.tolist()},
+    )
+
+
+def load_policy(path: str | Path) -> SequencePolicy:
+    return SequencePolicy.from_pretrained(path).eval()
+
+
+def _lab(image: Image.Image, size: int | None = None) -> np.ndarray:
+    image = image.convert("RGB")
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    return rgb2lab(np.asarray(image, dtype=np.float32) / 255.0)  # (H, W, 3): L in 0..100, ab ~ -110..110
+
+
+def grayscale(image: Image.Image) -> Image.Image:
+    """The input an annotator sees: the image's L channel as a gray RGB image."""
+    lab = _lab(image)
+    lab[..., 1:] = 0
+    return Image.fromarray((lab2rgb(lab) * 255).round().astype(np.uint8))
+
+
+def pixel_values(policy: SequencePolicy, images: list[Image.Image]) -> torch.Tensor:
+    """(B, 1, S, S): the L channel scaled to [-1, 1]; colour never reaches the policy."""
+    size = policy.meta["image_size"]
+    x = np.stack([_lab(im, size)[..., 0] / 50.0 - 1.0 for im in images]).astype(np.float32)
+    return torch.from_numpy(x)[:, None].to(policy.device)
+
+
+def reference_tokens(policy: SequencePolicy, rows: list[dict], rng: random.Random | None = None):
+    """Ground-truth colour tokens: each grid cell's mean ab, snapped to the nearest bin. (tokens, mask)."""
+    size, grid = policy.meta["image_size"], policy.meta["grid"]
+    bins = torch.tensor(policy.meta["ab_bins"])
+    ab = torch.from_numpy(np.stack([_lab(r["image"], size)[..., 1:] for r in rows])).permute(0, 3, 1, 2)
+    cell_ab = F.adaptive_avg_pool2d(ab.float(), grid).flatten(2).transpose(1, 2)  # (B, grid*grid, 2)
+    tokens = torch.cdist(cell_ab, bins[None].expand(len(rows), -1, -1)).argmin(-1)
+    return tokens.to(policy.device), torch.ones_like(tokens, dtype=torch.bool).to(policy.device)
+
+
+def decode(policy: SequencePolicy, rows: list[dict], tokens: torch.Tensor, k: int = 1) -> list[Image.Image]:
+    """Tokens (B*k, grid²) -> RGB images at each input's full resolution: upsampled ab merged with the original L."""
+    grid = policy.meta["grid"]
+    bins = torch.tensor(policy.meta["ab_bins"] + [[0.0, 0.0], [0.0, 0.0]])  # start/pad tokens decode to neutral
+    ab_grid = bins[tokens.cpu().clamp(max=len(bins) - 1)].view(-1, grid, grid, 2).permute(0, 3, 1, 2)
+    images = []
+    for i, cells in enumerate(ab_grid):
+        lab = _lab(rows[i // k]["image"])
+        h, w = lab.shape[:2]
+        ab = F.interpolate(cells[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        lab[..., 1:] = ab.permute(1, 2, 0).numpy()
+        images.append(Image.fromarray((lab2rgb(lab).clip(0, 1) * 255).round().astype(np.uint8)))
+    return images
+
+
+def metric_reward(name: str, train_rows: list[dict] | None = None, scale: float = 100.0):
+    """`colorfulness` (Hasler & Süsstrunk / scale) or `fidelity` (−mean ab error to ground truth / scale)."""
+    if name == "colorfulness":
+        def colorfulness_reward(rows, outputs):
+            return torch.as_tensor(colorfulness(outputs) / scale, dtype=torch.float32)
+
+        return colorfulness_reward
+    if name == "fidelity":
+        def fidelity_reward(rows, outputs):
+            k = len(outputs) // len(rows)
+            truth = [rows[i // k]["image"].convert("RGB") for i in range(len(outputs))]
+            return torch.as_tensor(-ab_error(outputs, truth) / scale, dtype=torch.float32)
+
+        return fidelity_reward
+    raise ValueError(f"unknown colorization metric reward {name!r}; available: {', '.join(METRIC_REWARDS)}")
+
+
+def eval_metrics(rows: list[dict], outputs: list[Image.Image]) -> dict[str, float]:
+    truth = [row["image"].convert("RGB") for row in rows]
+    metrics = {
+        "colorfulness": float(np.mean(colorfulness(outputs))),
+        "ab_error": float(np.mean(ab_error(outputs, truth))),
+        "psnr": float(np.mean(psnr(outputs, truth))),
+        "saturation": float(np.mean(saturation(outputs))),
+        "truth_colorfulness": float(np.mean(colorfulness(truth))),
+    }
+    if all(row.get("attributes") for row in rows):
+        from vrlhf.tasks import colorization_oracle
+
+        metrics["oracle_score"] = float(np.mean([colorization_oracle.score(r, o) for r, o in zip(rows, outputs)]))
+    return metrics
+
+
+def render(output: Image.Image) -> Image.Image:
+    return output
