@@ -30,8 +30,7 @@ def parse_config(cls, argv: list[str] | None = None, prog: str | None = None):
         if unknown:
             raise SystemExit(f"error: {path}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
         parser.set_defaults(**values)
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
-    return cfg
+    return parser.parse_args_into_dataclasses(args=argv)[0]  # [1] would be the (unused) --config namespace
 
 
 def _pop_config(argv: list[str]) -> str | None:

@@ -35,16 +35,18 @@ class PretrainConfig:
     out: str = field(default="runs/pretrain", metadata={"help": "output model directory (best checkpoint)"})
     steps: int = field(default=4000, metadata={"help": "maximum optimisation steps"})
     batch_size: int = field(default=64, metadata={"help": "images per step (per process)"})
-    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (cosine decay, 5% warm-up)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (cosine decay, 5%% warm-up)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     eval_every: int = field(default=200, metadata={"help": "steps between held-out evaluations"})
     eval_images: int = field(default=200, metadata={"help": "held-out images used for loss and greedy metrics"})
     patience: int = field(default=4, metadata={"help": "stop after this many evaluations without a better held-out loss"})
     test_fraction: float = field(default=0.1, metadata={"help": "held-out fraction when --data has no test/ split"})
     image_size: int = field(default=48, metadata={"help": "policy input size in pixels"})
+    patch_size: int = field(default=8, metadata={"help": "ViT patch size in pixels (image_size must be a multiple)"})
     hidden_size: int = field(default=128, metadata={"help": "transformer width (encoder and decoder)"})
     layers: int = field(default=3, metadata={"help": "layers in the encoder and in the decoder"})
     mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)"})
+    init: str = field(default="", metadata={"help": "start from this policy directory instead of a fresh model"})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
 
@@ -60,7 +62,9 @@ def split_data(cfg: PretrainConfig) -> tuple[list[dict], list[dict]]:
 
 def build(cfg: PretrainConfig, train_rows: list[dict]):
     task = get_task(cfg.task)
-    sizes = dict(image_size=cfg.image_size, hidden_size=cfg.hidden_size, encoder_layers=cfg.layers,
+    if cfg.init:
+        return task, task.load_policy(cfg.init)
+    sizes = dict(image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.hidden_size, encoder_layers=cfg.layers,
                  decoder_layers=cfg.layers, seed=cfg.seed)
     if cfg.task == "captioning":
         tokenizer = task.build_tokenizer([c for row in train_rows for c in row["captions"]])

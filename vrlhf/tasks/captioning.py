@@ -51,7 +51,7 @@ def build_tokenizer(captions: list[str]) -> PreTrainedTokenizerFast:
 def build_policy(
     tokenizer: PreTrainedTokenizerFast,
     image_size: int = 48,
-    patch_size: int = 6,
+    patch_size: int = 8,
     hidden_size: int = 128,
     encoder_layers: int = 3,
     decoder_layers: int = 3,

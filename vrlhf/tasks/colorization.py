@@ -28,18 +28,21 @@ METRIC_REWARDS = ("colorfulness", "fidelity")
 
 @lru_cache(maxsize=4)
 def ab_bins(step: float = 16.0) -> np.ndarray:
-    """Centres (n_bins, 2) of the ab grid cells (width `step`) that some sRGB colour falls into: the colour vocabulary."""
+    """Centres (n_bins, 2) of the ab grid cells (width `step`) that some sRGB colour falls into: the colour vocabulary.
+
+    Cells are centred on multiples of `step`, so (0, 0) is a bin: gray backgrounds can be decoded exactly neutral.
+    """
     levels = np.linspace(0, 1, 40)
     rgb = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(1, -1, 3)
     ab = rgb2lab(rgb)[0, :, 1:]
-    cells = np.unique(np.floor(ab / step).astype(int), axis=0)
-    return ((cells + 0.5) * step).astype(np.float32)
+    cells = np.unique(np.round(ab / step).astype(int), axis=0)
+    return (cells * step).astype(np.float32)
 
 
 def build_policy(
     image_size: int = 48,
     grid: int = 8,
-    patch_size: int = 6,
+    patch_size: int = 8,
     hidden_size: int = 128,
     encoder_layers: int = 3,
     decoder_layers: int = 3,

@@ -1,0 +1,320 @@
+"""The embedded default dataset: procedural coloured shapes with varied captions and hidden ground truth.
+
+`make_shapes(n, seed)` returns Rows (see docs/ARCHITECTURE.md) whose `attributes` say exactly what is drawn:
+
+    {"image_size": 48, "background": 143,            # gray level of the neutral background (R = G = B)
+     "shapes": [{"kind": "circle", "colour": "red", "size": "large", "position": "left",
+                 "cx": 12, "cy": 30, "r": 9.6}, ...]}  # sorted left to right; centre and radius in pixels
+
+`shape_masks` redraws that geometry (for the colorization oracle), `parse_caption` reads the caption grammar
+back (for the caption oracle), and `vrlhf data shapes` writes train/test image folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+KINDS = ("circle", "square", "triangle")
+PALETTE = {
+    "red": (220, 30, 30),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 230),
+    "yellow": (240, 210, 30),
+    "purple": (150, 50, 200),
+    "orange": (250, 130, 20),
+}
+COLOURS = tuple(PALETTE)
+SIZES = ("small", "large")
+POSITIONS = ("left", "center", "right")
+RADIUS = {"small": 0.1, "large": 0.2}  # fraction of the image side
+SQUARE_HALF, TRIANGLE_R = 0.9, 1.5  # times r, so the three kinds of one size have about the same area
+BACKGROUND = (90, 200)  # gray levels, inclusive
+NOISE = 2.0  # std of the gray background noise
+N_CAPTIONS = 5
+MAX_CAPTION_WORDS = 24
+MIN_SIZE = 24  # below this a small shape is under 5 px across and a large triangle no longer fits in a third
+
+# The caption grammar. Every shape is one noun phrase that starts with an article and carries all four
+# attributes before the next article, which is what lets `parse_caption` read captions back exactly.
+ARTICLES = ("a", "an", "one")
+SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
+POSITION_PHRASES = {
+    "left": ("on the left", "on the left side", "at the left", "to the left"),
+    "center": ("in the center", "in the middle", "at the center"),
+    "right": ("on the right", "on the right side", "at the right", "to the right"),
+}
+PHRASES = (  # s: size word, c: colour, k: kind, p: position phrase; the plain order twice as often
+    "{s} {c} {k} {p}", "{s} {c} {k} {p}", "{s} {k} in {c} {p}", "{c} {k} of {s} size {p}", "{c} {k} {p} that is {s}",
+)
+PREFIXES = ("", "", "there is", "an image of", "a picture of", "we see")
+CONNECTIVES = ("and", "and", "next to", "with")
+
+# parse_caption's lexicon: word -> (slot, value); every other word is filler.
+LEXICON = {
+    **{w: ("size", size) for size, words in SIZE_WORDS.items() for w in words},
+    **{c: ("colour", c) for c in COLOURS},
+    **{k: ("kind", k) for k in KINDS},
+    "left": ("position", "left"), "right": ("position", "right"),
+    "center": ("position", "center"), "middle": ("position", "center"), "centre": ("position", "center"),
+}
+SLOTS = ("size", "colour", "kind", "position")
+VOCABULARY = sorted(
+    set(ARTICLES)
+    | {w for words in SIZE_WORDS.values() for w in words}
+    | set(COLOURS) | set(KINDS)
+    | {w for text in (*PHRASES, *PREFIXES, *CONNECTIVES) for w in text.split() if not w.startswith("{")}
+    | {w for phrases in POSITION_PHRASES.values() for p in phrases for w in p.split()}
+)
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def _extent(kind: str, r: float) -> tuple[float, float, float]:
+    """(half width, height above centre, height below centre) of a shape."""
+    if kind == "circle":
+        return r, r, r
+    if kind == "square":
+        return SQUARE_HALF * r, SQUARE_HALF * r, SQUARE_HALF * r
+    R = TRIANGLE_R * r  # circumradius of an upward equilateral triangle centred on its centroid
+    return R * math.sqrt(3) / 2, R, R / 2
+
+
+def _mask(shape: dict, size: int, scale: float = 1.0) -> np.ndarray:
+    # pixel centres mapped back to the frame the attributes were drawn in, so any output size works
+    coords = (np.arange(size) + 0.5) / scale - 0.5
+    dx, dy = coords[None, :] - shape["cx"], coords[:, None] - shape["cy"]
+    r = shape["r"]
+    if shape["kind"] == "circle":
+        return dx**2 + dy**2 <= r**2
+    if shape["kind"] == "square":
+        return (np.abs(dx) <= SQUARE_HALF * r) & (np.abs(dy) <= SQUARE_HALF * r)
+    R = TRIANGLE_R * r
+    return (dy <= R / 2) & (np.abs(dx) <= (dy + R) / math.sqrt(3))
+
+
+def shape_masks(attributes: dict, size: int | None = None) -> list[np.ndarray]:
+    """One boolean (size, size) mask per shape, with the geometry the image was drawn with (scaled to `size`)."""
+    native = attributes["image_size"]
+    size = native if size is None else size
+    return [_mask(shape, size, size / native) for shape in attributes["shapes"]]
+
+
+def shape_mask(attributes: dict, size: int | None = None) -> np.ndarray:
+    """Union of `shape_masks`: True on every shape pixel."""
+    size = attributes["image_size"] if size is None else size
+    return np.logical_or.reduce([np.zeros((size, size), bool), *shape_masks(attributes, size)])
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    return grown
+
+
+def _centre_range(position: str, half_width: float, size: int) -> tuple[int, int]:
+    """Inclusive range of centre x for a shape in `position`'s third, kept clear of the thirds' borders
+    (so the position word is never a judgement call) and fully inside the image."""
+    third, margin, edge = POSITIONS.index(position), size / 24, math.ceil(half_width)
+    lo = edge if third == 0 else max(edge, math.ceil(third * size / 3 + margin))
+    hi = size - 1 - edge if third == 2 else min(size - 1 - edge, math.floor((third + 1) * size / 3 - margin))
+    return lo, hi
+
+
+def _layout(rng: np.random.Generator, size: int) -> list[dict]:
+    """1-3 shapes, fully inside the image and at least one pixel apart (rejection sampling).
+
+    Attributes are drawn first and then placed, so crowded images do not bias sizes or positions much.
+    """
+    wanted = int(rng.integers(1, 4))
+    shapes, occupied = [], np.zeros((size, size), bool)
+    for _ in range(30 * wanted):
+        if len(shapes) == wanted:
+            break
+        kind, colour = KINDS[rng.integers(3)], COLOURS[rng.integers(6)]
+        size_word, position = SIZES[rng.integers(2)], POSITIONS[rng.integers(3)]
+        r = round(RADIUS[size_word] * size, 3)
+        half_width, above, below = _extent(kind, r)
+        lo, hi = _centre_range(position, half_width, size)
+        if lo > hi:
+            continue
+        for _ in range(10):
+            cx = int(rng.integers(lo, hi + 1))
+            cy = int(rng.integers(math.ceil(above), size - math.ceil(below)))
+            shape = {"kind": kind, "colour": colour, "size": size_word, "position": position,
+                     "cx": cx, "cy": cy, "r": r}
+            mask = _mask(shape, size)
+            if not (mask & occupied).any():
+                occupied |= _grow(mask)
+                shapes.append(shape)
+                break
+    return sorted(shapes, key=lambda s: (s["cx"], s["cy"]))
+
+
+def _draw(attributes: dict, rng: np.random.Generator) -> Image.Image:
+    size = attributes["image_size"]
+    # gray noise with R = G = B keeps the background exactly neutral (a = b = 0 in Lab)
+    gray = np.clip(np.rint(attributes["background"] + rng.normal(0, NOISE, (size, size))), 0, 255)
+    pixels = np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2)
+    for shape, mask in zip(attributes["shapes"], shape_masks(attributes)):
+        pixels[mask] = PALETTE[shape["colour"]]
+    return Image.fromarray(pixels, "RGB")
+
+
+# ---------------------------------------------------------------------------------------------- captions
+def _phrase(shape: dict, rng: np.random.Generator) -> str:
+    text = PHRASES[rng.integers(len(PHRASES))].format(
+        s=SIZE_WORDS[shape["size"]][rng.integers(2)],
+        c=shape["colour"],
+        k=shape["kind"],
+        p=POSITION_PHRASES[shape["position"]][rng.integers(len(POSITION_PHRASES[shape["position"]]))],
+    )
+    article = "one" if rng.random() < 0.15 else "an" if text[0] in "aeiou" else "a"
+    return f"{article} {text}"
+
+
+def _shortest(shape: dict) -> list[str]:
+    return f"a {shape['size']} {shape['colour']} {shape['kind']} {POSITION_PHRASES[shape['position']][0]}".split()
+
+
+SHORTEST = 8  # words a shape needs at least: a 7-word phrase plus a 1-word connective
+
+
+def caption(shapes: list[dict], rng: np.random.Generator, max_words: int = MAX_CAPTION_WORDS) -> str:
+    """One caption from the grammar that states every attribute of every shape, in a random order and wording,
+    in at most `max_words` words (each phrase is redrawn until the shapes still to come fit)."""
+    order = range(len(shapes)) if rng.random() < 0.5 else rng.permutation(len(shapes))
+    words = PREFIXES[rng.integers(len(PREFIXES))].split()
+    if len(words) + SHORTEST * len(shapes) - 1 > max_words:
+        words = []
+    for j, index in enumerate(order):
+        reserve = SHORTEST * (len(shapes) - j - 1)
+        for _ in range(20):
+            joint = CONNECTIVES[rng.integers(len(CONNECTIVES))].split() if j else []
+            phrase = _phrase(shapes[index], rng).split()
+            if len(words) + len(joint) + len(phrase) + reserve <= max_words:
+                break
+        else:
+            joint, phrase = (["and"] if j else []), _shortest(shapes[index])
+        words += joint + phrase
+    return " ".join(words)
+
+
+def _captions(shapes: list[dict], rng: np.random.Generator) -> list[str]:
+    found: list[str] = []
+    for _ in range(50):  # distinct captions; tiny images have few wordings, so repeats are allowed at the end
+        text = caption(shapes, rng)
+        if text not in found:
+            found.append(text)
+            if len(found) == N_CAPTIONS:
+                break
+    return (found * N_CAPTIONS)[:N_CAPTIONS]
+
+
+def parse_caption(text: str) -> list[dict]:
+    """The shapes a caption mentions: dicts with `kind` and the stated `size`, `colour`, `position` (or None).
+
+    Reads every grammar caption exactly. Any other text (truncated, repeated, garbage) still parses: words
+    are split at articles into noun phrases, a slot stated twice starts a new mention, and attribute words
+    with no kind are dropped.
+    """
+    mentions: list[dict] = []
+    current: dict = {}
+
+    def close():
+        if "kind" in current:
+            mentions.append({slot: current.get(slot) for slot in SLOTS})
+        current.clear()
+
+    for word in re.findall(r"[a-z]+", str(text or "").lower()):
+        if word in ARTICLES:
+            close()
+        elif word in LEXICON:
+            slot, value = LEXICON[word]
+            if slot in current:
+                close()
+            current[slot] = value
+    close()
+    return mentions
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def shapes_row(i: int, seed: int = 0, size: int = 48) -> dict:
+    """Row `i` of the dataset for `seed`: it depends only on (seed, i, size)."""
+    if size < MIN_SIZE:
+        raise ValueError(f"shapes images need size >= {MIN_SIZE}, got {size}")
+    layout_rng, caption_rng = (np.random.default_rng([seed, i, stream]) for stream in (0, 1))
+    attributes = {"image_size": size, "background": int(layout_rng.integers(BACKGROUND[0], BACKGROUND[1] + 1))}
+    attributes["shapes"] = _layout(layout_rng, size)
+    return {
+        "id": f"shapes-{seed}-{i}",
+        "image": _draw(attributes, layout_rng),
+        "captions": _captions(attributes["shapes"], caption_rng),
+        "attributes": attributes,
+    }
+
+
+def make_shapes(n: int, seed: int = 0, size: int = 48) -> list[dict]:
+    """`n` deterministic shapes rows (see the module docstring for the attributes)."""
+    return [shapes_row(i, seed, size) for i in range(n)]
+
+
+def write_imagefolder(rows: list[dict], out_dir: str | Path, progress: bool = False) -> Path:
+    """Write rows as a Hugging Face image folder: `images/<id>.png` and `metadata.jsonl`."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    if progress:
+        from tqdm import tqdm
+
+        rows = tqdm(rows, desc=f"writing {out}", unit="img")
+    with open(out / "metadata.jsonl", "w") as meta:
+        for row in rows:
+            file_name = f"images/{row['id']}.png"
+            row["image"].save(out / file_name, format="PNG")
+            record = {"file_name": file_name, "id": row["id"], "captions": row["captions"],
+                      "attributes": row["attributes"]}
+            meta.write(json.dumps(record) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def main(argv: list[str]) -> int:
+    """`vrlhf data shapes --n N --out DIR`: write DIR/train and DIR/test image folders."""
+    parser = argparse.ArgumentParser(prog="vrlhf data", description="Generate an embedded dataset.")
+    datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET", help="what to generate")
+    p = datasets.add_parser("shapes", help="procedural coloured shapes with captions and hidden attributes",
+                            description="Write OUT/train and OUT/test image folders (images/*.png + metadata.jsonl).")
+    p.add_argument("--n", type=int, default=2000, help="total number of images (train + test); default 2000")
+    p.add_argument("--out", required=True, help="output directory; gets train/ and test/ subfolders")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes byte-identical files")
+    p.add_argument("--size", type=int, default=48, help=f"image side in pixels (at least {MIN_SIZE}); default 48")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="fraction of the images (the last ones) written to test/; default 0.1")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.size < MIN_SIZE or args.seed < 0 or not 0 <= args.test_fraction < 1:
+        p.error(f"need --n >= 1, --size >= {MIN_SIZE}, --seed >= 0 and 0 <= --test-fraction < 1")
+
+    from tqdm import tqdm
+
+    rows = [shapes_row(i, args.seed, args.size) for i in tqdm(range(args.n), desc="generating", unit="img")]
+    n_test = min(args.n - 1, round(args.n * args.test_fraction))
+    out = Path(args.out)
+    write_imagefolder(rows[: args.n - n_test], out / "train", progress=True)
+    if n_test:
+        write_imagefolder(rows[args.n - n_test :], out / "test", progress=True)
+    counts = Counter(len(row["attributes"]["shapes"]) for row in rows)
+    print(
+        f"wrote {args.n - n_test} train + {n_test} test images ({args.size}x{args.size}, seed {args.seed}) to {out}; "
+        f"images with 1/2/3 shapes: {counts[1]}/{counts[2]}/{counts[3]}; "
+        f"caption vocabulary: {len(VOCABULARY)} words"
+    )
+    return 0

@@ -1,0 +1,156 @@
+"""Simulated caption annotator: prefers captions that state only true attributes and mention every shape.
+
+The latent utility of a caption for a shapes row (formula and calibration in docs/ORACLES.md):
+
+    score = 0.25 * #true attributes stated about matched shapes
+            - 1.0 * #false attributes (on matched shapes, or the nearest shape for an extra mention)
+            - 0.5 * #shapes not mentioned - 0.5 * #mentions repeating a described shape
+            - 0.1 * #immediately repeated words - 0.05 * #words beyond the longest grammar caption
+
+A fully and truly described shape earns 1.0, so a perfect caption scores the number of shapes. A simulated
+annotator picks a over b with the Bradley-Terry probability sigmoid((score(a) - score(b)) / temperature).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from vrlhf.shapes import (COLOURS, KINDS, MAX_CAPTION_WORDS, POSITION_PHRASES, POSITIONS, PREFIXES, SIZES, SLOTS,
+                          caption, parse_caption)
+
+DEFAULT_TEMPERATURE = 0.6  # self-agreement ~0.87 on corrupted reference captions (docs/ORACLES.md)
+TIE_MARGIN = 0.02  # score differences below this are ties: the annotator sees no difference
+TRUE, FALSE, MISSING, REPEAT, STUTTER, EXTRA = 0.25, 1.0, 0.5, 0.5, 0.1, 0.05
+
+
+def _longest(n_shapes: int) -> int:
+    # the longest caption the grammar writes for n shapes: prefix + phrases ("a red circle of large size" +
+    # the longest position) + 2-word connectives; references never pay for length
+    prefix = max(len(p.split()) for p in PREFIXES)
+    longest_position = max(len(p.split()) for phrases in POSITION_PHRASES.values() for p in phrases)
+    return min(MAX_CAPTION_WORDS, prefix + n_shapes * (6 + longest_position) + 2 * (n_shapes - 1))
+
+
+def _compare(mention: dict, shape: dict) -> tuple[int, int]:
+    """(true, false) attribute statements of `mention` about `shape`."""
+    stated = [slot for slot in SLOTS if mention[slot] is not None]
+    true = sum(mention[slot] == shape[slot] for slot in stated)
+    return true, len(stated) - true
+
+
+def components(row: dict, output: str) -> dict[str, float]:
+    """The counts behind `score` (for debugging and docs)."""
+    shapes = (row.get("attributes") or {}).get("shapes")
+    if not shapes:
+        raise ValueError(f"caption oracle: row {row.get('id')!r} has no shapes attributes to judge against")
+    mentions = parse_caption(output)
+    # greedy matching of mentions to shapes by what the pair adds to the score (0.25 true - false), earlier first
+    pairs = sorted(
+        ((true - 4 * false, m, s) for m, mention in enumerate(mentions) for s, shape in enumerate(shapes)
+         for true, false in [_compare(mention, shape)]),
+        key=lambda p: (-p[0], p[1], p[2]),
+    )
+    matched: dict[int, int] = {}
+    for _, m, s in pairs:
+        if m not in matched and s not in matched.values():
+            matched[m] = s
+    counts = dict(true=0, false=0, missing=len(shapes) - len(matched), repeats=0)
+    for m, mention in enumerate(mentions):
+        if m in matched:
+            true, false = _compare(mention, shapes[matched[m]])
+            counts["true"] += true
+            counts["false"] += false
+        else:  # an extra mention: a repeat if some shape fits it, else its errors against the nearest shape
+            fewest = min(_compare(mention, shape)[1] for shape in shapes)
+            counts["false"] += fewest
+            counts["repeats"] += fewest == 0
+    words = re.findall(r"[a-z]+", str(output or "").lower())
+    counts["stutters"] = sum(a == b for a, b in zip(words, words[1:]))
+    counts["extra_words"] = max(0, len(words) - _longest(len(shapes)))
+    return counts
+
+
+def score(row: dict, output: str) -> float:
+    """Latent utility of caption `output` for the shapes `row` (higher is better; a perfect caption = #shapes)."""
+    c = components(row, output)
+    return (TRUE * c["true"] - FALSE * c["false"] - MISSING * c["missing"] - REPEAT * c["repeats"]
+            - STUTTER * c["stutters"] - EXTRA * c["extra_words"])
+
+
+def prefer(row: dict, output_a: str, output_b: str, temperature: float = DEFAULT_TEMPERATURE) -> float:
+    """Bradley-Terry probability that an annotator prefers a over b."""
+    return _sigmoid((score(row, output_a) - score(row, output_b)) / temperature)
+
+
+def judge(row: dict, output_a: str, output_b: str, rng: np.random.Generator,
+          temperature: float = DEFAULT_TEMPERATURE) -> float:
+    """One simulated annotation: 1.0 (a wins), 0.0 (b wins) or 0.5 (a tie: the scores are within TIE_MARGIN)."""
+    return _draw(score(row, output_a) - score(row, output_b), rng, temperature)
+
+
+def self_agreement(rows: list[dict], outputs_a: list[str], outputs_b: list[str], seed: int = 0,
+                   temperature: float = DEFAULT_TEMPERATURE) -> float:
+    """How often two independent judgements of the same pair agree: the accuracy ceiling of any reward model
+    evaluated against this annotator on these pairs."""
+    rng = np.random.default_rng(seed)
+    differences = [score(r, a) - score(r, b) for r, a, b in zip(rows, outputs_a, outputs_b, strict=True)]
+    return float(np.mean([_draw(d, rng, temperature) == _draw(d, rng, temperature) for d in differences]))
+
+
+def _sigmoid(x: float) -> float:
+    return 0.5 * (1.0 + math.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
+
+
+def _draw(difference: float, rng: np.random.Generator, temperature: float) -> float:
+    if abs(difference) < TIE_MARGIN:
+        return 0.5
+    return float(rng.random() < _sigmoid(difference / temperature))
+
+
+EDITS = ("attribute", "drop", "invent", "truncate")
+
+
+def corrupt(row: dict, rng: np.random.Generator, edits: tuple[str, ...] | None = None) -> str:
+    """A model-like caption: the grammar's wording of the truth after `edits` (default: 0-2 random errors among
+    a wrong attribute, a dropped shape, an invented shape, and a truncation 15% of the time). For calibration."""
+    if edits is None:
+        edits = tuple(EDITS[i] for i in rng.integers(0, 3, size=rng.integers(0, 3))) + (
+            ("truncate",) if rng.random() < 0.15 else ())
+    values = {"kind": KINDS, "colour": COLOURS, "size": SIZES, "position": POSITIONS}
+    shapes = [dict(s) for s in row["attributes"]["shapes"]]
+    for edit in edits:
+        if edit == "attribute" or (edit == "drop" and len(shapes) == 1):
+            shape, slot = shapes[rng.integers(len(shapes))], SLOTS[rng.integers(4)]
+            shape[slot] = str(rng.choice([v for v in values[slot] if v != shape[slot]]))
+        elif edit == "drop":
+            shapes.pop(int(rng.integers(len(shapes))))
+        elif edit == "invent":
+            shapes.append({slot: str(rng.choice(values[slot])) for slot in SLOTS})
+    words = caption(shapes, rng).split()
+    if "truncate" in edits:
+        words = words[: int(rng.integers(1, len(words)))]
+    return " ".join(words)
+
+
+def main() -> None:
+    """Print this oracle's self-agreement on typical pairs (the table in docs/ORACLES.md)."""
+    from vrlhf.shapes import make_shapes
+
+    rows = make_shapes(1000, seed=1)
+    rng = np.random.default_rng(0)
+    print("pair (a vs b)                          P(a wins)  ties  self-agreement")
+    for name, edits in [("reference vs reference", ()), ("reference vs wrong attribute", ("attribute",)),
+                        ("reference vs shape dropped", ("drop",)), ("reference vs invented shape", ("invent",)),
+                        ("reference vs truncated", ("truncate",)), ("model-like vs model-like", None)]:
+        a = [r["captions"][0] if edits is not None else corrupt(r, rng) for r in rows]
+        b = [corrupt(r, rng, edits) if edits is not None else corrupt(r, rng) for r in rows]
+        p = np.mean([prefer(r, x, y) for r, x, y in zip(rows, a, b)])
+        ties = np.mean([abs(score(r, x) - score(r, y)) < TIE_MARGIN for r, x, y in zip(rows, a, b)])
+        print(f"{name:<38} {p:9.3f} {ties:5.2f} {self_agreement(rows, a, b, seed=0):15.3f}")
+
+
+if __name__ == "__main__":
+    main()
