@@ -117,6 +117,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         save_config(cfg, out)
     log = JsonlWriter(out / "metrics.jsonl")
     best, best_metrics, stale, start = math.inf, {}, 0, time.time()
+    if accelerator.is_main_process:  # the starting point, so every curve shows where it began
+        log.write({"step": 0, **{f"heldout_{k}": v for k, v in evaluate(task, policy, test_rows).items()}})
     bar = tqdm(range(1, cfg.steps + 1), desc=f"pretrain {cfg.task}", disable=not accelerator.is_main_process)
     for step in bar:
         policy.train()
