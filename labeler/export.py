@@ -1,0 +1,135 @@
+"""Export standing votes as preference pairs (HF dataset, JSONL or Parquet) plus a full JSONL audit dump.
+
+Pairs: "a"/"b" give chosen/rejected with label 1.0, "tie" gives label 0.5, a k-way ranking expands to every
+ordered pair (k(k-1)/2 rows). Skips, both-bad and retracted votes make no pairs but are all in `audit.jsonl`.
+Caption pairs also carry TRL's preference columns: `prompt` (text) and `images` (a one-image list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from itertools import combinations
+from pathlib import Path
+
+from labeler.store import LabelError, Store
+
+CAPTION_PROMPT = "Describe the image."
+FORMATS = ("hf", "jsonl", "parquet")
+
+
+def vote_pairs(vote: dict) -> list[tuple[int, int, float]]:
+    """(chosen candidate id, rejected candidate id, label) pairs a standing vote implies."""
+    shown, choice = vote["shown"], vote["choice"]
+    if vote["retracted_at"] is not None:
+        return []
+    if choice == "a":
+        return [(shown[0], shown[1], 1.0)]
+    if choice == "b":
+        return [(shown[1], shown[0], 1.0)]
+    if choice == "tie":
+        return [(shown[0], shown[1], 0.5)]
+    if choice == "rank":
+        return [(w, l, 1.0) for w, l in combinations(vote["ranking"], 2)]
+    return []  # skip, both_bad
+
+
+def pairs(store: Store, task: str | None = None) -> list[dict]:
+    """Preference pairs as plain dicts; images are media-relative PNG paths (keys ending in `_path`)."""
+    votes = [v for v in store.votes() if task is None or v["task"] == task]
+    tasks = {v["task"] for v in votes}
+    if len(tasks) > 1:
+        raise LabelError(f"the database holds several tasks ({', '.join(sorted(tasks))}): pass --task")
+    found = [(v, p) for v in votes for p in vote_pairs(v)]
+    cands = store.candidates({cid for _, (w, l, _) in found for cid in (w, l)})
+    rows = []
+    for v, (w, l, label) in found:
+        cw, cl = cands[w], cands[l]
+        rows.append({"task": v["task"], "image_path": v["image"], "chosen": cw["text"], "rejected": cl["text"],
+                     "chosen_path": cw["image"], "rejected_path": cl["image"], "label": label,
+                     "annotator": v["annotator"], "item_id": v["item_id"], "comparison_id": v["comparison_id"],
+                     "vote_id": v["vote_id"], "created_at": v["created_at"], "chosen_policy": cw["policy"],
+                     "rejected_policy": cl["policy"]})
+    return rows
+
+
+def _dataset(store: Store, rows: list[dict]):
+    import datasets
+
+    def png(rel):
+        return {"bytes": store.media_path(rel).read_bytes(), "path": None}
+
+    images = bool(rows) and rows[0]["chosen"] is None
+    out = {"task": [r["task"] for r in rows], "image": [png(r["image_path"]) for r in rows]}
+    for side in ("chosen", "rejected"):
+        out[side] = [png(r[f"{side}_path"]) if images else r[side] for r in rows]
+    for key in ("label", "annotator", "item_id", "comparison_id", "vote_id", "created_at", "chosen_policy",
+                "rejected_policy"):
+        out[key] = [r[key] for r in rows]
+    side = datasets.Image() if images else datasets.Value("string")
+    features = {"task": datasets.Value("string"), "image": datasets.Image(), "chosen": side, "rejected": side,
+                "label": datasets.Value("float32"), "annotator": datasets.Value("string"),
+                "item_id": datasets.Value("string"), "comparison_id": datasets.Value("int64"),
+                "vote_id": datasets.Value("int64"), "created_at": datasets.Value("string"),
+                "chosen_policy": datasets.Value("string"), "rejected_policy": datasets.Value("string")}
+    if not images:  # TRL's vision preference format: prompt + chosen/rejected + images
+        out["prompt"] = [CAPTION_PROMPT] * len(rows)
+        out["images"] = [[im] for im in out["image"]]
+        features |= {"prompt": datasets.Value("string"), "images": datasets.Sequence(datasets.Image())}
+    return datasets.Dataset.from_dict(out, features=datasets.Features(features))
+
+
+def export(store: Store, out: str | Path, format: str = "hf", task: str | None = None) -> dict:
+    """Write the pairs to `out` in `format` and `out/audit.jsonl`; returns counts."""
+    if format not in FORMATS:
+        raise LabelError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = pairs(store, task)
+    if format == "jsonl":
+        with open(out / "pairs.jsonl", "w") as f:
+            for r in rows:
+                for key in ("image_path", "chosen_path", "rejected_path"):
+                    if r[key] is not None:  # copy the PNGs so the export stands alone
+                        dst = out / "media" / r[key]
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        if not dst.exists():
+                            shutil.copyfile(store.media_path(r[key]), dst)
+                        r[key] = f"media/{r[key]}"
+                f.write(json.dumps(r) + "\n")
+    else:
+        ds = _dataset(store, rows)
+        if format == "hf":
+            ds.save_to_disk(str(out))
+        else:
+            ds.to_parquet(str(out / "pairs.parquet"))
+    votes = [v for v in store.votes() if task is None or v["task"] == task]
+    cands = store.candidates({c for v in votes for c in v["candidate_ids"]})
+    with open(out / "audit.jsonl", "w") as f:
+        for v in votes:
+            f.write(json.dumps(v | {"candidates": [cands[c] | {"id": c} for c in v["candidate_ids"]]}) + "\n")
+    return {"pairs": len(rows), "votes": len(votes), "out": str(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vrlhf export", description="Export preference pairs and an audit dump.")
+    parser.add_argument("--db", required=True, help="database: a SQLite file path or a SQLAlchemy URL")
+    parser.add_argument("--media", default=None, help="directory of rendered PNGs (default: beside the SQLite file)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--format", choices=FORMATS, default="hf",
+                        help="hf: datasets.save_to_disk; jsonl: pairs.jsonl + PNGs; parquet: pairs.parquet")
+    parser.add_argument("--task", default=None, help="export only this task (needed when the db holds several)")
+    args = parser.parse_args(argv)
+    try:
+        summary = export(Store(args.db, media=args.media), args.out, args.format, args.task)
+    except LabelError as e:
+        print(f"vrlhf export: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['pairs']} pairs from {summary['votes']} votes to {summary['out']} (+ audit.jsonl)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Export: pairs with ties at 0.5, rankings expanded, skips/both-bad/retracted out of pairs but in the audit."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+from labfix import fill
+
+from labeler.export import export, main as export_main
+from labeler.store import Store
+
+
+def vote_all(store: Store, name: str, plan: list[tuple[str, str | None]]) -> list[dict]:
+    views = []
+    for choice, ranking in plan:
+        v = store.next_comparison(name)
+        store.vote(v["token"], choice, ranking, annotator=name)
+        views.append(v)
+    return views
+
+
+def test_caption_pairs_and_audit(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    fill(store, 5, k=2)
+    fill(store, 1, k=3, seed=1, policy="policy-b")
+    a, b, tie, skip, bad, rank = vote_all(store, "ann", [("a", None), ("b", None), ("tie", None), ("skip", None),
+                                                          ("both_bad", None), ("rank", "BCA")])
+    extra = store.next_comparison("ann2")
+    store.vote(extra["token"], "a", annotator="ann2")
+    store.retract("ann2")  # retracted: no pair
+    export(store, tmp_path / "hf")
+    ds = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert len(ds) == 3 + 3  # a, b, tie + a 3-way ranking expanded to 3 pairs
+    rows = {(r["comparison_id"], r["chosen"], r["rejected"]): r for r in ds}
+    text = {c["candidate_id"]: c["text"] for v in (a, b, tie, rank) for c in v["candidates"]}
+    pos = lambda v, p: v["candidates"]["ABC".index(p)]["text"]  # noqa: E731
+    assert rows[(a["comparison_id"], pos(a, "A"), pos(a, "B"))]["label"] == 1.0
+    assert rows[(b["comparison_id"], pos(b, "B"), pos(b, "A"))]["label"] == 1.0
+    assert rows[(tie["comparison_id"], pos(tie, "A"), pos(tie, "B"))]["label"] == 0.5
+    for w, l in [("B", "C"), ("B", "A"), ("C", "A")]:
+        r = rows[(rank["comparison_id"], pos(rank, w), pos(rank, l))]
+        assert r["label"] == 1.0 and r["chosen_policy"] == "policy-b"
+    assert {skip["comparison_id"], bad["comparison_id"], extra["comparison_id"]}.isdisjoint(ds["comparison_id"])
+    r = ds[0]
+    assert r["task"] == "captioning" and r["annotator"] == "ann" and r["item_id"].startswith("row-")
+    assert r["prompt"] and len(r["images"]) == 1 and r["image"].size == (16, 16) and r["created_at"]
+    assert set(text.values()) >= set(ds["chosen"])
+    audit = [json.loads(line) for line in open(tmp_path / "hf" / "audit.jsonl")]
+    assert [x["choice"] for x in audit] == ["a", "b", "tie", "skip", "both_bad", "rank", "a"]
+    assert audit[-1]["retracted_at"] and all(len(x["candidates"]) == x["k"] for x in audit)
+
+    assert export_main(["--db", str(tmp_path / "db.sqlite"), "--out", str(tmp_path / "pq"), "--format",
+                        "parquet"]) == 0
+    assert len(datasets.Dataset.from_parquet(str(tmp_path / "pq" / "pairs.parquet"))) == 6
+    assert export_main(["--db", str(tmp_path / "db.sqlite"), "--out", str(tmp_path / "jl"), "--format",
+                        "jsonl"]) == 0
+    lines = [json.loads(x) for x in open(tmp_path / "jl" / "pairs.jsonl")]
+    assert len(lines) == 6 and (tmp_path / "jl" / lines[0]["image_path"]).exists()
+
+
+def test_colorization_pairs_are_images(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    fill(store, 2, k=2, task="colorization")
+    vote_all(store, "ann", [("b", None), ("tie", None)])
+    export(store, tmp_path / "hf")
+    ds = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert ds.features["chosen"].__class__.__name__ == "Image" and "prompt" not in ds.column_names
+    assert ds[0]["chosen"].mode == "RGB" and ds[0]["chosen"].size == (16, 16) and sorted(ds["label"]) == [0.5, 1.0]
+    fill(store, 1, k=2, task="captioning", seed=3)
+    vote_all(store, "ann", [("a", None)])
+    with pytest.raises(ValueError, match="several tasks"):
+        export(store, tmp_path / "both")
+    assert export(store, tmp_path / "cap", task="captioning")["pairs"] == 1

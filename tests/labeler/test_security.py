@@ -1,0 +1,104 @@
+"""Who may vote: logins under --auth, leases bound to their annotator, malformed payloads refused unwritten."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from labfix import fill, free_port
+from gradio_client import Client
+
+from labeler.app import main as label_main
+from labeler.app import serve
+from labeler.store import LabelError, Store
+from labeler.users import add_user, main as users_main
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sec")
+    users = tmp / "users.json"
+    for name in ("alice", "bob"):
+        add_user(users, name, f"{name}-pw", rounds=4)
+    store = Store(tmp / "labels.sqlite")
+    fill(store, 10, k=2)
+    demo, url = serve(store, port=free_port(), auth_file=str(users), block=False, quiet=True)
+    yield store, url
+    demo.close()
+
+
+def login(url, name):
+    return Client(url, auth=(name, f"{name}-pw"), verbose=False, analytics_enabled=False, download_files=False)
+
+
+def test_nothing_served_without_credentials(served):
+    _, url = served
+    from gradio_client.exceptions import AuthenticationError
+
+    with pytest.raises(AuthenticationError):
+        Client(url, verbose=False, analytics_enabled=False)
+    with pytest.raises(Exception):
+        Client(url, auth=("alice", "wrong"), verbose=False, analytics_enabled=False)
+    for path in ("config", "gradio_api/info", "gradio_api/call/next"):
+        r = httpx.get(url + path)
+        assert r.status_code in (401, 403, 404, 405) or "login" in r.text.lower(), (path, r.status_code)
+    for path in ("gradio_api/call/next", "gradio_api/run/next", "gradio_api/run/vote"):
+        r = httpx.post(url + path, json={"data": ["alice"]})
+        assert r.status_code in (401, 403), (path, r.status_code)
+    page = httpx.get(url)
+    assert "vr-view" not in page.text  # the login page, not the app
+
+
+def test_votes_bound_to_login(served):
+    store, url = served
+    alice, bob = login(url, "alice"), login(url, "bob")
+    va = alice.predict("", api_name="/next")["view"]
+    vb = bob.predict("", api_name="/next")["view"]
+    assert va["comparison_id"] != vb["comparison_id"]
+    before = store.counts()["votes"]
+    cases = [
+        ((vb["comparison_id"], vb["token"], "a", "", ""), "not leased to you"),  # bob's lease, alice's login
+        ((va["comparison_id"], va["token"], "a", "", "bob"), "another annotator"),  # name in the payload
+        ((10_000, va["token"], "a", "", ""), "unknown comparison"),
+        ((va["comparison_id"], "no-such-token-0000", "a", "", ""), "unknown comparison"),
+        ((va["comparison_id"], va["token"], "x" * 300_000, "", ""), "too long"),
+        ((va["comparison_id"], va["token"], "a", "AB" * 1000, ""), "too long"),
+        ((va["comparison_id"], va["token"], "maybe", "", ""), "unknown choice"),
+        ((va["comparison_id"], va["token"], "rank", "BA", ""), "takes one of"),
+        ((-1, va["token"], "a", "", ""), "positive integer"),
+        (("1; DROP TABLE votes", va["token"], "a", "", ""), "positive integer"),
+    ]
+    for args, msg in cases:
+        with pytest.raises(Exception, match=msg):
+            alice.predict(*args, api_name="/vote")
+    with pytest.raises(Exception, match="another annotator"):
+        alice.predict("bob", api_name="/undo")
+    assert store.counts()["votes"] == before  # nothing written
+    r = alice.predict(va["comparison_id"], va["token"], "b", "", "", api_name="/vote")
+    assert r["vote"]["annotator"] == "alice" and store.counts()["votes"] == before + 1
+    with pytest.raises(Exception, match="no longer open"):  # a replay does not count twice
+        alice.predict(va["comparison_id"], va["token"], "b", "", "", api_name="/vote")
+    assert bob.predict("", api_name="/undo")["retracted"] is None  # bob cannot undo alice's vote
+    assert alice.predict("", api_name="/undo")["retracted"] == r["vote"]["vote_id"]
+
+
+def test_no_auth_only_on_loopback(tmp_path, capsys):
+    store = Store(tmp_path / "x.sqlite")
+    with pytest.raises(LabelError, match="without --auth"):
+        serve(store, host="0.0.0.0", block=False)
+    assert label_main(["--db", str(tmp_path / "x.sqlite"), "--host", "192.168.1.5"]) == 2
+    assert "refusing" in capsys.readouterr().err
+
+
+def test_annotators_cli(tmp_path, monkeypatch):
+    import io
+    import json
+
+    users = tmp_path / "u.json"
+    monkeypatch.setattr("sys.stdin", io.StringIO("hunter22\n"))
+    assert users_main(["add", "carol", "--file", str(users), "--password-stdin", "--rounds", "4"]) == 0
+    entry = json.loads(users.read_text())["users"]["carol"]
+    assert entry["hash"].startswith("$2") and "hunter22" not in users.read_text()
+    from labeler.users import authenticator
+
+    check = authenticator(users)
+    assert check("carol", "hunter22") and not check("carol", "hunter2") and not check("mallory", "hunter22")
