@@ -1,0 +1,76 @@
+"""What the tuner watches besides the reward: output statistics, held-out evaluation, samples before and after.
+
+Reward hacking shows up here first: captions that stop ending with EOS or collapse to a few phrases
+(distinct-n falls), colorizations that drift to saturated colours, a held-out metric that is not in the reward
+falling while the reward rises.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def output_stats(outputs: list, samples) -> dict[str, float]:
+    """Tokens per sequence, fraction ending with EOS, and distinct-n (captions) or mean saturation (images)."""
+    from vrlhf.metrics import distinct_n, saturation
+
+    stats = {
+        "tokens_per_seq": samples.mask.sum(dim=1).float().mean().item(),
+        "eos_frac": samples.finished.float().mean().item(),
+    }
+    if outputs and isinstance(outputs[0], str):
+        stats["distinct_1"] = float(distinct_n(outputs, 1))
+        stats["distinct_2"] = float(distinct_n(outputs, 2))
+    else:
+        stats["saturation"] = float(np.mean(saturation(outputs)))
+    return stats
+
+
+@torch.no_grad()
+def evaluate(task, policy, rows: list[dict], batch_size: int = 32, max_new_tokens: int | None = None) -> dict[str, float]:
+    """Greedy decoding on held-out rows -> the task's metrics plus the output statistics."""
+    outputs, sums, count = [], {}, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        pixel_values = task.pixel_values(policy, [r["image"] for r in chunk]).to(policy.device)
+        greedy = policy.greedy(pixel_values, max_new_tokens=max_new_tokens)
+        decoded = task.decode(policy, chunk, greedy.tokens, 1)
+        outputs += decoded
+        for name, value in output_stats(decoded, greedy).items():
+            sums[name] = sums.get(name, 0.0) + value * len(chunk)
+        count += len(chunk)
+    metrics = {name: float(v) for name, v in task.eval_metrics(rows, outputs).items()}
+    metrics.update({name: total / count for name, total in sums.items()})
+    return metrics
+
+
+@torch.no_grad()
+def save_samples(task, policy, rows: list[dict], path_stem: Path, k: int = 4, seed: int = 0) -> Path:
+    """Greedy output and k samples for each row: JSON for captions, a PNG grid for images."""
+    pixel_values = task.pixel_values(policy, [r["image"] for r in rows]).to(policy.device)
+    generator = torch.Generator(device=pixel_values.device).manual_seed(seed)
+    greedy = task.decode(policy, rows, policy.greedy(pixel_values).tokens, 1)
+    sampled = task.decode(policy, rows, policy.sample(pixel_values, k, generator=generator).tokens, k)
+    if isinstance(greedy[0], str):
+        records = [
+            {"id": r["id"], "references": r.get("captions", []), "greedy": greedy[i], "samples": sampled[i * k : (i + 1) * k]}
+            for i, r in enumerate(rows)
+        ]
+        path = path_stem.with_suffix(".json")
+        path.write_text(json.dumps(records, indent=2))
+        return path
+    # one line per row: grey input | greedy | k samples | ground truth
+    columns = [[r["image"].convert("L").convert("RGB"), greedy[i], *sampled[i * k : (i + 1) * k], r["image"]] for i, r in enumerate(rows)]
+    w, h = rows[0]["image"].size
+    grid = Image.new("RGB", (w * len(columns[0]), h * len(columns)), "white")
+    for y, line in enumerate(columns):
+        for x, image in enumerate(line):
+            grid.paste(image.convert("RGB").resize((w, h)), (x * w, y * h))
+    path = path_stem.with_suffix(".png")
+    grid.save(path)
+    return path

@@ -1,0 +1,155 @@
+"""Reward mixing: parse `name=weight` specs, build metric and learned rewards, normalise each, sum with weights.
+
+    --reward cider_d=1.0 --reward learned:runs/rm=0.5
+
+A spec is `NAME[=WEIGHT]` (weight 1 when left out): NAME is a metric reward of the task (`cider_d`,
+`colorfulness`, `fidelity`) or `learned:DIR`, a reward-model directory read by
+`reward_model.load_reward_model`. Every problem (bad syntax, unknown metric, missing directory) is raised as a
+`RewardSpecError` before any training work starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+NORMALIZATIONS = ("none", "batch", "running")
+LEARNED = "learned:"
+
+
+class RewardSpecError(ValueError):
+    """A reward spec that cannot be honoured; the message says which spec and why."""
+
+
+@dataclass
+class RewardSpec:
+    name: str  # the key logged for this component: the metric name, or `learned:<dir name>`
+    weight: float
+    path: str | None = None  # reward-model directory for learned rewards
+
+
+def parse_reward_spec(text: str) -> RewardSpec:
+    """`cider_d=1.0` / `cider_d` / `learned:runs/rm=0.5` -> RewardSpec; checks syntax and that a RM dir exists."""
+    text = text.strip()
+    name, weight = text, 1.0
+    if "=" in text:
+        name, raw = text.rsplit("=", 1)
+        try:
+            weight = float(raw)
+        except ValueError:
+            raise RewardSpecError(f"reward spec {text!r}: weight {raw!r} is not a number (expected NAME=WEIGHT)") from None
+        if not math.isfinite(weight):
+            raise RewardSpecError(f"reward spec {text!r}: weight must be finite")
+    if not name:
+        raise RewardSpecError(f"reward spec {text!r}: empty name (expected e.g. cider_d=1.0 or learned:DIR=0.5)")
+    if name.startswith(LEARNED):
+        path = name[len(LEARNED) :]
+        if not path:
+            raise RewardSpecError(f"reward spec {text!r}: learned reward needs a directory, e.g. learned:runs/rm=0.5")
+        if not Path(path).is_dir():
+            raise RewardSpecError(f"reward spec {text!r}: reward-model directory {path!r} does not exist")
+        return RewardSpec(name=LEARNED + Path(path).name, weight=weight, path=path)
+    return RewardSpec(name=name, weight=weight)
+
+
+def parse_reward_specs(texts: list[str]) -> list[RewardSpec]:
+    if not texts:
+        raise RewardSpecError("no reward given: pass at least one --reward NAME=WEIGHT")
+    specs = [parse_reward_spec(t) for t in texts]
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RewardSpecError(f"reward(s) given twice: {', '.join(duplicates)}")
+    return specs
+
+
+class RunningMeanStd:
+    """Mean and variance of everything seen so far (Chan et al.'s parallel update), checkpointable."""
+
+    def __init__(self):
+        self.count, self.mean, self.var = 0, 0.0, 1.0
+
+    def update(self, values: torch.Tensor) -> None:
+        n = values.numel()
+        if n == 0:
+            return
+        mean, var = values.mean().item(), values.var(unbiased=False).item()
+        total = self.count + n
+        delta = mean - self.mean
+        m2 = self.var * self.count + var * n + delta**2 * self.count * n / total
+        self.count, self.mean, self.var = total, self.mean + delta * n / total, m2 / total
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "var": self.var}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.var = state["count"], state["mean"], state["var"]
+
+
+class RewardMix:
+    """Weighted sum of reward functions, each optionally normalised first.
+
+    `normalize`: `none` (raw values), `batch` (whiten each component over the batch, gathered over processes),
+    `running` (subtract the running mean, divide by the running std; the statistics are checkpointed).
+    Normalising before summing keeps one reward on a large scale from drowning the others.
+    """
+
+    def __init__(self, fns: dict[str, Callable], weights: dict[str, float], normalize: str = "none", eps: float = 1e-6):
+        if normalize not in NORMALIZATIONS:
+            raise RewardSpecError(f"unknown reward normalisation {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        self.fns, self.weights, self.normalize, self.eps = fns, weights, normalize, eps
+        self.stats = {name: RunningMeanStd() for name in fns}
+
+    def score(self, rows: list[dict], outputs: list) -> dict[str, torch.Tensor]:
+        """Raw value of every component: name -> (len(outputs),) float32."""
+        return {name: torch.as_tensor(fn(rows, outputs), dtype=torch.float32).reshape(-1) for name, fn in self.fns.items()}
+
+    def combine(self, components: dict[str, torch.Tensor], gather: Callable = lambda t: t) -> torch.Tensor:
+        """Normalise each component, then sum with the weights -> (N,). `gather` collects a tensor from all ranks."""
+        total = 0.0
+        for name, values in components.items():
+            if self.normalize == "batch":
+                everyone = gather(values)
+                values = (values - everyone.mean()) / (everyone.std(unbiased=False) + self.eps)
+            elif self.normalize == "running":
+                stats = self.stats[name]
+                stats.update(gather(values))
+                values = (values - stats.mean) / (math.sqrt(stats.var) + self.eps)
+            total = total + self.weights[name] * values
+        return total
+
+    def __call__(self, rows: list[dict], outputs: list, gather: Callable = lambda t: t):
+        """-> (total (N,), raw components {name: (N,)})."""
+        components = self.score(rows, outputs)
+        return self.combine(components, gather), components
+
+    def state_dict(self) -> dict:
+        return {name: stats.state_dict() for name, stats in self.stats.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, stats in state.items():
+            self.stats[name].load_state_dict(stats)
+
+
+def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normalize: str = "none", device="cpu") -> RewardMix:
+    """Metric rewards from the task module (document frequencies etc. from `train_rows`), learned ones from disk."""
+    fns, weights = {}, {}
+    for spec in specs:
+        if spec.path is not None:
+            from reward_model import load_reward_model  # lazily: the tuner works without reward models
+
+            try:
+                fns[spec.name] = load_reward_model(spec.path, device=device).score
+            except (Exception, SystemExit) as err:  # a directory that is not a reward model must fail here, not mid-run
+                raise RewardSpecError(f"reward {spec.name}: cannot load reward model from {spec.path!r}: {err}") from err
+        else:
+            try:
+                fns[spec.name] = task.metric_reward(spec.name, train_rows)
+            except (KeyError, ValueError) as err:
+                raise RewardSpecError(f"unknown metric reward {spec.name!r} for task {task.NAME!r}: {err}") from err
+        weights[spec.name] = spec.weight
+    return RewardMix(fns, weights, normalize)
