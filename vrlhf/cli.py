@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"vrlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # our padding after EOS is masked; HF's padding advice is noise here
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return func(rest) or 0

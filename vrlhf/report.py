@@ -31,10 +31,14 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
+def rm_accuracy(rm_summary: dict) -> float:
+    """Held-out pairwise accuracy of the best reward-model checkpoint."""
+    return float(rm_summary.get("best", {}).get("eval_accuracy", float("nan")))
+
+
 def print_tables(summary: dict) -> None:
     for task, result in summary["tasks"].items():
-        rm = result["reward_model"]
-        print(f"\n## {task}  (reward model held-out accuracy {rm.get('accuracy', float('nan')):.3f}, "
+        print(f"\n## {task}  (reward model held-out accuracy {rm_accuracy(result['reward_model']):.3f}, "
               f"{result['labeling']['votes']} votes through the app)\n")
         print(markdown(table(task, result["evaluation"])))
 
@@ -96,10 +100,9 @@ def write_report(workdir: Path, summary: dict, outputs_by_task: dict) -> Path:
              f"{summary['seconds'] / 60:.1f} minutes end to end · config: <code>{html.escape(json.dumps(summary['config']))}</code></p>"]
     for task, result in summary["tasks"].items():
         rows, outputs = outputs_by_task[task]
-        rm = result["reward_model"]
         parts.append(f"<h2>{task}</h2><p>{result['labeling']['votes']} simulated votes through the app's HTTP API "
                      f"({', '.join(result['labeling']['annotators'])}); reward model held-out accuracy "
-                     f"{rm.get('accuracy', float('nan')):.3f}.</p>")
+                     f"{rm_accuracy(result['reward_model']):.3f}.</p>")
         rows_html = table(task, result["evaluation"])
         parts.append("<table class='res'>" + "".join(
             "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>" for c in r) + "</tr>"
