@@ -1,0 +1,141 @@
+"""The reward model contract: a scorer `score(rows, outputs) -> Tensor[len(outputs)]`, saved as a directory.
+
+A directory holds `reward_config.json` (task, architecture, backbone configs), `model.safetensors` and,
+for captions, the tokenizer files. `load_reward_model(path)` rebuilds the model from the config and loads
+the weights; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from reward_model import backbones
+
+TASKS = ("captioning", "colorization")
+CONFIG_NAME = "reward_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class RewardModelConfig:
+    """Architecture of a reward model; `build_reward_model` fills the backbone config dicts."""
+
+    task: str = field(metadata={"help": "captioning | colorization"})
+    image_encoder: str = field(default="", metadata={"help": "HF vision model or image-to-sequence policy "
+                                                             "directory; empty: a tiny ViT from scratch"})
+    text_encoder: str = field(default=backbones.MINILM, metadata={"help": "'minilm' (bundled) or an HF text "
+                                                                          "encoder directory (captioning)"})
+    clip: str = field(default="", metadata={"help": "a CLIPModel directory used for both image and text"})
+    encoder: str = field(default="cnn", metadata={"help": "default image encoder when no --image_encoder: "
+                                                          "cnn (tiny ResNet) | vit (tiny ViT)"})
+    image_size: int = field(default=48, metadata={"help": "images are resized to this square size"})
+    patch_size: int = field(default=6, metadata={"help": "patch size of the default tiny ViT"})
+    vit_hidden: int = field(default=96, metadata={"help": "width of the tiny ViT (the CNN's stages: "
+                                                                  "w, 2w, 4w with w = vit_hidden // 3)"})
+    vit_layers: int = field(default=3, metadata={"help": "depth of the default tiny ViT"})
+    hidden_size: int = field(default=256, metadata={"help": "width of the projections and the MLP head"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the backbones; 0: no LoRA"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout inside the LoRA adapters"})
+    lora_targets: list[str] = field(default_factory=lambda: list(backbones.LORA_TARGETS),
+                                    metadata={"help": "linear layer names that get adapters"})
+    train_text_encoder: bool = field(default=False, metadata={"help": "fine-tune the whole text encoder "
+                                                                      "(default: frozen, embeddings cached)"})
+    # Filled in by build_reward_model; a saved model rebuilds its backbones from these.
+    vision_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the image encoder"})
+    text_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the text encoder"})
+    image_channels: int = field(default=3, metadata={"help": "input channels of the image encoder"})
+    image_mean: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "pixel normalisation mean"})
+    image_std: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "pixel normalisation std"})
+
+
+class RewardModel(nn.Module):
+    """Base class: subclasses define `inputs(rows, outputs) -> dict` and `forward(**inputs) -> Tensor[N]`."""
+
+    task: str = ""
+
+    def __init__(self, cfg: RewardModelConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def pixels(self, images) -> torch.Tensor:
+        c = self.cfg
+        return backbones.to_pixels(images, c.image_size, 3 if c.image_channels == 4 else c.image_channels,
+                                   c.image_mean, c.image_std)
+
+    def inputs(self, rows: list[dict], outputs: list) -> dict:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score(self, rows: list[dict], outputs: list, batch_rows: int = 64) -> torch.Tensor:
+        """Rewards of `outputs` (image-major, k per row) as float32 on CPU, without gradients."""
+        if len(rows) == 0 or len(outputs) % len(rows):
+            raise ValueError(f"score: {len(outputs)} outputs is not a multiple of {len(rows)} rows")
+        k = len(outputs) // len(rows)
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        chunks = []
+        for i in range(0, len(rows), batch_rows):
+            batch = self.inputs(rows[i : i + batch_rows], outputs[i * k : (i + batch_rows) * k])
+            batch = {n: v.to(device) if torch.is_tensor(v) else v for n, v in batch.items()}
+            chunks.append(self(**batch).float().cpu())
+        self.train(was_training)
+        return torch.cat(chunks)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        """All weights, except the frozen bundled MiniLM (rebuilt from its package on load)."""
+        skip = self.cfg.task == "captioning" and self.cfg.text_encoder == backbones.MINILM and not self.cfg.clip \
+            and not self.cfg.train_text_encoder
+        return {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items()
+                if not (skip and n.startswith("text.") and "lora_" not in n)}
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(self.cfg), indent=1))
+        save_file(self.state_to_save(), str(out / WEIGHTS_NAME), metadata={"task": self.cfg.task})
+        if getattr(self, "tokenizer", None) is not None:
+            self.tokenizer.save_pretrained(out)
+        return out
+
+
+def model_class(task: str):
+    if task == "captioning":
+        from reward_model.caption_model import CaptionRewardModel
+
+        return CaptionRewardModel
+    if task == "colorization":
+        from reward_model.colorization_model import ColorizationRewardModel
+
+        return ColorizationRewardModel
+    raise SystemExit(f"error: unknown task {task!r} (known: {', '.join(TASKS)})")
+
+
+def build_reward_model(task: str, **options) -> RewardModel:
+    """A fresh reward model for `task`; `options` are RewardModelConfig fields."""
+    return model_class(task).build(RewardModelConfig(task=task, **options))
+
+
+def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
+    """Load a trained reward model directory; returns it in eval mode, ready for `score(rows, outputs)`."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file():
+        raise SystemExit(f"error: {path} is not a reward model directory (no {CONFIG_NAME})")
+    cfg = RewardModelConfig(**json.loads((path / CONFIG_NAME).read_text()))
+    model = model_class(cfg.task).from_config(cfg, tokenizer_dir=path)
+    state = load_file(str(path / WEIGHTS_NAME))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    expected_missing = set(model.state_dict()) - set(model.state_to_save())
+    if unexpected or set(missing) - expected_missing:
+        raise SystemExit(f"error: {path / WEIGHTS_NAME} does not match its config: missing "
+                         f"{sorted(set(missing) - expected_missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    return model.to(device).eval()

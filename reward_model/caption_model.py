@@ -1,0 +1,127 @@
+"""Caption reward: (input image, caption) → scalar, from an image encoder, a sentence encoder and an MLP head.
+
+Default: a tiny ViT (or a captioning policy's vision encoder, `image_encoder=DIR`) and the bundled MiniLM
+sentence encoder with mean pooling. With `clip=DIR`, a CLIPModel provides both towers. The head sees
+[img; text; img ⊙ text; att ⊙ text], where img is the mean image token and att the image tokens pooled by
+attention with the caption as the query: a caption's "red circle on the left" looks at the left of the grid.
+While the text encoder is frozen (no LoRA, not fine-tuned), caption embeddings are cached: MiniLM is
+the expensive part and most captions recur across pairs and epochs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reward_model import backbones
+from reward_model.base import RewardModel, RewardModelConfig
+
+CACHE_LIMIT = 200_000  # cached caption embeddings before the cache is cleared
+
+
+def _width(config) -> int:
+    if getattr(config, "model_type", "") == "clip":
+        return config.projection_dim
+    return getattr(config, "hidden_size", None) or config.hidden_sizes[-1]
+
+
+class CaptionRewardModel(RewardModel):
+    task = "captioning"
+
+    def __init__(self, cfg: RewardModelConfig, pretrained: bool, tokenizer_dir=None):
+        super().__init__(cfg)
+        c = cfg
+        if c.clip:
+            self.clip = backbones.build(c.vision_config, weights_from=c.clip if pretrained else None)
+            if pretrained:
+                c.vision_config = self.clip.config.to_dict()
+                c.image_size = self.clip.config.vision_config.image_size
+                c.image_mean, c.image_std = backbones.image_stats(c.clip)
+            c.image_channels = 3
+            d_img = d_txt = self.clip.config.projection_dim
+        else:
+            if pretrained:
+                c.vision_config = (backbones.config_dict(c.image_encoder) if c.image_encoder else
+                                   backbones.tiny_config(c.encoder, c.image_size, c.patch_size, 3, c.vit_hidden,
+                                                        c.vit_layers))
+                c.image_mean, c.image_std = backbones.image_stats(c.image_encoder or None)
+                c.image_size = c.vision_config.get("image_size", c.image_size)
+            c.image_channels = c.vision_config.get("num_channels", 3)
+            self.vision = backbones.build(c.vision_config, weights_from=c.image_encoder if pretrained and
+                                          c.image_encoder else None)
+            minilm = c.text_encoder == backbones.MINILM
+            if pretrained:
+                c.text_config = backbones.config_dict(backbones.minilm_path() if minilm else c.text_encoder)
+            # The bundled MiniLM always loads from its package; other encoders from the saved weights.
+            source = backbones.minilm_path() if minilm else (c.text_encoder if pretrained else None)
+            self.text = backbones.build(c.text_config, weights_from=source)
+            d_img, d_txt = _width(self.vision.config), _width(self.text.config)
+        self.tokenizer = backbones.load_tokenizer(tokenizer_dir or c.clip or c.text_encoder)
+        self.text_frozen = c.lora_r == 0 and not c.train_text_encoder
+        towers = [self.clip] if c.clip else [self.vision, self.text]
+        if c.lora_r:
+            for tower in towers:
+                backbones.add_lora(tower, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_targets)
+        elif self.text_frozen:
+            for p in (self.clip.text_model.parameters() if c.clip else self.text.parameters()):
+                p.requires_grad_(False)
+            if c.clip:
+                self.clip.text_projection.requires_grad_(False)
+        h = c.hidden_size
+        self.img_proj = nn.Sequential(nn.Linear(d_img, h), nn.LayerNorm(h))
+        self.txt_proj = nn.Sequential(nn.Linear(d_txt, h), nn.LayerNorm(h))
+        self.attend = nn.MultiheadAttention(h, num_heads=4 if h % 4 == 0 else 1, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(4 * h, h), nn.GELU(), nn.Linear(h, 1))
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def build(cls, cfg: RewardModelConfig) -> "CaptionRewardModel":
+        return cls(cfg, pretrained=True)
+
+    @classmethod
+    def from_config(cls, cfg: RewardModelConfig, tokenizer_dir=None) -> "CaptionRewardModel":
+        return cls(cfg, pretrained=False, tokenizer_dir=tokenizer_dir)
+
+    # -- encoders ------------------------------------------------------------------------------------
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image tokens [B, N, d_img] (CLIP: its one projected image embedding, N = 1)."""
+        if self.cfg.clip:
+            return self.clip.get_image_features(pixel_values=pixel_values).pooler_output.unsqueeze(1)
+        return backbones.image_tokens(self.vision, pixel_values)
+
+    def _text_features(self, captions: list[str]) -> torch.Tensor:
+        device = self.img_proj[0].weight.device
+        limit = min(64, self.tokenizer.model_max_length)
+        if self.cfg.clip:
+            limit = min(limit, self.clip.config.text_config.max_position_embeddings)
+        tok = self.tokenizer(captions, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+        if self.cfg.clip:
+            return self.clip.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+        return backbones.pool_text(self.text, ids, mask)
+
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        if not self.text_frozen:
+            return self._text_features(captions)
+        new = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if len(self._cache) + len(new) > CACHE_LIMIT:
+            self._cache.clear()
+            new = list(dict.fromkeys(captions))
+        with torch.no_grad():
+            for i in range(0, len(new), 256):
+                feats = self._text_features(new[i : i + 256]).float().cpu()
+                self._cache.update(zip(new[i : i + 256], feats))
+        return torch.stack([self._cache[c] for c in captions]).to(self.img_proj[0].weight.device)
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def inputs(self, rows: list[dict], outputs: list[str]) -> dict:
+        return {"pixel_values": self.pixels([r["image"] for r in rows]), "captions": [str(o) for o in outputs]}
+
+    def forward(self, pixel_values: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """Rewards [B*k] for `captions` (image-major, k per image) of the B images in `pixel_values`."""
+        k = len(captions) // pixel_values.shape[0]
+        tokens = self.img_proj(self.encode_image(pixel_values)).repeat_interleave(k, dim=0)  # [B*k, N, h]
+        txt = self.txt_proj(self.encode_text(captions).to(tokens.dtype))
+        img = tokens.mean(dim=1)
+        att = self.attend(txt.unsqueeze(1), tokens, tokens, need_weights=False)[0].squeeze(1)
+        return self.head(torch.cat([img, txt, img * txt, att * txt], dim=-1)).squeeze(-1)

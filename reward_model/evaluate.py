@@ -1,0 +1,51 @@
+"""`vrlhf eval-reward`: accuracy, mean margin and calibration (ECE) of a reward model on any export.
+
+    vrlhf eval-reward --model DIR --data EXPORT [--json]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+
+from reward_model.base import load_reward_model
+from reward_model.data import PairDataset, collate_pairs, load_export, validate
+
+
+@dataclass
+class EvalRewardConfig:
+    model: str = field(default="", metadata={"help": "reward model directory (from vrlhf train-reward)"})
+    data: str = field(default="", metadata={"help": "preference export: saved HF dataset dir, .jsonl or .parquet"})
+    batch_size: int = field(default=64, metadata={"help": "pairs per forward pass"})
+    json: bool = field(default=False, metadata={"help": "print one JSON object instead of a table"})
+
+
+def evaluate_reward(model, data, batch_size: int = 64) -> dict[str, float]:
+    """Metrics of a loaded reward model (or a model directory) on every pair of its task in `data`."""
+    from reward_model.train import evaluate_pairs
+
+    model = load_reward_model(model) if not isinstance(model, torch.nn.Module) else model
+    ds = load_export(data)
+    task, keep, _ = validate(ds, data, model.task)
+    loader = torch.utils.data.DataLoader(PairDataset(ds, keep, task), batch_size=batch_size,
+                                         collate_fn=partial(collate_pairs, model))
+    return {"task": task, **evaluate_pairs(model, loader)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vrlhf.config import parse_config
+
+    cfg = parse_config(EvalRewardConfig, argv, prog="vrlhf eval-reward")
+    if not cfg.model or not cfg.data:
+        raise SystemExit("error: eval-reward needs --model DIR and --data EXPORT")
+    metrics = evaluate_reward(cfg.model, cfg.data, cfg.batch_size)
+    if cfg.json:
+        print(json.dumps(metrics))
+    else:
+        print("| metric | value |\n| --- | --- |")
+        for k, v in metrics.items():
+            print(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
+    return 0

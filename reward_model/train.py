@@ -1,0 +1,228 @@
+"""`vrlhf train-reward`: Bradley–Terry training of a reward model on a preference export, on Accelerate.
+
+    vrlhf train-reward --task captioning --data EXPORT --out DIR [--lora_r 8] [--mixed_precision bf16]
+
+Holds out whole input images (`--eval_fraction`), evaluates every `--eval_every` steps (pairwise accuracy,
+mean margin, ECE of σ(Δr)), keeps the best checkpoint in DIR (reward_config.json + model.safetensors +
+tokenizer) and logs every evaluation to DIR/metrics.jsonl. Multi-process runs (`accelerate launch` or
+`torchrun`) shard the batches; only the main process writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from reward_model import backbones
+from reward_model.base import RewardModelConfig, build_reward_model
+from reward_model.data import PairDataset, collate_pairs, load_export, split_by_item, validate
+from reward_model.losses import bradley_terry_loss
+from reward_model.metrics import pair_metrics
+
+
+@dataclass
+class TrainRewardConfig:
+    data: str = field(default="", metadata={"help": "preference export: saved HF dataset dir, .jsonl or .parquet"})
+    out: str = field(default="", metadata={"help": "output directory for the best reward model and metrics.jsonl"})
+    task: str = field(default="", metadata={"help": "captioning | colorization; empty: the export's only task"})
+    # model (RewardModelConfig fields of the same name)
+    image_encoder: str = field(default="", metadata={"help": "HF vision model / policy dir; empty: tiny ViT"})
+    text_encoder: str = field(default=backbones.MINILM, metadata={"help": "'minilm' or an HF text encoder dir"})
+    clip: str = field(default="", metadata={"help": "CLIPModel dir as the caption backbone (image and text)"})
+    encoder: str = field(default="cnn", metadata={"help": "default image encoder: cnn (tiny ResNet) | vit"})
+    image_size: int = field(default=48, metadata={"help": "input size of the default image encoder"})
+    patch_size: int = field(default=6, metadata={"help": "patch size of the default tiny ViT"})
+    vit_hidden: int = field(default=96, metadata={"help": "width of the tiny ViT (CNN: stages "
+                                                                 "w, 2w, 4w with w = vit_hidden // 3)"})
+    vit_layers: int = field(default=3, metadata={"help": "depth of the default tiny ViT"})
+    hidden_size: int = field(default=256, metadata={"help": "width of the projections and MLP head"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the backbones (0: full image encoder, "
+                                                     "frozen text encoder)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_targets: list[str] = field(default_factory=lambda: list(backbones.LORA_TARGETS),
+                                    metadata={"help": "module names that get LoRA adapters"})
+    train_text_encoder: bool = field(default=False, metadata={"help": "fine-tune the whole text encoder"})
+    # optimisation
+    epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: run all epochs)"})
+    batch_size: int = field(default=32, metadata={"help": "pairs per step per process"})
+    lr: float = field(default=5e-4, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "linear warm-up share of the steps, then "
+                                                                "cosine decay"})
+    margin: float = field(default=0.0, metadata={"help": "Bradley–Terry margin on strict preferences"})
+    center_rewards_coefficient: float = field(default=0.0, metadata={"help": "TRL's reward centring: "
+                                                                              "+ coef·mean((r_c + r_r)^2)"})
+    contrastive_coef: float = field(default=1.0, metadata={"help": "captioning: weight of an in-batch term where "
+                                                                    "each image's chosen caption must outscore the "
+                                                                    "other images' chosen captions (0: off)"})
+    # evaluation and run
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of input images held out"})
+    eval_every: int = field(default=50, metadata={"help": "evaluate (and maybe checkpoint) every N steps"})
+    seed: int = field(default=0, metadata={"help": "seed of the split, initialisation and shuffling"})
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (Accelerate)"})
+    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+
+def model_options(cfg) -> dict:
+    names = {f.name for f in dataclasses.fields(RewardModelConfig)} - {"task"}
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in names}
+
+
+def evaluate_pairs(model, loader, accelerator=None, cfg=None) -> dict[str, float]:
+    """Pair metrics (+ mean BT loss) of `model` over a loader of collated pairs, gathered across processes."""
+    deltas, labels = [], []
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            label = batch.pop("label")
+            r = model(**batch).float()
+            delta = r[0::2] - r[1::2]
+            if accelerator is not None:
+                delta, label = accelerator.gather_for_metrics((delta, label))
+            deltas.append(delta.cpu())
+            labels.append(label.cpu())
+    model.train()
+    delta, label = torch.cat(deltas), torch.cat(labels)
+    out = pair_metrics(delta, label)
+    out["loss"] = float(bradley_terry_loss(delta, torch.zeros_like(delta), label))
+    return out
+
+
+def with_other_captions(captions: list[str]) -> list[str]:
+    """[c0, r0, c1, r1, ...] → per image [c_i, r_i, c_0, c_1, ...]: one forward pass scores the pairs and every
+    image against every chosen caption of the batch (a caption of another image is almost surely worse: an
+    in-batch contrastive signal that teaches the image encoder the attributes captions talk about)."""
+    chosen = captions[0::2]
+    return [c for i in range(len(chosen)) for c in (captions[2 * i], captions[2 * i + 1], *chosen)]
+
+
+def _better(new: dict, best: dict | None) -> bool:
+    key = lambda m: (m.get("accuracy", 0.0), -m["loss"])  # noqa: E731
+    return best is None or key(new) > key(best)
+
+
+def train_reward(cfg: TrainRewardConfig) -> dict:
+    """Train, keep the best checkpoint in `cfg.out`; returns the best evaluation plus throughput."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from vrlhf.config import save_config
+
+    if not cfg.data or not cfg.out:
+        raise SystemExit("error: train-reward needs --data EXPORT and --out DIR")
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    ds = load_export(cfg.data)
+    task, keep, notes = validate(ds, cfg.data, cfg.task)
+    train_idx, eval_idx = split_by_item(ds, keep, cfg.eval_fraction, cfg.seed)
+    if not train_idx:
+        raise SystemExit(f"error: export {cfg.data}: no training pairs left after holding out {cfg.eval_fraction}")
+    cfg.task = task
+    log = accelerator.print
+    for note in notes:
+        log(f"note: {note}")
+    log(f"{task}: {len(train_idx)} training pairs, {len(eval_idx)} held out")
+
+    model = build_reward_model(task, **model_options(cfg))
+    collate = partial(collate_pairs, model)  # model.inputs only preprocesses: safe to bind before wrapping
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = torch.utils.data.DataLoader(PairDataset(ds, train_idx, task), batch_size=cfg.batch_size,
+                                               shuffle=True, collate_fn=collate, generator=gen)
+    eval_loader = torch.utils.data.DataLoader(PairDataset(ds, eval_idx, task), batch_size=2 * cfg.batch_size,
+                                              collate_fn=collate)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, scheduler)
+
+    out = Path(cfg.out)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out)
+        (out / "metrics.jsonl").write_text("")
+    best, step, seen, train_time, running = None, 0, 0, 0.0, []
+
+    def checkpoint():
+        nonlocal best
+        metrics = evaluate_pairs(model, eval_loader, accelerator) if eval_idx else {"loss": float("nan")}
+        record = {"step": step, "train_loss": sum(running) / max(1, len(running)),
+                  **{f"eval_{k}": v for k, v in metrics.items()}}
+        running.clear()
+        improved = bool(eval_idx) and _better(metrics, best)
+        if improved or not eval_idx:
+            best = {"step": step, **metrics}
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                accelerator.unwrap_model(model).save_pretrained(out)
+        if accelerator.is_main_process:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
+
+    bar = tqdm(total=total, disable=not (cfg.progress and accelerator.is_local_main_process), desc="reward")
+    model.train()
+    while step < total:
+        for batch in train_loader:
+            t0 = time.perf_counter()
+            label = batch.pop("label")
+            contrast = cfg.contrastive_coef if task == "captioning" and len(label) > 1 else 0.0
+            if contrast:
+                batch["captions"] = with_other_captions(batch["captions"])
+            with accelerator.autocast():
+                r = model(**batch).float()
+            if contrast:
+                r = r.view(len(label), -1)  # per image: chosen, rejected, then every image's chosen caption
+                others = torch.nn.functional.cross_entropy(r[:, 2:], torch.arange(len(label), device=r.device))
+                r = r[:, :2].reshape(-1)
+            loss = bradley_terry_loss(r[0::2], r[1::2], label, cfg.margin, cfg.center_rewards_coefficient)
+            if contrast:
+                loss = loss + contrast * others
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            train_time += time.perf_counter() - t0
+            seen += len(label) * accelerator.num_processes
+            running.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % cfg.eval_every == 0 or step == total:
+                record = checkpoint()
+                bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record.get('eval_accuracy', 0):.3f}")
+            if step >= total:
+                break
+    bar.close()
+    summary = {"task": task, "train_pairs": len(train_idx), "eval_pairs": len(eval_idx),
+               "pairs_per_sec": seen / max(train_time, 1e-9), "best": best}
+    if accelerator.is_main_process:
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"summary": summary}) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vrlhf.config import parse_config
+
+    cfg = parse_config(TrainRewardConfig, argv, prog="vrlhf train-reward")
+    summary = train_reward(cfg)
+    best = summary["best"] or {}
+    print(f"best step {best.get('step')}: accuracy {best.get('accuracy', float('nan')):.3f}, "
+          f"margin {best.get('margin', float('nan')):.3f}, ECE {best.get('ece', float('nan')):.3f}; "
+          f"{summary['pairs_per_sec']:.0f} pairs/s; saved to {cfg.out}")
+    return 0

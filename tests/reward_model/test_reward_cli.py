@@ -1,0 +1,23 @@
+"""`vrlhf train-reward` and `vrlhf eval-reward` end to end on a tiny simulated export."""
+
+import json
+
+from reward_model import evaluate, train
+from reward_model.simulate import save_export, simulated_pairs
+
+
+def test_train_and_eval_commands(tmp_path, capsys):
+    save_export(simulated_pairs("colorization", 40, seed=3), tmp_path / "pairs")
+    out = tmp_path / "rm"
+    assert train.main(["--data", str(tmp_path / "pairs"), "--out", str(out), "--max-steps", "4", "--eval-every", "2",
+                       "--batch-size", "8", "--eval-fraction", "0.25", "--hidden-size", "16", "--margin", "0.1",
+                       "--center-rewards-coefficient", "0.01", "--no_progress"]) == 0
+    assert {"config.yaml", "metrics.jsonl", "reward_config.json", "model.safetensors"} <= {p.name for p in out.iterdir()}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records[:-1]] == [2, 4]
+    assert {"eval_accuracy", "eval_margin", "eval_ece", "train_loss"} <= set(records[0])
+    assert records[-1]["summary"]["best"]["step"] in (2, 4) and records[-1]["summary"]["pairs_per_sec"] > 0
+    capsys.readouterr()
+    assert evaluate.main(["--model", str(out), "--data", str(tmp_path / "pairs"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["task"] == "colorization" and metrics["pairs"] == 40 and 0 <= metrics["accuracy"] <= 1

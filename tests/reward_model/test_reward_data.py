@@ -1,0 +1,93 @@
+"""Exports that cannot train a reward model fail with one clear line naming the problem."""
+
+import datasets
+import pytest
+from PIL import Image
+
+from reward_model.data import load_export, split_by_item, validate
+
+IMG = Image.new("RGB", (8, 8), (120, 120, 120))
+
+
+def _export(tmp_path, rows, name="export"):
+    ds = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict(
+        {c: [] for c in ("task", "image", "chosen", "rejected", "label")})
+    ds.save_to_disk(str(tmp_path / name))
+    return str(tmp_path / name)
+
+
+def _pair(i, chosen="a red circle", rejected="a blue square", label=1.0, task="captioning", image=IMG):
+    return {"task": task, "image": image, "chosen": chosen, "rejected": rejected, "label": label,
+            "annotator": "a", "item_id": f"item-{i // 2}", "comparison_id": i, "created_at": "2026-01-01"}
+
+
+def _error(path, task=""):
+    with pytest.raises(SystemExit) as info:
+        validate(load_export(path), path, task)
+    message = str(info.value)
+    assert message.startswith("error:") and "\n" not in message
+    return message
+
+
+def test_good_export_and_split(tmp_path):
+    path = _export(tmp_path, [_pair(i) for i in range(10)] + [_pair(10, label=0.5)])
+    task, keep, notes = validate(load_export(path), path)
+    assert task == "captioning" and len(keep) == 11 and notes == []
+    train, held = split_by_item(load_export(path), keep, 0.2)
+    assert held and train and not {i // 2 for i in train} & {i // 2 for i in held}  # whole items held out
+
+
+def test_empty_export(tmp_path):
+    assert "is empty" in _error(_export(tmp_path, []))
+
+
+def test_missing_export(tmp_path):
+    assert "does not exist" in _error(str(tmp_path / "nope"))
+
+
+def test_single_class_export(tmp_path):
+    rows = [_pair(i, label=0.5) for i in range(4)] + [_pair(4, chosen="same", rejected="same")]
+    assert "no preference to learn" in _error(_export(tmp_path, rows))
+
+
+def test_identical_pairs_are_dropped(tmp_path):
+    path = _export(tmp_path, [_pair(0), _pair(1, chosen="same", rejected="same")])
+    _, keep, notes = validate(load_export(path), path)
+    assert keep == [0] and "chosen == rejected" in notes[0]
+
+
+def test_missing_image(tmp_path):
+    rows = [_pair(i) for i in range(3)]
+    rows[2]["image"] = None
+    message = _error(_export(tmp_path, rows))
+    assert "row 2" in message and "comparison_id 2" in message and "'image'" in message
+
+
+def test_missing_colorization_output(tmp_path):
+    rows = [_pair(i, chosen=IMG, rejected=IMG.convert("L").convert("RGB"), task="colorization") for i in range(2)]
+    rows[1]["rejected"] = None
+    assert "row 1" in (m := _error(_export(tmp_path, rows))) and "'rejected'" in m
+
+
+def test_unknown_task(tmp_path):
+    message = _error(_export(tmp_path, [_pair(0), _pair(1, task="detection")]))
+    assert "row 1" in message and "unknown task 'detection'" in message
+
+
+def test_task_not_in_export(tmp_path):
+    assert "no colorization pairs" in _error(_export(tmp_path, [_pair(0)]), task="colorization")
+
+
+def test_missing_column(tmp_path):
+    rows = [{k: v for k, v in _pair(0).items() if k != "label"}]
+    assert "lacks column(s) label" in _error(_export(tmp_path, rows))
+
+
+def test_jsonl_export(tmp_path):
+    IMG.save(tmp_path / "in.png")
+    path = tmp_path / "pairs.jsonl"
+    import json
+
+    path.write_text("\n".join(json.dumps({**_pair(i), "image": "in.png"}) for i in range(3)))
+    task, keep, _ = validate(load_export(path), path)
+    assert task == "captioning" and len(keep) == 3
