@@ -121,3 +121,13 @@ def test_demo_colorizer_samples_differ_but_stay_plausible(demo_rows):
     scores = [colorization_oracle.score(r, images[3 * i + j]) for i, r in enumerate(rows) for j in range(3)]
     gray = [colorization_oracle.score(r, task.grayscale(r["image"])) for r in rows]
     assert np.mean(scores) > np.mean(gray) + 0.1  # ... and better than no colour at all
+
+
+def test_photo_crops_are_an_image_folder_for_colorization_eval(tmp_path):
+    from vrlhf.data import load_rows
+    from vrlhf.shapes import main as data_main
+
+    assert data_main(["photos", "--out", str(tmp_path), "--crops", "2"]) == 0
+    rows = load_rows(tmp_path)
+    assert len(rows) == 14 and all(r["image"].size == (48, 48) and r["captions"] == [] for r in rows)
+    assert colorfulness([r["image"] for r in rows]).mean() > 20  # real colour photos, not gray

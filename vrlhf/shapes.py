@@ -299,7 +299,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size", type=int, default=48, help=f"image side in pixels (at least {MIN_SIZE}); default 48")
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="fraction of the images (the last ones) written to test/; default 0.1")
+    ph = datasets.add_parser("photos", help="crops of scikit-image's colour photos: a real-photo colorization eval set",
+                             description="Write OUT as an image folder of square photo crops (no captions).")
+    ph.add_argument("--out", required=True, help="output directory (images/*.png + metadata.jsonl)")
+    ph.add_argument("--size", type=int, default=48, help="crop side in pixels after resizing; default 48")
+    ph.add_argument("--crops", type=int, default=4, help="crops per photo; default 4")
     args = parser.parse_args(argv)
+    if args.dataset == "photos":
+        from vrlhf.photos import photo_rows
+
+        rows = photo_rows(size=args.size, crops_per_photo=args.crops)
+        write_imagefolder(rows, args.out)
+        print(f"wrote {len(rows)} photo crops ({args.size}x{args.size}) to {args.out}")
+        return 0
     if args.n < 1 or args.size < MIN_SIZE or args.seed < 0 or not 0 <= args.test_fraction < 1:
         p.error(f"need --n >= 1, --size >= {MIN_SIZE}, --seed >= 0 and 0 <= --test-fraction < 1")
 
