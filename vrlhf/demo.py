@@ -38,6 +38,8 @@ class DemoConfig:
     tune_batch: int = field(default=8, metadata={"help": "images per tuning step"})
     tune_k: int = field(default=4, metadata={"help": "samples per image while tuning"})
     tune_lr: float = field(default=1e-4, metadata={"help": "tuning learning rate"})
+    label_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the candidates to label"})
+    learned_kl: float = field(default=0.0, metadata={"help": "KL penalty to the MLE policy in runs with a learned reward"})
     eval_images: int = field(default=100, metadata={"help": "held-out images for the final comparison"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
 
@@ -169,7 +171,8 @@ def run_task(task_name: str, cfg: DemoConfig, workdir: Path, shapes: Path, store
 
     say(f"{task_name}: sampling {cfg.labels} comparisons (k=2) from {POLICIES[task_name]} into the store")
     round_id = sample_round(store, task_name, str(REPO / POLICIES[task_name]), str(shapes / "train"), k=2,
-                            n=cfg.labels, seed=cfg.seed, name="mle", progress=False, rows=train_rows)
+                            n=cfg.labels, seed=cfg.seed, name="mle", progress=False, rows=train_rows,
+                            temperature=cfg.label_temperature)
     summary["round"] = round_id
     summary["labeling"] = label_round(store, task_name, rows_by_id, cfg)
 
@@ -193,7 +196,8 @@ def run_task(task_name: str, cfg: DemoConfig, workdir: Path, shapes: Path, store
         tcfg = TuneConfig(task=task_name, policy=str(REPO / POLICIES[task_name]), data=str(shapes), out=str(out),
                           reward=reward, reward_norm="batch" if run == "both" else "none", steps=cfg.tune_steps,
                           batch_size=cfg.tune_batch, k=cfg.tune_k, lr=cfg.tune_lr, eval_every=0, save_every=0,
-                          eval_size=50, num_show=8, log_with="none", seed=cfg.seed)
+                          eval_size=50, num_show=8, log_with="none", seed=cfg.seed,
+                          kl_coef=cfg.learned_kl if run != "metric" else 0.0)
         start = time.time()
         tune(tcfg)
         summary["tuning"][run] = {"dir": str(out), "reward": reward, "seconds": time.time() - start}

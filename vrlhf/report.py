@@ -33,7 +33,7 @@ def markdown(rows: list[list[str]]) -> str:
 
 def rm_accuracy(rm_summary: dict) -> float:
     """Held-out pairwise accuracy of the best reward-model checkpoint."""
-    return float(rm_summary.get("best", {}).get("eval_accuracy", float("nan")))
+    return float(rm_summary.get("best", {}).get("accuracy", float("nan")))
 
 
 def print_tables(summary: dict) -> None:
