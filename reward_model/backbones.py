@@ -74,9 +74,12 @@ def build(config: dict, weights_from: str | Path | None = None) -> nn.Module:
     """A backbone from its config dict; with pretrained weights when `weights_from` is a model directory."""
     config = dict(config)
     if weights_from is not None:
-        model = AutoModel.from_pretrained(weights_from)
-        if hasattr(model, "encoder") and getattr(model.config, "model_type", "") == "vision-encoder-decoder":
-            model = model.encoder
+        if AutoConfig.from_pretrained(weights_from).model_type == "vision-encoder-decoder":
+            from transformers import VisionEncoderDecoderModel  # a captioning policy: keep its vision encoder
+
+            model = VisionEncoderDecoderModel.from_pretrained(weights_from).encoder
+        else:
+            model = AutoModel.from_pretrained(weights_from)
     else:
         model_type = config.pop("model_type")
         # A bare ViT/BERT pooler is a randomly initialised tanh layer: mean pooling needs no parameters.
