@@ -52,3 +52,20 @@ def test_eval_cli_prints_one_json_object(shapes_dir):
     metrics = json.loads(out.stdout)
     assert {"cider_d", "bleu4", "oracle_score"} <= set(metrics)
     assert metrics["cider_d"] > 1.0  # the demo captioner describes unseen shapes images well
+
+
+def test_eval_cli_names_a_missing_image_in_one_line_under_strict(shapes_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shapes_dir / "test", data)
+    missing = sorted((data / "images").iterdir())[0]
+    missing.unlink()
+    args = [sys.executable, "-m", "vrlhf.cli", "eval", "--task", "captioning", "--policy", "data/demo/captioner",
+            "--data", str(data), "--json"]
+    strict = subprocess.run(args + ["--strict"], capture_output=True, text=True)
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr
+    assert f"images/{missing.name} missing" in strict.stderr
+    lenient = subprocess.run(args, capture_output=True, text=True, check=True)  # skip and count, with a summary
+    assert f"skipped 1 of" in lenient.stderr and missing.name in lenient.stderr
+    assert "cider_d" in json.loads(lenient.stdout)

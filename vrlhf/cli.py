@@ -45,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()  # our padding after EOS is masked; HF's padding advice is noise here
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return func(rest) or 0
+    from vrlhf.data import DataError
+
+    try:
+        return func(rest) or 0
+    except DataError as e:  # bad input: one line naming the file and row, no traceback
+        print(f"vrlhf {name}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

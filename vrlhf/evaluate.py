@@ -27,10 +27,11 @@ def greedy_outputs(task, policy, rows: list[dict], batch_size: int = 64, progres
     return outputs
 
 
-def evaluate_policy(task_name: str, policy_dir: str, data: str, limit: int | None = None, progress: bool = False):
+def evaluate_policy(task_name: str, policy_dir: str, data: str, limit: int | None = None, progress: bool = False,
+                    strict: bool = False):
     task = get_task(task_name)
     policy = task.load_policy(policy_dir)
-    rows = load_rows(data, limit=limit)
+    rows = load_rows(data, strict=strict, limit=limit)
     return task.eval_metrics(rows, greedy_outputs(task, policy, rows, progress=progress))
 
 
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="evaluation dataset (image folder, COCO JSON or saved HF dataset)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N rows only")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--strict", action="store_true", help="fail on a missing or unreadable image (default: skip and count)")
     args = parser.parse_args(argv)
-    metrics = evaluate_policy(args.task, args.policy, args.data, args.limit, progress=not args.json)
+    metrics = evaluate_policy(args.task, args.policy, args.data, args.limit, progress=not args.json, strict=args.strict)
     if args.json:
         print(json.dumps(metrics))
     else:

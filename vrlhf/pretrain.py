@@ -46,6 +46,7 @@ class PretrainConfig:
     hidden_size: int = field(default=128, metadata={"help": "transformer width (encoder and decoder)"})
     layers: int = field(default=3, metadata={"help": "layers in the encoder and in the decoder"})
     mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)"})
+    strict: bool = field(default=False, metadata={"help": "fail on a missing or unreadable image (default: skip and count)"})
     init: str = field(default="", metadata={"help": "start from this policy directory instead of a fresh model"})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
@@ -53,8 +54,8 @@ class PretrainConfig:
 def split_data(cfg: PretrainConfig) -> tuple[list[dict], list[dict]]:
     root = Path(cfg.data)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return load_rows(root / "train"), load_rows(root / "test")
-    rows = load_rows(root)
+        return load_rows(root / "train", strict=cfg.strict), load_rows(root / "test", strict=cfg.strict)
+    rows = load_rows(root, strict=cfg.strict)
     random.Random(cfg.seed).shuffle(rows)
     n_test = max(1, int(len(rows) * cfg.test_fraction))
     return rows[n_test:], rows[:n_test]

@@ -9,6 +9,7 @@ different but coherent colorizations (a shape that starts red stays red), with e
 from __future__ import annotations
 
 import random
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -119,7 +120,10 @@ def decode(policy: SequencePolicy, rows: list[dict], tokens: torch.Tensor, k: in
         h, w = lab.shape[:2]
         ab = F.interpolate(cells[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         lab[..., 1:] = ab.permute(1, 2, 0).numpy()
-        images.append(Image.fromarray((lab2rgb(lab).clip(0, 1) * 255).round().astype(np.uint8)))
+        with warnings.catch_warnings():  # out-of-gamut ab is clipped to sRGB on purpose
+            warnings.simplefilter("ignore")
+            rgb = lab2rgb(lab)
+        images.append(Image.fromarray((rgb.clip(0, 1) * 255).round().astype(np.uint8)))
     return images
 
 
