@@ -13,16 +13,15 @@ annotator picks a over b with the Bradley-Terry probability sigmoid((score(a) - 
 
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
 
+from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, sigmoid
 from vrlhf.shapes import (COLOURS, KINDS, MAX_CAPTION_WORDS, POSITION_PHRASES, POSITIONS, PREFIXES, SIZES, SLOTS,
                           caption, parse_caption)
 
 DEFAULT_TEMPERATURE = 0.6  # self-agreement ~0.87 on corrupted reference captions (docs/ORACLES.md)
-TIE_MARGIN = 0.02  # score differences below this are ties: the annotator sees no difference
 TRUE, FALSE, MISSING, REPEAT, STUTTER, EXTRA = 0.25, 1.0, 0.5, 0.5, 0.1, 0.05
 
 
@@ -82,32 +81,21 @@ def score(row: dict, output: str) -> float:
 
 def prefer(row: dict, output_a: str, output_b: str, temperature: float = DEFAULT_TEMPERATURE) -> float:
     """Bradley-Terry probability that an annotator prefers a over b."""
-    return _sigmoid((score(row, output_a) - score(row, output_b)) / temperature)
+    return sigmoid((score(row, output_a) - score(row, output_b)) / temperature)
 
 
 def judge(row: dict, output_a: str, output_b: str, rng: np.random.Generator,
           temperature: float = DEFAULT_TEMPERATURE) -> float:
     """One simulated annotation: 1.0 (a wins), 0.0 (b wins) or 0.5 (a tie: the scores are within TIE_MARGIN)."""
-    return _draw(score(row, output_a) - score(row, output_b), rng, temperature)
+    return draw(score(row, output_a) - score(row, output_b), rng, temperature)
 
 
 def self_agreement(rows: list[dict], outputs_a: list[str], outputs_b: list[str], seed: int = 0,
                    temperature: float = DEFAULT_TEMPERATURE) -> float:
     """How often two independent judgements of the same pair agree: the accuracy ceiling of any reward model
     evaluated against this annotator on these pairs."""
-    rng = np.random.default_rng(seed)
     differences = [score(r, a) - score(r, b) for r, a, b in zip(rows, outputs_a, outputs_b, strict=True)]
-    return float(np.mean([_draw(d, rng, temperature) == _draw(d, rng, temperature) for d in differences]))
-
-
-def _sigmoid(x: float) -> float:
-    return 0.5 * (1.0 + math.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
-
-
-def _draw(difference: float, rng: np.random.Generator, temperature: float) -> float:
-    if abs(difference) < TIE_MARGIN:
-        return 0.5
-    return float(rng.random() < _sigmoid(difference / temperature))
+    return agreement(differences, seed, temperature)
 
 
 EDITS = ("attribute", "drop", "invent", "truncate")

@@ -21,10 +21,10 @@ from PIL import Image
 from scipy import ndimage
 from skimage.color import lab2rgb, rgb2lab
 
+from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, sigmoid
 from vrlhf.shapes import shape_masks
 
 DEFAULT_TEMPERATURE = 0.08  # self-agreement ~0.85 on model-like colorizations (docs/ORACLES.md)
-TIE_MARGIN = 0.02  # score differences below this (2 chroma units) are ties: the annotator sees no difference
 BACKGROUND_WEIGHT, SPREAD_WEIGHT = 2.0, 1.0
 
 
@@ -62,32 +62,21 @@ def score(row: dict, output: Image.Image) -> float:
 def prefer(row: dict, output_a: Image.Image, output_b: Image.Image,
            temperature: float = DEFAULT_TEMPERATURE) -> float:
     """Bradley-Terry probability that an annotator prefers a over b."""
-    return _sigmoid((score(row, output_a) - score(row, output_b)) / temperature)
+    return sigmoid((score(row, output_a) - score(row, output_b)) / temperature)
 
 
 def judge(row: dict, output_a: Image.Image, output_b: Image.Image, rng: np.random.Generator,
           temperature: float = DEFAULT_TEMPERATURE) -> float:
     """One simulated annotation: 1.0 (a wins), 0.0 (b wins) or 0.5 (a tie: the scores are within TIE_MARGIN)."""
-    return _draw(score(row, output_a) - score(row, output_b), rng, temperature)
+    return draw(score(row, output_a) - score(row, output_b), rng, temperature)
 
 
 def self_agreement(rows: list[dict], outputs_a: list[Image.Image], outputs_b: list[Image.Image],
                    seed: int = 0, temperature: float = DEFAULT_TEMPERATURE) -> float:
     """How often two independent judgements of the same pair agree: the accuracy ceiling of any reward model
     evaluated against this annotator on these pairs."""
-    rng = np.random.default_rng(seed)
     differences = [score(r, a) - score(r, b) for r, a, b in zip(rows, outputs_a, outputs_b, strict=True)]
-    return float(np.mean([_draw(d, rng, temperature) == _draw(d, rng, temperature) for d in differences]))
-
-
-def _sigmoid(x: float) -> float:
-    return 0.5 * (1.0 + math.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
-
-
-def _draw(difference: float, rng: np.random.Generator, temperature: float) -> float:
-    if abs(difference) < TIE_MARGIN:
-        return 0.5
-    return float(rng.random() < _sigmoid(difference / temperature))
+    return agreement(differences, seed, temperature)
 
 
 EDITS = ("mute", "tint", "hue", "noise", "coarse", "gray")
@@ -144,7 +133,7 @@ def main() -> None:
         a = [r["image"] if edits is not None else corrupt(r, rng) for r in rows]
         b = [corrupt(r, rng, edits) for r in rows]
         scores = [(score(r, x), score(r, y)) for r, x, y in zip(rows, a, b)]
-        p = np.mean([_sigmoid((x - y) / DEFAULT_TEMPERATURE) for x, y in scores])
+        p = np.mean([sigmoid((x - y) / DEFAULT_TEMPERATURE) for x, y in scores])
         ties = np.mean([abs(x - y) < TIE_MARGIN for x, y in scores])
         print(f"{name:<38} {p:9.3f} {ties:5.2f} {self_agreement(rows, a, b, seed=0):15.3f}")
     print(f"mean score of the truth: {np.mean([score(r, r['image']) for r in rows]):.3f}")

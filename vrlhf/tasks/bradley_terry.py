@@ -1,0 +1,26 @@
+"""Bradley–Terry draws shared by the simulated annotators: a score difference -> a sampled judgement."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TIE_MARGIN = 0.02  # score differences below this are ties: the annotator sees no difference
+
+
+def sigmoid(x: float) -> float:
+    return 0.5 * (1.0 + math.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
+
+
+def draw(difference: float, rng: np.random.Generator, temperature: float) -> float:
+    """One judgement of a pair whose scores differ by `difference`: 1.0 (a wins), 0.0 (b wins) or 0.5 (tie)."""
+    if abs(difference) < TIE_MARGIN:
+        return 0.5
+    return float(rng.random() < sigmoid(difference / temperature))
+
+
+def agreement(differences: list[float], seed: int, temperature: float) -> float:
+    """How often two independent judgements of the same pair agree: the accuracy ceiling of any reward model."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([draw(d, rng, temperature) == draw(d, rng, temperature) for d in differences]))
