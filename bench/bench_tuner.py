@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tuner.config import TuneConfig  # noqa: E402
-from tuner.train import DEFAULT_REWARDS, tune  # noqa: E402
+from tuner.train import DEFAULT_REWARDS, split_data, tune  # noqa: E402
 
 PARTS = ("captioning", "baselines", "colorization", "timing")
 
@@ -51,6 +51,39 @@ def run(cfg: TuneConfig) -> dict:
     strip = lambda r: {k[5:]: v for k, v in r.items() if k.startswith("eval/")}  # noqa: E731
     return {"before": strip(evals[0]), "after": strip(evals[-1]), "seconds": seconds, "timing": timing,
             "reward_first": steps[0]["reward"], "reward_last10": sum(r["reward"] for r in steps[-10:]) / len(steps[-10:])}
+
+
+def phrasing_ceiling(rows: list[dict]) -> dict:
+    """Held-out CIDEr-D of captions that state the ground truth exactly, in the grammar's wording that scores best
+    (one wording per shape count, searched over size words, phrase template, position phrase, connective and
+    prefix): what a captioner with perfect perception and the best fixed style would reach."""
+    import itertools
+
+    import numpy as np
+
+    from vrlhf.metrics import CiderD, tokenize
+    from vrlhf.shapes import PHRASES, POSITION_PHRASES, PREFIXES, SIZE_WORDS
+
+    references = [[tokenize(c) for c in r["captions"]] for r in rows]
+    scorer = CiderD(references)  # df from the held-out references, as the tuner's evaluation
+    counts = np.array([len(r["attributes"]["shapes"]) for r in rows])
+
+    def write(shapes, size_word, template, position, connective, prefix):
+        phrases = []
+        for shape in shapes:
+            options = POSITION_PHRASES[shape["position"]]
+            text = template.format(s=SIZE_WORDS[shape["size"]][size_word], c=shape["colour"], k=shape["kind"],
+                                   p=options[min(position, len(options) - 1)])
+            phrases.append(("an " if text[0] in "aeiou" else "a ") + text)
+        return " ".join([prefix] * bool(prefix) + [f" {connective} ".join(phrases)])
+
+    styles = list(itertools.product((0, 1), sorted(set(PHRASES)), range(4), ("and", "with", "next to"),
+                                    sorted(set(PREFIXES))))
+    scores = np.array([scorer.score([tokenize(write(r["attributes"]["shapes"], *style)) for r in rows], references)
+                       for style in styles])  # [styles, rows]
+    plain = styles.index((0, "{s} {c} {k} {p}", 0, "and", ""))
+    best = sum(scores[:, counts == n].mean(1).max() * (counts == n).sum() for n in set(counts)) / len(rows)
+    return {"truth_plain": float(scores[plain].mean()), "truth_best_style": float(best)}
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -85,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if parts & {"captioning", "timing"}:
         results["default"] = run(replace(base, out=str(out / "caption_default")))
         r = results["default"]
+        ceiling = results["ceiling"] = phrasing_ceiling(split_data(base)[1])
         keys = ["cider_d", "bleu4", "oracle_score", "words", "distinct_2"]
         report.append("### Captioning: MLE vs tuned (`vrlhf tune` defaults, reward = CIDEr-D)\n\n" + table(
             ["model", *keys, "minutes"],
@@ -92,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
              ["tuned", *[r["after"].get(k, float("nan")) for k in keys], r["seconds"] / 60]])
             + f"\n\nheld-out CIDEr-D {r['before']['cider_d']:.3f} -> {r['after']['cider_d']:.3f} "
               f"({100 * (r['after']['cider_d'] / r['before']['cider_d'] - 1):+.1f}% relative); "
-              "BLEU-4 and oracle_score are not part of the reward.")
+              "BLEU-4 and oracle_score are not part of the reward.\n\n"
+              f"For scale: the ground truth in the plain wording (\"a large red circle on the left and ...\") scores "
+              f"{ceiling['truth_plain']:.3f}; in the best-scoring wording per shape count {ceiling['truth_best_style']:.3f} "
+              f"({100 * (ceiling['truth_best_style'] / r['before']['cider_d'] - 1):+.1f}% over MLE): the CIDEr-D a "
+              "captioner with perfect perception and the best fixed style would reach.")
 
     if "baselines" in parts:
         rows = []

@@ -224,7 +224,7 @@ def second_round(store, task_name: str, tuned: str, rows: list[dict], shapes: Pa
 
 # The caption reward model starts its image encoder from the demo captioner's: it already sees colours and shapes
 # (held-out accuracy 0.52 -> 0.78 on the same 360 pairs).
-RM_SETTINGS = {"captioning": dict(epochs=8, eval_every=25, image_encoder=str(REPO / POLICIES["captioning"])),
+RM_SETTINGS = {"captioning": dict(epochs=8, eval_every=25),
                "colorization": dict(epochs=8, eval_every=25)}
 
 

@@ -99,7 +99,8 @@ def evaluate(task, policy, rows: list[dict], batch_size: int = 100) -> dict[str,
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    # cpu=True on a CPU machine: without it a torchrun launch silently trains one process per rank, unsynchronised
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     torch.manual_seed(cfg.seed + accelerator.process_index)
     rng = random.Random(cfg.seed + accelerator.process_index)
     train_rows, test_rows = split_data(cfg)
@@ -109,7 +110,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, cfg.steps // 20), cfg.steps)
-    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    optimizer = accelerator.prepare(optimizer)  # not the scheduler: Accelerate would step it once per process
 
     # Inputs are small: preprocess every training image once instead of every step.
     pixels = task.pixel_values(policy, [r["image"] for r in train_rows])  # (N, C, S, S)

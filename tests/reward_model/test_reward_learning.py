@@ -1,6 +1,8 @@
 """A reward model trained on ≤ 800 oracle-labelled pairs reaches ≥ 85% of the oracle's self-agreement on
 pairs over new images, for each task, through the real export → train → load → evaluate path."""
 
+from pathlib import Path
+
 import pytest
 
 from reward_model import load_reward_model
@@ -20,11 +22,12 @@ def test_reward_model_learns_the_oracle(tmp_path, task):
     save_export(simulated_pairs(task, n, seed=0), tmp_path / "train")
     held = simulated_pairs(task, 300, seed=7)  # other images than the training pairs
     save_export(held, tmp_path / "eval")
-    # The caption model starts its image encoder from the demo captioner's (it already sees colours and shapes).
-    encoder = {"image_encoder": "data/demo/captioner"} if task == "captioning" else {}
+    # The embedded defaults: the caption model starts its image encoder from the demo captioner's ViT.
     cfg = TrainRewardConfig(task=task, data=str(tmp_path / "train"), out=str(tmp_path / "rm"), eval_fraction=0.0,
-                            max_steps=steps, eval_every=steps, progress=False, **encoder)
+                            max_steps=steps, eval_every=steps, progress=False)
     summary = train_reward(cfg)
+    if task == "captioning":
+        assert Path(load_reward_model(tmp_path / "rm").cfg.image_encoder).name == "captioner"
     assert summary["pairs_per_sec"] > 0 and (tmp_path / "rm" / "metrics.jsonl").read_text()
     metrics = evaluate_reward(load_reward_model(tmp_path / "rm"), tmp_path / "eval")
     ceiling = oracle_self_agreement(task, held)
