@@ -39,7 +39,11 @@ def test_simulated_loop_produces_every_artefact(tmp_path):
         policy = t.load_policy(tmp_path / f"tune-{task}-learned" / "final")
         outputs = t.decode(policy, rows, policy.greedy(t.pixel_values(policy, [r["image"] for r in rows])).tokens)
         assert torch.isfinite(rm.score(rows, outputs)).all()
-        assert set(result["evaluation"]) == {"mle", "metric", "learned", "both"}
+        assert set(result["evaluation"]) == {"mle", "metric", "learned", "both", "references"}
+        assert {"sampling", "labeling", "reward_model", "tune_learned", "evaluation"} <= set(result["seconds"])
         assert 0 <= result["evaluation"]["learned"]["win_rate_vs_mle_sampled"] <= 1
+        if task == "captioning":  # the references row states the truth: the oracle's best possible score
+            perfect = sum(len(r["attributes"]["shapes"]) for r in load_rows(tmp_path / "shapes" / "test", limit=6)) / 6
+            assert result["evaluation"]["references"]["oracle_score"] == pytest.approx(perfect)
         # the second round: the tuned policy's candidates were added to the same database
         assert result["second_round"] > result["round"]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 COLUMNS = {
     "captioning": ["cider_d", "bleu4", "oracle_score", "oracle_score_sampled", "win_rate_vs_mle_greedy",
-                   "win_rate_vs_mle_sampled", "eos_rate", "words"],
+                   "win_rate_vs_mle_sampled", "ties_vs_mle_sampled", "eos_rate", "words"],
     "colorization": ["colorfulness", "saturation", "ab_error", "oracle_score", "oracle_score_sampled",
-                     "win_rate_vs_mle_greedy", "win_rate_vs_mle_sampled"],
+                     "win_rate_vs_mle_greedy", "win_rate_vs_mle_sampled", "ties_vs_mle_sampled"],
 }
 ROW_NAMES = {"mle": "MLE (start)", "metric": "tuned: metric reward", "learned": "tuned: learned reward",
-             "both": "tuned: metric + learned"}
+             "both": "tuned: metric + learned", "references": "references (for scale)"}
 
 
 def table(task: str, evaluation: dict) -> list[list[str]]:
@@ -41,6 +41,7 @@ def print_tables(summary: dict) -> None:
         print(f"\n## {task}  (reward model held-out accuracy {rm_accuracy(result['reward_model']):.3f}, "
               f"{result['labeling']['votes']} votes through the app)\n")
         print(markdown(table(task, result["evaluation"])))
+        print("\nseconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in result.get("seconds", {}).items()))
 
 
 def png_data_uri(figure_or_image) -> str:
@@ -102,7 +103,8 @@ def write_report(workdir: Path, summary: dict, outputs_by_task: dict) -> Path:
         rows, outputs = outputs_by_task[task]
         parts.append(f"<h2>{task}</h2><p>{result['labeling']['votes']} simulated votes through the app's HTTP API "
                      f"({', '.join(result['labeling']['annotators'])}); reward model held-out accuracy "
-                     f"{rm_accuracy(result['reward_model']):.3f}.</p>")
+                     f"{rm_accuracy(result['reward_model']):.3f}. Seconds per stage: "
+                     f"{html.escape(', '.join(f'{k} {v:.0f}' for k, v in result.get('seconds', {}).items()))}.</p>")
         rows_html = table(task, result["evaluation"])
         parts.append("<table class='res'>" + "".join(
             "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>" for c in r) + "</tr>"
