@@ -21,3 +21,13 @@ def test_train_and_eval_commands(tmp_path, capsys):
     assert evaluate.main(["--model", str(out), "--data", str(tmp_path / "pairs"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["task"] == "colorization" and metrics["pairs"] == 40 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_default_image_encoder_is_the_demo_captioner_or_a_clear_fallback(monkeypatch, tmp_path):
+    assert train.resolve_image_encoder("default", "captioning") == (str(train.DEFAULT_IMAGE_ENCODERS["captioning"]), None)
+    assert train.resolve_image_encoder("default", "colorization") == ("", None)  # the tiny CNN
+    assert train.resolve_image_encoder("", "captioning") == ("", None)
+    assert train.resolve_image_encoder("some/dir", "captioning") == ("some/dir", None)
+    monkeypatch.setitem(train.DEFAULT_IMAGE_ENCODERS, "captioning", tmp_path / "missing")
+    encoder, note = train.resolve_image_encoder("default", "captioning")
+    assert encoder == "" and "missing" in note and "tiny encoder" in note
