@@ -218,7 +218,7 @@ def run_task(task_name: str, cfg: DemoConfig, workdir: Path, shapes: Path, store
     with timed(summary, "reward_model"):
         summary["reward_model"] = train_reward(TrainRewardConfig(data=str(export_dir), out=str(rm_dir),
                                                                  task=task_name, seed=cfg.seed, progress=False,
-                                                                 **RM_SETTINGS[task_name]))
+                                                                 **RM_SETTINGS))
 
     runs = {"metric": METRIC_REWARDS[task_name], "learned": [f"learned:{rm_dir}=1.0"],
             "both": METRIC_REWARDS[task_name] + [f"learned:{rm_dir}=1.0"]}
@@ -257,8 +257,7 @@ def second_round(store, task_name: str, tuned: str, rows: list[dict], shapes: Pa
 
 
 # `vrlhf train-reward`'s embedded defaults (the caption model starts from the demo captioner's ViT), 8 epochs.
-RM_SETTINGS = {"captioning": dict(epochs=8, eval_every=25),
-               "colorization": dict(epochs=8, eval_every=25)}
+RM_SETTINGS = dict(epochs=8, eval_every=25)
 
 
 def simulate(cfg: DemoConfig) -> dict:
