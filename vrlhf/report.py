@@ -26,6 +26,11 @@ def table(task: str, evaluation: dict) -> list[list[str]]:
     return rows
 
 
+def stage_times(result: dict) -> str:
+    """"sampling 5, labeling 21, ...": the seconds of each stage of one task."""
+    return ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in result.get("seconds", {}).items())
+
+
 def markdown(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
@@ -41,7 +46,7 @@ def print_tables(summary: dict) -> None:
         print(f"\n## {task}  (reward model held-out accuracy {rm_accuracy(result['reward_model']):.3f}, "
               f"{result['labeling']['votes']} votes through the app)\n")
         print(markdown(table(task, result["evaluation"])))
-        print("\nseconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in result.get("seconds", {}).items()))
+        print(f"\nseconds per stage: {stage_times(result)}")
 
 
 def png_data_uri(figure_or_image) -> str:
@@ -104,7 +109,7 @@ def write_report(workdir: Path, summary: dict, outputs_by_task: dict) -> Path:
         parts.append(f"<h2>{task}</h2><p>{result['labeling']['votes']} simulated votes through the app's HTTP API "
                      f"({', '.join(result['labeling']['annotators'])}); reward model held-out accuracy "
                      f"{rm_accuracy(result['reward_model']):.3f}. Seconds per stage: "
-                     f"{html.escape(', '.join(f'{k} {v:.0f}' for k, v in result.get('seconds', {}).items()))}.</p>")
+                     f"{html.escape(stage_times(result))}.</p>")
         rows_html = table(task, result["evaluation"])
         parts.append("<table class='res'>" + "".join(
             "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>" for c in r) + "</tr>"

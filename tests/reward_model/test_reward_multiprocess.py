@@ -22,7 +22,7 @@ TINY = dict(task="colorization", encoder="vit", vit_hidden=32, vit_layers=1, hid
 
 DRIVER = textwrap.dedent(
     """
-    import json, os, sys, torch
+    import json, sys
     from reward_model.train import TrainRewardConfig, train_reward
     from accelerate import PartialState
     summary = train_reward(TrainRewardConfig(**json.loads(sys.argv[1])))
