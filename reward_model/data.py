@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -160,11 +161,21 @@ def split_by_item(ds, indices: list[int], eval_fraction: float, seed: int = 0) -
     return train, [i for i in indices if str(items[i]) in held]
 
 
-class PairDataset(torch.utils.data.Dataset):
-    """Pairs of an export at `indices`, decoded lazily: {"image", "chosen", "rejected", "label"}."""
+# The square's eight symmetries (flips and quarter turns). Turning the input and both outputs of a pair together
+# leaves a colorization preference unchanged, so each epoch can show every pair in another orientation.
+DIHEDRAL = (None, *(getattr(Image.Transpose, name) for name in (
+    "FLIP_LEFT_RIGHT", "FLIP_TOP_BOTTOM", "ROTATE_90", "ROTATE_180", "ROTATE_270", "TRANSPOSE", "TRANSVERSE")))
 
-    def __init__(self, ds, indices: list[int], task: str):
+
+class PairDataset(torch.utils.data.Dataset):
+    """Pairs of an export at `indices`, decoded lazily: {"image", "chosen", "rejected", "label"}.
+
+    With `augment`, each pair is turned by one of `DIHEDRAL`, drawn from (seed, epoch, row) so that any number
+    of processes sees the same orientations; set `epoch` before each pass."""
+
+    def __init__(self, ds, indices: list[int], task: str, augment: bool = False, seed: int = 0):
         self.ds, self.indices, self.task = ds, list(indices), task
+        self.augment, self.seed, self.epoch = augment, seed, 0
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -174,6 +185,10 @@ class PairDataset(torch.utils.data.Dataset):
         pair = {"image": to_image(r["image"]).convert("RGB"), "label": float(r["label"])}
         for key in ("chosen", "rejected"):
             pair[key] = str(r[key]) if self.task == "captioning" else to_image(r[key]).convert("RGB")
+        if self.augment:
+            turn = random.Random(f"{self.seed}/{self.epoch}/{self.indices[j]}").choice(DIHEDRAL)
+            if turn is not None:
+                pair |= {key: pair[key].transpose(turn) for key in ("image", "chosen", "rejected")}
         return pair
 
 

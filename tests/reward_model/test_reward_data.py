@@ -91,3 +91,38 @@ def test_jsonl_export(tmp_path):
     path.write_text("\n".join(json.dumps({**_pair(i), "image": "in.png"}) for i in range(3)))
     task, keep, _ = validate(load_export(path), path)
     assert task == "captioning" and len(keep) == 3
+
+
+def test_augment_turns_input_and_both_outputs_together(tmp_path):
+    import numpy as np
+
+    from reward_model.data import DIHEDRAL, PairDataset
+
+    rng = np.random.default_rng(0)
+    noise = lambda: Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8))  # noqa: E731
+    path = _export(tmp_path, [_pair(i, noise(), noise(), task="colorization", image=noise()) for i in range(4)])
+    ds = load_export(path)
+    plain = PairDataset(ds, range(4), "colorization")
+    turned = PairDataset(ds, range(4), "colorization", augment=True, seed=3)
+    seen = set()
+    for epoch in range(8):
+        turned.epoch = epoch
+        for j in range(4):
+            a, b = plain[j], turned[j]
+            matches = [t for t in DIHEDRAL if all(
+                np.array_equal(np.asarray(b[k]), np.asarray(a[k] if t is None else a[k].transpose(t)))
+                for k in ("image", "chosen", "rejected"))]
+            assert len(matches) == 1  # one and the same turn for the input and both outputs
+            assert np.array_equal(np.asarray(turned[j]["chosen"]), np.asarray(b["chosen"]))  # reproducible
+            seen.add(matches[0])
+    assert len(seen) >= 6  # 32 draws over 8 turns: each epoch shows other orientations
+
+
+def test_augment_flips_refuses_captions():
+    from reward_model.train import resolve_augment
+
+    assert resolve_augment("auto", "colorization") and not resolve_augment("auto", "captioning")
+    with pytest.raises(SystemExit, match="left and right"):
+        resolve_augment("flips", "captioning")
+    with pytest.raises(SystemExit, match="auto, flips or none"):
+        resolve_augment("rotate", "colorization")
