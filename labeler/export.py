@@ -29,8 +29,8 @@ def vote_pairs(vote: dict) -> list[tuple[int, int, float]]:
         return [(shown[0], shown[1], 1.0)]
     if choice == "b":
         return [(shown[1], shown[0], 1.0)]
-    if choice == "tie":
-        return [(shown[0], shown[1], 0.5)]
+    if choice == "tie":  # no winner: the candidates in sampling order, whichever side each was shown on
+        return [(*sorted(shown[:2]), 0.5)]
     if choice == "rank":
         return [(w, l, 1.0) for w, l in combinations(vote["ranking"], 2)]
     return []  # skip, both_bad
@@ -38,7 +38,10 @@ def vote_pairs(vote: dict) -> list[tuple[int, int, float]]:
 
 def pairs(store: Store, task: str | None = None) -> list[dict]:
     """Preference pairs as plain dicts; images are media-relative PNG paths (keys ending in `_path`)."""
-    votes = [v for v in store.votes() if task is None or v["task"] == task]
+    # In sampling order (a comparison's votes oldest first): the same labels export to the same file, however
+    # the annotators' votes interleaved in time.
+    votes = sorted((v for v in store.votes() if task is None or v["task"] == task),
+                   key=lambda v: (v["comparison_id"], v["vote_id"]))
     tasks = {v["task"] for v in votes}
     if len(tasks) > 1:
         raise LabelError(f"the database holds several tasks ({', '.join(sorted(tasks))}): pass --task")
@@ -105,7 +108,7 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
             ds.save_to_disk(str(out))
         else:
             ds.to_parquet(str(out / "pairs.parquet"))
-    votes = [v for v in store.votes() if task is None or v["task"] == task]
+    votes = [v for v in store.votes() if task is None or v["task"] == task]  # the audit: in time order
     cands = store.candidates({c for v in votes for c in v["candidate_ids"]})
     with open(out / "audit.jsonl", "w") as f:
         for v in votes:

@@ -74,20 +74,23 @@ def ensure_shapes(workdir: Path) -> Path:
 
 
 def simulated_annotator(url: str, name: str, rows_by_id: dict, store, seed: int, counts: dict) -> None:
-    """One annotator: ask the app for the next comparison, judge it with its task's oracle, vote; until none left."""
+    """One annotator: ask the app for the next comparison, judge it with its task's oracle, vote; until none left.
+    Each judgment draws from (seed, comparison) on the candidates in sampling order, so the labels do not depend on
+    which annotator got which comparison or in which order it was shown."""
     from gradio_client import Client
 
     from vrlhf.tasks import get_oracle
 
-    rng = np.random.default_rng(seed)
     client = Client(url, verbose=False)
     reply = client.predict(annotator=name, api_name="/next")
     while reply.get("view"):
         view = reply["view"]
         row = rows_by_id[view["item_id"]]
-        a, b = (candidate_output(store, c) for c in view["candidates"][:2])
-        verdict = get_oracle(view["task"]).judge(row, a, b, rng)
-        choice = {1.0: "a", 0.0: "b", 0.5: "tie"}[verdict]
+        shown = view["candidates"][:2]
+        first, second = sorted(shown, key=lambda c: c["candidate_id"])  # judged in sampling order, not as shown
+        verdict = get_oracle(view["task"]).judge(row, candidate_output(store, first), candidate_output(store, second),
+                                                 np.random.default_rng([seed, view["comparison_id"]]))
+        choice = "tie" if verdict == 0.5 else "ab"[shown.index(first if verdict == 1.0 else second)]
         reply = client.predict(comparison_id=view["comparison_id"], token=view["token"], choice=choice, ranking="",
                                annotator=name, api_name="/vote")
         counts[name] = counts.get(name, 0) + 1
@@ -109,7 +112,7 @@ def label_round(store, task: str, rows_by_id: dict, cfg: DemoConfig) -> dict:
     say(f"labeling app serving on {url}; {cfg.annotators} simulated annotators labelling {task} through its API")
     counts: dict[str, int] = {}
     threads = [threading.Thread(target=simulated_annotator,
-                                args=(url, f"sim-{task}-{i + 1}", rows_by_id, store, cfg.seed + i, counts))
+                                args=(url, f"sim-{task}-{i + 1}", rows_by_id, store, cfg.seed, counts))
                for i in range(cfg.annotators)]
     start = time.time()
     for t in threads:

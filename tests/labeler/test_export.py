@@ -38,7 +38,8 @@ def test_caption_pairs_and_audit(tmp_path):
     pos = lambda v, p: v["candidates"]["ABC".index(p)]["text"]  # noqa: E731
     assert rows[(a["comparison_id"], pos(a, "A"), pos(a, "B"))]["label"] == 1.0
     assert rows[(b["comparison_id"], pos(b, "B"), pos(b, "A"))]["label"] == 1.0
-    assert rows[(tie["comparison_id"], pos(tie, "A"), pos(tie, "B"))]["label"] == 0.5
+    in_sampling_order = [c["text"] for c in sorted(tie["candidates"], key=lambda c: c["candidate_id"])]
+    assert rows[(tie["comparison_id"], *in_sampling_order)]["label"] == 0.5  # a tie: not as shown
     for w, l in [("B", "C"), ("B", "A"), ("C", "A")]:
         r = rows[(rank["comparison_id"], pos(rank, w), pos(rank, l))]
         assert r["label"] == 1.0 and r["chosen_policy"] == "policy-b"
@@ -73,3 +74,25 @@ def test_colorization_pairs_are_images(tmp_path):
     with pytest.raises(ValueError, match="several tasks"):
         export(store, tmp_path / "both")
     assert export(store, tmp_path / "cap", task="captioning")["pairs"] == 1
+
+
+def test_export_order_does_not_depend_on_how_votes_interleaved(tmp_path):
+    def older(view) -> str:  # the same judgment whatever order the candidates were shown in
+        ids = [c["candidate_id"] for c in view["candidates"]]
+        return "a" if ids[0] < ids[1] else "b"
+
+    def labelled(name: str, annotators: list[str]) -> list[tuple]:
+        store = Store(tmp_path / f"{name}.sqlite")
+        fill(store, 6, k=2)
+        views = [store.next_comparison(a) for a in annotators]  # taken together, voted last-first
+        for a, v in reversed(list(zip(annotators, views))):
+            store.vote(v["token"], older(v), annotator=a)
+        while view := store.next_comparison("late"):
+            store.vote(view["token"], older(view), annotator="late")
+        export(store, tmp_path / name)
+        ds = datasets.load_from_disk(str(tmp_path / name))
+        return list(zip(ds["comparison_id"], ds["chosen"], ds["rejected"], ds["label"]))
+
+    one_by_one, interleaved = labelled("one", ["solo"]), labelled("many", ["p", "q", "r", "s"])
+    assert len(one_by_one) == 6 and one_by_one == interleaved
+    assert [row[0] for row in interleaved] == sorted(row[0] for row in interleaved)
