@@ -162,6 +162,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     if not train_idx:
         raise SystemExit(f"error: export {cfg.data}: no training pairs left after holding out {cfg.eval_fraction}")
     cfg.task = task
+    augment = resolve_augment(cfg.augment, task)  # a bad value fails before any work
     cfg.image_encoder, missing = resolve_image_encoder(cfg.image_encoder, task)
     notes = [*notes, missing] if missing else notes
     log = accelerator.print
@@ -172,7 +173,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     model = build_reward_model(task, **model_options(cfg))
     collate = partial(collate_pairs, model)  # model.inputs only preprocesses: safe to bind before wrapping
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_set = PairDataset(ds, train_idx, task, augment=resolve_augment(cfg.augment, task), seed=cfg.seed)
+    train_set = PairDataset(ds, train_idx, task, augment=augment, seed=cfg.seed)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                                collate_fn=collate, generator=gen)
     eval_loader = torch.utils.data.DataLoader(PairDataset(ds, eval_idx, task), batch_size=2 * cfg.batch_size,
