@@ -43,7 +43,7 @@ class DemoConfig:
     label_temperature: float = field(default=1.5, metadata={"help": "sampling temperature of the candidates to label"})
     # Without it the policy finds what a reward model learned from a few hundred labels gets wrong (docs/DEMO.md).
     learned_kl: float = field(default=0.2, metadata={"help": "KL penalty to the MLE policy in runs with a learned reward"})
-    eval_images: int = field(default=100, metadata={"help": "held-out images for the final comparison"})
+    eval_images: int = field(default=300, metadata={"help": "held-out images for the final comparison (win-rate standard error ≈ 0.03)"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
 
 
