@@ -36,16 +36,15 @@ def vote_pairs(vote: dict) -> list[tuple[int, int, float]]:
     return []  # skip, both_bad
 
 
-def pairs(store: Store, task: str | None = None) -> list[dict]:
-    """Preference pairs as plain dicts; images are media-relative PNG paths (keys ending in `_path`)."""
-    # In sampling order (a comparison's votes oldest first): the same labels export to the same file, however
-    # the annotators' votes interleaved in time.
-    votes = sorted((v for v in store.votes() if task is None or v["task"] == task),
-                   key=lambda v: (v["comparison_id"], v["vote_id"]))
+def pairs(store: Store, votes: list[dict]) -> list[dict]:
+    """Preference pairs of `votes` (`store.votes()` rows of one task) as plain dicts; images are media-relative PNG
+    paths (keys ending in `_path`). In sampling order, a comparison's votes oldest first: the same labels export
+    to the same file, however the annotators' votes interleaved in time."""
     tasks = {v["task"] for v in votes}
     if len(tasks) > 1:
         raise LabelError(f"the database holds several tasks ({', '.join(sorted(tasks))}): pass --task")
-    found = [(v, p) for v in votes for p in vote_pairs(v)]
+    in_order = sorted(votes, key=lambda v: (v["comparison_id"], v["vote_id"]))
+    found = [(v, p) for v in in_order for p in vote_pairs(v)]
     cands = store.candidates({cid for _, (w, l, _) in found for cid in (w, l)})
     rows = []
     for v, (w, l, label) in found:
@@ -90,7 +89,8 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
         raise LabelError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = pairs(store, task)
+    votes = [v for v in store.votes() if task is None or v["task"] == task]  # in time order: the audit's
+    rows = pairs(store, votes)
     if format == "jsonl":
         with open(out / "pairs.jsonl", "w") as f:
             for r in rows:
@@ -108,7 +108,6 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
             ds.save_to_disk(str(out))
         else:
             ds.to_parquet(str(out / "pairs.parquet"))
-    votes = [v for v in store.votes() if task is None or v["task"] == task]  # the audit: in time order
     cands = store.candidates({c for v in votes for c in v["candidate_ids"]})
     with open(out / "audit.jsonl", "w") as f:
         for v in votes:
