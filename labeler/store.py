@@ -50,15 +50,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from vrlhf.errors import LabelError  # noqa: F401  (re-exported: labeler code raises it)
+
 SCHEMA_VERSION = 1
 PAIR_CHOICES = ("a", "b", "tie", "both_bad", "skip")
 RANK_CHOICES = ("rank", "both_bad", "skip")
 POSITIONS = "ABCD"
 MAX_K = 4
-
-
-class LabelError(ValueError):
-    """A request the store refuses (unknown comparison, foreign lease, bad choice); nothing was written."""
 
 
 def utcnow() -> datetime:

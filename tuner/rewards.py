@@ -17,11 +17,13 @@ from typing import Callable
 
 import torch
 
+from vrlhf.errors import ConfigError
+
 NORMALIZATIONS = ("none", "batch", "running")
 LEARNED = "learned:"
 
 
-class RewardSpecError(ValueError):
+class RewardSpecError(ConfigError):
     """A reward spec that cannot be honoured; the message says which spec and why."""
 
 

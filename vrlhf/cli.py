@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()  # our padding after EOS is masked; HF's padding advice is noise here
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    from vrlhf.data import DataError
+    from vrlhf.errors import VrlhfError
 
     try:
         return func(rest) or 0
-    except DataError as e:  # bad input: one line naming the file and row, no traceback
+    except VrlhfError as e:  # a problem the user can fix: one line naming the file, row or flag, no traceback
         print(f"vrlhf {name}: {e}", file=sys.stderr)
         return 2
 

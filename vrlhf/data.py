@@ -21,9 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-
-class DataError(ValueError):
-    """A dataset that cannot be loaded as asked; the one-line message names the file and the row or line."""
+from vrlhf.errors import DataError
 
 
 def load_rows(path: str | Path, strict: bool = False, limit: int | None = None,
