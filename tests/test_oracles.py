@@ -10,7 +10,7 @@ from vrlhf.shapes import caption, make_shapes, shape_mask
 from vrlhf.tasks import caption_oracle as CO
 from vrlhf.tasks import colorization_oracle as IO
 
-ROWS = make_shapes(200, seed=3)
+ROWS = make_shapes(200, seed=3, references="complete")  # every reference states the whole truth
 MULTI = [r for r in ROWS if len(r["attributes"]["shapes"]) > 1]
 
 

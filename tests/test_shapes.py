@@ -11,6 +11,7 @@ from skimage.color import rgb2lab
 from vrlhf import shapes as S
 
 ROWS = S.make_shapes(300, seed=0)
+COMPLETE = S.make_shapes(300, seed=0, references="complete")  # the all-true wording, for tests that need it
 
 
 def facts(items):
@@ -28,8 +29,9 @@ def test_same_seed_same_rows_other_seed_other_rows():
     assert other[0]["id"] == "shapes-1-0" and S.shapes_row(7, seed=0)["captions"] == ROWS[7]["captions"]
 
 
-def test_every_reference_caption_parses_to_exactly_the_shapes():
-    for row in ROWS:
+def test_complete_references_parse_to_exactly_the_shapes():
+    for row, writers_row in zip(COMPLETE, ROWS):
+        assert row["attributes"] == writers_row["attributes"]  # only the captions depend on `references`
         assert len(row["captions"]) == S.N_CAPTIONS
         assert len(set(row["captions"])) >= 4, row["captions"]
         for text in row["captions"]:
@@ -40,8 +42,11 @@ def test_every_reference_caption_parses_to_exactly_the_shapes():
 
 
 def test_grammar_is_small_and_varied():
-    assert len(S.VOCABULARY) <= 60 and S.VOCABULARY == sorted(set(S.VOCABULARY))
-    used = Counter(w for row in ROWS for text in row["captions"] for w in text.split())
+    assert len(S.VOCABULARY) <= 70 and S.VOCABULARY == sorted(set(S.VOCABULARY))
+    for row in ROWS:
+        for text in row["captions"]:
+            assert set(text.split()) <= set(S.VOCABULARY) and len(text.split()) <= S.MAX_CAPTION_WORDS, text
+    used = Counter(w for row in COMPLETE for text in row["captions"] for w in text.split())
     for word in ("big", "large", "little", "small", "middle", "center", "next", "with", "and", "there", "that"):
         assert used[word] > 10, word
 

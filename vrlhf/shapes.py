@@ -6,8 +6,11 @@
      "shapes": [{"kind": "circle", "colour": "red", "size": "large", "position": "left",
                  "cx": 12, "cy": 30, "r": 9.6}, ...]}  # sorted left to right; centre and radius in pixels
 
-`shape_masks` redraws that geometry (for the colorization oracle), `parse_caption` reads the caption grammar
-back (for the caption oracle), and `vrlhf data shapes` writes train/test image folders.
+Each image has five reference captions written by simulated people with human habits
+(`vrlhf/tasks/caption_writers.py`: salient shapes first, often only one, details left out, a few mistakes), or
+with `references="complete"` every attribute of every shape in the grammar's wording (`vrlhf/shapes_grammar.py`).
+`shape_masks` redraws the geometry (for the colorization oracle), `parse_caption` reads any caption back (for the
+caption oracle), and `vrlhf data shapes` writes train/test image folders.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-KINDS = ("circle", "square", "triangle")
+from vrlhf.shapes_grammar import (  # noqa: F401  (the caption language, re-exported for callers of this module)
+    ARTICLES, COLOURS, CONNECTIVES, KINDS, LEXICON, MAX_CAPTION_WORDS, PHRASES, POSITION_PHRASES, POSITIONS,
+    PREFIXES, SHORTEST, SIZE_WORDS, SIZES, SLOTS, SYNONYMS, VOCABULARY, caption, parse_caption)
+from vrlhf.tasks import caption_writers
+
 PALETTE = {
     "red": (220, 30, 30),
     "green": (40, 170, 60),
@@ -31,49 +38,13 @@ PALETTE = {
     "purple": (150, 50, 200),
     "orange": (250, 130, 20),
 }
-COLOURS = tuple(PALETTE)
-SIZES = ("small", "large")
-POSITIONS = ("left", "center", "right")
+assert tuple(PALETTE) == COLOURS  # the drawing and the words name the same colours, in the same order
 RADIUS = {"small": 0.1, "large": 0.2}  # fraction of the image side
 SQUARE_HALF, TRIANGLE_R = 0.9, 1.5  # times r, so the three kinds of one size have about the same area
 BACKGROUND = (90, 200)  # gray levels, inclusive
 NOISE = 2.0  # std of the gray background noise
 N_CAPTIONS = 5
-MAX_CAPTION_WORDS = 24
 MIN_SIZE = 24  # below this a small shape is under 5 px across and a large triangle no longer fits in a third
-
-# The caption grammar. Every shape is one noun phrase that starts with an article and carries all four
-# attributes before the next article, which is what lets `parse_caption` read captions back exactly.
-ARTICLES = ("a", "an", "one")
-SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
-POSITION_PHRASES = {
-    "left": ("on the left", "on the left side", "at the left", "to the left"),
-    "center": ("in the center", "in the middle", "at the center"),
-    "right": ("on the right", "on the right side", "at the right", "to the right"),
-}
-PHRASES = (  # s: size word, c: colour, k: kind, p: position phrase; the plain order twice as often
-    "{s} {c} {k} {p}", "{s} {c} {k} {p}", "{s} {k} in {c} {p}", "{c} {k} of {s} size {p}", "{c} {k} {p} that is {s}",
-)
-PREFIXES = ("", "", "there is", "an image of", "a picture of", "we see")
-CONNECTIVES = ("and", "and", "next to", "with")
-
-# parse_caption's lexicon: word -> (slot, value); every other word is filler.
-LEXICON = {
-    **{w: ("size", size) for size, words in SIZE_WORDS.items() for w in words},
-    **{c: ("colour", c) for c in COLOURS},
-    **{k: ("kind", k) for k in KINDS},
-    "left": ("position", "left"), "right": ("position", "right"),
-    "center": ("position", "center"), "middle": ("position", "center"), "centre": ("position", "center"),
-}
-SLOTS = ("size", "colour", "kind", "position")
-VOCABULARY = sorted(
-    set(ARTICLES)
-    | {w for words in SIZE_WORDS.values() for w in words}
-    | set(COLOURS) | set(KINDS)
-    | {w for text in (*PHRASES, *PREFIXES, *CONNECTIVES) for w in text.split() if not w.startswith("{")}
-    | {w for phrases in POSITION_PHRASES.values() for p in phrases for w in p.split()}
-)
-
 
 # ---------------------------------------------------------------------------------------------- geometry
 def _extent(kind: str, r: float) -> tuple[float, float, float]:
@@ -171,45 +142,10 @@ def _draw(attributes: dict, rng: np.random.Generator) -> Image.Image:
 
 
 # ---------------------------------------------------------------------------------------------- captions
-def _phrase(shape: dict, rng: np.random.Generator) -> str:
-    text = PHRASES[rng.integers(len(PHRASES))].format(
-        s=SIZE_WORDS[shape["size"]][rng.integers(2)],
-        c=shape["colour"],
-        k=shape["kind"],
-        p=POSITION_PHRASES[shape["position"]][rng.integers(len(POSITION_PHRASES[shape["position"]]))],
-    )
-    article = "one" if rng.random() < 0.15 else "an" if text[0] in "aeiou" else "a"
-    return f"{article} {text}"
+REFERENCES = ("writers", "complete")
 
 
-def _shortest(shape: dict) -> list[str]:
-    return f"a {shape['size']} {shape['colour']} {shape['kind']} {POSITION_PHRASES[shape['position']][0]}".split()
-
-
-SHORTEST = 8  # words a shape needs at least: a 7-word phrase plus a 1-word connective
-
-
-def caption(shapes: list[dict], rng: np.random.Generator, max_words: int = MAX_CAPTION_WORDS) -> str:
-    """One caption from the grammar that states every attribute of every shape, in a random order and wording,
-    in at most `max_words` words (each phrase is redrawn until the shapes still to come fit)."""
-    order = range(len(shapes)) if rng.random() < 0.5 else rng.permutation(len(shapes))
-    words = PREFIXES[rng.integers(len(PREFIXES))].split()
-    if len(words) + SHORTEST * len(shapes) - 1 > max_words:
-        words = []
-    for j, index in enumerate(order):
-        reserve = SHORTEST * (len(shapes) - j - 1)
-        for _ in range(20):
-            joint = CONNECTIVES[rng.integers(len(CONNECTIVES))].split() if j else []
-            phrase = _phrase(shapes[index], rng).split()
-            if len(words) + len(joint) + len(phrase) + reserve <= max_words:
-                break
-        else:
-            joint, phrase = (["and"] if j else []), _shortest(shapes[index])
-        words += joint + phrase
-    return " ".join(words)
-
-
-def _captions(shapes: list[dict], rng: np.random.Generator) -> list[str]:
+def _complete_captions(shapes: list[dict], rng: np.random.Generator) -> list[str]:
     found: list[str] = []
     for _ in range(50):  # distinct captions; tiny images have few wordings, so repeats are allowed at the end
         text = caption(shapes, rng)
@@ -220,36 +156,24 @@ def _captions(shapes: list[dict], rng: np.random.Generator) -> list[str]:
     return (found * N_CAPTIONS)[:N_CAPTIONS]
 
 
-def parse_caption(text: str) -> list[dict]:
-    """The shapes a caption mentions: dicts with `kind` and the stated `size`, `colour`, `position` (or None).
+@lru_cache(maxsize=8)
+def _writers(seed: int):
+    return caption_writers.writer_pool(seed)
 
-    Reads every grammar caption exactly. Any other text (truncated, repeated, garbage) still parses: words
-    are split at articles into noun phrases, a slot stated twice starts a new mention, and attribute words
-    with no kind are dropped.
-    """
-    mentions: list[dict] = []
-    current: dict = {}
 
-    def close():
-        if "kind" in current:
-            mentions.append({slot: current.get(slot) for slot in SLOTS})
-        current.clear()
-
-    for word in re.findall(r"[a-z]+", str(text or "").lower()):
-        if word in ARTICLES:
-            close()
-        elif word in LEXICON:
-            slot, value = LEXICON[word]
-            if slot in current:
-                close()
-            current[slot] = value
-    close()
-    return mentions
+def reference_captions(shapes: list[dict], rng: np.random.Generator, seed: int, references: str) -> list[str]:
+    """The image's N_CAPTIONS references: by simulated writers (default; human habits, docs/ORACLES.md), or
+    `complete`: every attribute of every shape stated truly in the grammar's wording (what the annotators want)."""
+    if references == "writers":
+        return caption_writers.references(shapes, _writers(seed), rng, N_CAPTIONS)
+    if references == "complete":
+        return _complete_captions(shapes, rng)
+    raise ValueError(f"unknown references {references!r}; choose one of {', '.join(REFERENCES)}")
 
 
 # ---------------------------------------------------------------------------------------------- rows
-def shapes_row(i: int, seed: int = 0, size: int = 48) -> dict:
-    """Row `i` of the dataset for `seed`: it depends only on (seed, i, size)."""
+def shapes_row(i: int, seed: int = 0, size: int = 48, references: str = "writers") -> dict:
+    """Row `i` of the dataset for `seed`: it depends only on (seed, i, size, references)."""
     if size < MIN_SIZE:
         raise ValueError(f"shapes images need size >= {MIN_SIZE}, got {size}")
     layout_rng, caption_rng = (np.random.default_rng([seed, i, stream]) for stream in (0, 1))
@@ -258,14 +182,14 @@ def shapes_row(i: int, seed: int = 0, size: int = 48) -> dict:
     return {
         "id": f"shapes-{seed}-{i}",
         "image": _draw(attributes, layout_rng),
-        "captions": _captions(attributes["shapes"], caption_rng),
+        "captions": reference_captions(attributes["shapes"], caption_rng, seed, references),
         "attributes": attributes,
     }
 
 
-def make_shapes(n: int, seed: int = 0, size: int = 48) -> list[dict]:
-    """`n` deterministic shapes rows (see the module docstring for the attributes)."""
-    return [shapes_row(i, seed, size) for i in range(n)]
+def make_shapes(n: int, seed: int = 0, size: int = 48, references: str = "writers") -> list[dict]:
+    """`n` deterministic shapes rows (see the module docstring for the attributes and `reference_captions`)."""
+    return [shapes_row(i, seed, size, references) for i in range(n)]
 
 
 def write_imagefolder(rows: list[dict], out_dir: str | Path, progress: bool = False) -> Path:
@@ -299,6 +223,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size", type=int, default=48, help=f"image side in pixels (at least {MIN_SIZE}); default 48")
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="fraction of the images (the last ones) written to test/; default 0.1")
+    p.add_argument("--references", choices=REFERENCES, default="writers",
+                   help="writers: captions by simulated people (salient shapes first, often incomplete, a few "
+                        "mistakes); complete: every attribute of every shape, all true; default writers")
     ph = datasets.add_parser("photos", help="crops of scikit-image's colour photos: a real-photo colorization eval set",
                              description="Write OUT as an image folder of square photo crops (no captions).")
     ph.add_argument("--out", required=True, help="output directory (images/*.png + metadata.jsonl)")
@@ -317,7 +244,8 @@ def main(argv: list[str]) -> int:
 
     from tqdm import tqdm
 
-    rows = [shapes_row(i, args.seed, args.size) for i in tqdm(range(args.n), desc="generating", unit="img")]
+    rows = [shapes_row(i, args.seed, args.size, args.references)
+            for i in tqdm(range(args.n), desc="generating", unit="img")]
     n_test = min(args.n - 1, round(args.n * args.test_fraction))
     out = Path(args.out)
     write_imagefolder(rows[: args.n - n_test], out / "train", progress=True)

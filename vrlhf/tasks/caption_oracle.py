@@ -127,7 +127,7 @@ def main() -> None:
     """Print this oracle's self-agreement on typical pairs (the table in docs/ORACLES.md)."""
     from vrlhf.shapes import make_shapes
 
-    rows = make_shapes(1000, seed=1)
+    rows = make_shapes(1000, seed=1, references="complete")  # the references state the whole truth
     rng = np.random.default_rng(0)
     print("pair (a vs b)                          P(a wins)  ties  self-agreement")
     for name, edits in [("reference vs reference", ()), ("reference vs wrong attribute", ("attribute",)),
