@@ -409,13 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-seconds", type=float, default=600.0,
                         help="how long a shown comparison stays reserved before it returns to the queue")
     args = parser.parse_args(argv)
-    try:
-        store = Store(args.db, media=args.media, overlap=args.overlap, overlap_fraction=args.overlap_fraction,
-                      lease_seconds=args.lease_seconds)
-        serve(store, args.host, args.port or free_port(args.host), args.auth)
-    except LabelError as e:
-        print(f"vrlhf label: {e}", file=sys.stderr)
-        return 2
+    store = Store(args.db, media=args.media, overlap=args.overlap, overlap_fraction=args.overlap_fraction,
+                  lease_seconds=args.lease_seconds)
+    serve(store, args.host, args.port or free_port(args.host), args.auth)
     return 0
 
 

@@ -124,11 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="hf: datasets.save_to_disk; jsonl: pairs.jsonl + PNGs; parquet: pairs.parquet")
     parser.add_argument("--task", default=None, help="export only this task (needed when the db holds several)")
     args = parser.parse_args(argv)
-    try:
-        summary = export(Store(args.db, media=args.media), args.out, args.format, args.task)
-    except LabelError as e:
-        print(f"vrlhf export: {e}", file=sys.stderr)
-        return 2
+    summary = export(Store(args.db, media=args.media), args.out, args.format, args.task)
     print(f"wrote {summary['pairs']} pairs from {summary['votes']} votes to {summary['out']} (+ audit.jsonl)")
     return 0
 

@@ -78,13 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", default=None,
                         help="previous policy directory: each comparison is one sample of --policy vs one of this")
     args = parser.parse_args(argv)
-    try:
-        store = Store(args.db, media=args.media)
-        round_id = sample_round(store, args.task, args.policy, args.data, args.k, args.n, args.seed,
-                                args.batch_size, args.temperature, args.name, against=args.against)
-    except LabelError as e:
-        print(f"vrlhf sample: {e}", file=sys.stderr)
-        return 2
+    store = Store(args.db, media=args.media)
+    round_id = sample_round(store, args.task, args.policy, args.data, args.k, args.n, args.seed,
+                            args.batch_size, args.temperature, args.name, against=args.against)
     print(f"round {round_id} sampled; {args.db} now holds {store.counts()['comparisons']} comparisons")
     return 0
 

@@ -66,20 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("list", help="list annotator names")
     ls.add_argument("--file", default="users.json", help="users file to read (default users.json)")
     args = parser.parse_args(argv)
-    try:
-        if args.cmd == "list":
-            print("\n".join(sorted(load_users(args.file))))
-            return 0
-        if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
-        else:
-            password = getpass.getpass(f"password for {args.name}: ")
-            if password != getpass.getpass("again: "):
-                raise LabelError("passwords differ")
-        add_user(args.file, args.name, password, args.rounds)
-    except LabelError as e:
-        print(f"vrlhf annotators: {e}", file=sys.stderr)
-        return 2
+    if args.cmd == "list":
+        print("\n".join(sorted(load_users(args.file))))
+        return 0
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if password != getpass.getpass("again: "):
+            raise LabelError("passwords differ")
+    add_user(args.file, args.name, password, args.rounds)
     print(f"added {args.name} to {args.file}")
     return 0
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from labeler.sampling import main as sample_main
-from labeler.store import Store
+from labeler.store import LabelError, Store
 
 SIZE = 24
 
@@ -65,7 +65,7 @@ def test_sample_rounds(task_name, shapes_dir, tmp_path):
     assert {x["policy"] for x in store.votes()} == {"policy", "tuned"}
 
 
-def test_against_round_pits_a_new_policy_against_the_previous_one(shapes_dir, tmp_path):
+def test_against_round_pits_a_new_policy_against_the_previous_one(shapes_dir, tmp_path, capsys):
     data, rows = shapes_dir
     old = tiny("captioning", rows, tmp_path / "old")
     from vrlhf.tasks import get_task
@@ -87,5 +87,12 @@ def test_against_round_pits_a_new_policy_against_the_previous_one(shapes_dir, tm
     for v in views:  # one candidate from each policy, in whichever order the app showed them
         made_by = store.candidates([c["candidate_id"] for c in v["candidates"]])
         assert sorted(c["policy"] for c in made_by.values()) == ["new", "old (against round 1)"]
-    assert sample_main(["--task", "captioning", "--policy", str(old), "--against", str(old), "--k", "3",
-                        "--data", str(data), "--db", db]) == 2  # --against needs k = 2
+    from vrlhf.cli import main as vrlhf_main
+
+    capsys.readouterr()
+    assert vrlhf_main(["sample", "--task", "captioning", "--policy", str(old), "--against", str(old), "--k", "3",
+                       "--data", str(data), "--db", db]) == 2  # --against needs k = 2
+    assert capsys.readouterr().err == "vrlhf sample: --against compares one sample of each policy: use --k 2\n"
+    with pytest.raises(LabelError, match="use --k 2"):  # the library raises; only the CLI prints and exits
+        sample_main(["--task", "captioning", "--policy", str(old), "--against", str(old), "--k", "3",
+                     "--data", str(data), "--db", db])

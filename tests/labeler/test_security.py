@@ -7,7 +7,6 @@ import pytest
 from labfix import fill, free_port
 from gradio_client import Client
 
-from labeler.app import main as label_main
 from labeler.app import serve
 from labeler.store import LabelError, Store
 from labeler.users import add_user, main as users_main
@@ -85,17 +84,25 @@ def test_no_auth_only_on_loopback(tmp_path, capsys):
     store = Store(tmp_path / "x.sqlite")
     with pytest.raises(LabelError, match="without --auth"):
         serve(store, host="0.0.0.0", block=False)
-    assert label_main(["--db", str(tmp_path / "x.sqlite"), "--host", "192.168.1.5"]) == 2
-    assert "refusing" in capsys.readouterr().err
+    from vrlhf.cli import main as vrlhf_main
+
+    assert vrlhf_main(["label", "--db", str(tmp_path / "x.sqlite"), "--host", "192.168.1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vrlhf label: refusing to serve 192.168.1.5 without --auth") and err.count("\n") == 1
 
 
-def test_annotators_cli(tmp_path, monkeypatch):
+def test_annotators_cli(tmp_path, monkeypatch, capsys):
     import io
     import json
+
+    from vrlhf.cli import main as vrlhf_main
 
     users = tmp_path / "u.json"
     monkeypatch.setattr("sys.stdin", io.StringIO("hunter22\n"))
     assert users_main(["add", "carol", "--file", str(users), "--password-stdin", "--rounds", "4"]) == 0
+    assert vrlhf_main(["annotators", "list", "--file", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vrlhf annotators: cannot read users file {tmp_path / 'none.json'}") and err.count("\n") == 1
     entry = json.loads(users.read_text())["users"]["carol"]
     assert entry["hash"].startswith("$2") and "hunter22" not in users.read_text()
     from labeler.users import authenticator
