@@ -100,7 +100,7 @@ def tune(cfg: TuneConfig):
     optimizer = accelerator.prepare(optimizer)
     state = TrainState(reward=reward)
     accelerator.register_for_checkpointing(policy.model, scheduler, state)
-    ckpt = latest_checkpoint(out / "checkpoints") if cfg.resume else None
+    ckpt = latest_checkpoint(out / "checkpoints", say=accelerator.print) if cfg.resume else None
     if ckpt is not None:
         accelerator.load_state(str(ckpt))
         accelerator.print(f"resumed from {ckpt} at step {state.step}")
