@@ -35,6 +35,7 @@ from tuner.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
 from tuner.rewards import NORMALIZATIONS, RewardSpecError, build_reward, parse_reward_specs
+from vrlhf.errors import DataError
 
 DEFAULT_REWARDS = {"captioning": ["cider_d=1.0"], "colorization": ["colorfulness=1.0", "fidelity=5.0"]}
 
@@ -365,11 +366,18 @@ class MetricsLog:
     def __init__(self, path: Path, accelerator, start_step: int = 0):
         self.path, self.accelerator = path, accelerator
         if accelerator.is_main_process and path.exists():
-            # on resume, drop what the interrupted run logged after its last checkpoint
-            lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= start_step]
-            if start_step == 0:
-                lines = []
-            path.write_text("".join(l + "\n" for l in lines))
+            # on resume, drop what the interrupted run logged after its last checkpoint, and a last line that a
+            # crash cut in the middle of a write (the only line that can be torn: each write is one line, flushed)
+            lines = [line for line in path.read_text().splitlines() if line.strip()]
+            records = []
+            for number, line in enumerate(lines, 1):
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    if number < len(lines):
+                        raise DataError(f"{path}: line {number} is not valid JSON") from None
+            kept = [line for line, record in zip(lines, records) if record["step"] <= start_step] if start_step else []
+            path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, values: dict) -> None:
         if not self.accelerator.is_main_process:

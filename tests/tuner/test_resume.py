@@ -69,3 +69,13 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(tiny_config, monkey
         torch.testing.assert_close(resumed[name], straight_weights[name], atol=0, rtol=0, msg=name)
     assert [r["step"] for r in read_metrics(cfg.out) if "reward" in r] == [1, 2, 3, 4]
 
+
+def test_resume_drops_a_torn_last_metrics_line(tiny_config, monkeypatch):
+    cfg = tiny_config
+    cfg.steps, cfg.save_every = 4, 2
+    interrupt_after_checkpoint(cfg, monkeypatch, at_step=2)
+    with open(Path(cfg.out) / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "rew')  # the process died in the middle of a write
+    cfg.resume = True
+    tune(cfg)
+    assert [r["step"] for r in read_metrics(cfg.out) if "reward" in r] == [1, 2, 3, 4]
