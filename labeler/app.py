@@ -28,10 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from labeler.gate import Gate
 from labeler.store import MAX_K, POSITIONS, LabelError, Store, check_name
 
 MAX_TEXT = 256  # longest string any API argument may carry; anything bigger is refused unread
+FOREIGN_PAGE = "this page session belongs to another login: reload the page"
 
 CSS = """
 .vr-cmp {display: flex; flex-direction: column; gap: 14px; align-items: center}
@@ -149,9 +152,18 @@ class Labeler:
         desk = self.desks.get(request.session_hash)
         if desk is None:
             raise refuse("this page has expired: reload it")
+        if not self.owns(desk, request):
+            raise refuse(FOREIGN_PAGE)
         return desk
 
+    def owns(self, desk: Desk, request: gr.Request) -> bool:
+        """Under --auth a page session belongs to the login that opened it (the gate refuses others first)."""
+        return not self.auth or desk.name == getattr(request, "username", None)
+
     def open(self, name: str, request: gr.Request) -> Desk:
+        old = self.desks.get(request.session_hash)
+        if old is not None and not self.owns(old, request):
+            raise refuse(FOREIGN_PAGE)
         desk = Desk(name)
         self.desks[request.session_hash] = desk
         with desk.lock:
@@ -160,7 +172,9 @@ class Labeler:
         return desk
 
     def close(self, request: gr.Request) -> None:
-        self.desks.pop(request.session_hash, None)
+        desk = self.desks.get(request.session_hash)
+        if desk is not None and self.owns(desk, request):
+            del self.desks[request.session_hash]
 
     def _prefetch(self, desk: Desk) -> None:
         def run():
@@ -319,7 +333,7 @@ def build_app(store: Store, auth: bool = False, title: str = "visual-rlhf labele
             return render(lab.open(lab.who(request), request))
 
         def on_start(name: str, request: gr.Request):
-            return render(lab.open(lab.who(None, name), request))
+            return render(lab.open(lab.who(request, name), request))
 
         def on_click(choice: str):
             def handler(token: str, request: gr.Request):
@@ -384,7 +398,8 @@ def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_f
     _, url, _ = demo.launch(
         server_name=host, server_port=port, auth=authenticator(auth_file) if auth_file else None,
         auth_message="visual-rlhf labeler: log in with your annotator name", prevent_thread_lock=True,
-        quiet=quiet, css=CSS, head=KEYS_JS, footer_links=["api"], max_file_size="1mb", ssr_mode=False)
+        quiet=quiet, css=CSS, head=KEYS_JS, footer_links=["api"], max_file_size="1mb", ssr_mode=False,
+        app_kwargs={"middleware": [Middleware(Gate)]})
     if block:
         demo.block_thread()
     return demo, url

@@ -72,3 +72,50 @@ def start_server(db: str, port: int, *extra: str, log: Path | None = None) -> su
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"server did not start in 90 s: {log.read_text()[-2000:]}")
+
+
+# ---- raw Gradio HTTP, as a browser (or a forger) speaks it ---------------------------------------------------------
+
+def http_login(url: str, name: str, password: str | None = None, **kw):
+    """An httpx client holding `name`'s login cookie (POST /login, as Gradio's login page does)."""
+    import httpx
+
+    client = httpx.Client(base_url=url, timeout=30, **kw)
+    r = client.post("login", data={"username": name, "password": password or f"{name}-pw"})
+    assert r.status_code == 200, (name, r.status_code, r.text)
+    return client
+
+
+def ui_fns(client) -> dict[str, int]:
+    """fn_index of each page event, by the elem_id of the component that triggers it ('load' for the page load)."""
+    config = client.get("config").json()
+    elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    fns = {}
+    for i, dep in enumerate(config["dependencies"]):
+        for target, trigger in dep["targets"]:
+            fns.setdefault("load" if trigger == "load" else elem.get(target) or f"{target}:{trigger}", dep.get("id", i))
+    return fns
+
+
+def ui_event(client, fn_index: int, data: list, session_hash: str) -> dict:
+    """Run one page event through Gradio's queue (join, then read the session's stream until it completes).
+
+    Returns the `process_completed` message, or {"refused": status, "text": ...} when the server refuses the join
+    or the stream."""
+    import json
+
+    r = client.post("gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session_hash,
+                                                   "event_data": None, "trigger_id": None})
+    if r.status_code != 200:
+        return {"refused": r.status_code, "text": r.text}
+    event_id = r.json()["event_id"]
+    with client.stream("GET", "gradio_api/queue/data", params={"session_hash": session_hash}) as s:
+        if s.status_code != 200:
+            s.read()
+            return {"refused": s.status_code, "text": s.text}
+        for line in s.iter_lines():
+            if line.startswith("data:"):
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_completed" and msg.get("event_id") == event_id:
+                    return msg
+    raise RuntimeError("the event stream ended before the event completed")

@@ -59,7 +59,7 @@ def test_votes_bound_to_login(served):
         ((va["comparison_id"], va["token"], "a", "", "bob"), "another annotator"),  # name in the payload
         ((10_000, va["token"], "a", "", ""), "unknown comparison"),
         ((va["comparison_id"], "no-such-token-0000", "a", "", ""), "unknown comparison"),
-        ((va["comparison_id"], va["token"], "x" * 300_000, "", ""), "too long"),
+        ((va["comparison_id"], va["token"], "x" * 300_000, "", ""), "413"),  # refused unread by the gate
         ((va["comparison_id"], va["token"], "a", "AB" * 1000, ""), "too long"),
         ((va["comparison_id"], va["token"], "maybe", "", ""), "unknown choice"),
         ((va["comparison_id"], va["token"], "rank", "BA", ""), "takes one of"),
@@ -109,3 +109,37 @@ def test_annotators_cli(tmp_path, monkeypatch, capsys):
 
     check = authenticator(users)
     assert check("carol", "hunter22") and not check("carol", "hunter2") and not check("mallory", "hunter22")
+
+
+def test_page_session_is_bound_to_its_login(served):
+    """Bob, logged in as himself, replays Alice's page session id: every event is refused and changes nothing."""
+    import json
+    import secrets
+
+    import httpx
+    from labfix import http_login, ui_event, ui_fns
+
+    store, url = served
+    alice, bob = http_login(url, "alice"), http_login(url, "bob")
+    fns = ui_fns(alice)
+    page = "alice-page-" + secrets.token_hex(6)  # Alice's Gradio session_hash
+    opened = ui_event(alice, fns["load"], [], page)
+    token = opened["output"]["data"][0]
+    assert len(token) > 8 and "alice" in json.dumps(opened)
+    before = store.counts()
+    for elem, data in [("vr-a", ["stale"]), ("vr-a", [token]), ("vr-skip", [token]), ("vr-undo", [token]),
+                       ("load", []), ("vr-start", ["bob"])]:
+        got = ui_event(bob, fns[elem], data, page)
+        assert got.get("refused") == 403 and "another login" in got["text"], (elem, got)
+        assert token not in json.dumps(got)
+    # Nor may Bob read Alice's event stream, or end her page by opening and dropping its heartbeat.
+    assert bob.get("gradio_api/queue/data", params={"session_hash": page}).status_code == 403
+    try:  # a refusal answers at once; a heartbeat streams until Bob hangs up, which would unload Alice's page
+        heartbeat = bob.get(f"gradio_api/heartbeat/{page}", timeout=3).status_code
+    except httpx.ReadTimeout:
+        heartbeat = "streamed"
+    assert heartbeat == 403
+    assert store.counts() == before  # nothing written: no vote, no lease
+    voted = ui_event(alice, fns["vr-a"], [token], page)  # Alice's page works on, as Alice
+    assert voted["success"] and voted["output"]["data"][0] != token
+    assert store.counts()["votes"] == before["votes"] + 1 and store.votes()[-1]["annotator"] == "alice"
