@@ -264,15 +264,19 @@ def check_config(cfg: TuneConfig) -> None:
 
 def split_data(cfg: TuneConfig) -> tuple[list[dict], list[dict]]:
     """--data with train/ and test/ (as `vrlhf data shapes` writes) or one folder whose tail is held out."""
-    from vrlhf.data import load_rows
+    from functools import partial
 
+    from vrlhf.data import load_rows
+    from vrlhf.tasks import get_task
+
+    load = partial(load_rows, check=get_task(cfg.task).row_problem)  # a row the task cannot use fails here
     root = Path(cfg.data)
     split = (root / "train").is_dir() and (root / "test").is_dir()
-    train_rows = load_rows(root / "train" if split else root)
+    train_rows = load(root / "train" if split else root)
     if cfg.eval_data:
-        return train_rows, load_rows(cfg.eval_data)[: cfg.eval_size]
+        return train_rows, load(cfg.eval_data)[: cfg.eval_size]
     if split:
-        return train_rows, load_rows(root / "test")[: cfg.eval_size]
+        return train_rows, load(root / "test")[: cfg.eval_size]
     n_eval = min(cfg.eval_size, len(train_rows) // 5)  # never hold out more than a fifth
     return train_rows[: len(train_rows) - n_eval], train_rows[len(train_rows) - n_eval :]
 

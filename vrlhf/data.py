@@ -16,7 +16,7 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -25,29 +25,32 @@ from vrlhf.errors import DataError
 
 
 def load_rows(path: str | Path, strict: bool = False, limit: int | None = None,
-              image_dir: str | Path | None = None) -> list[dict]:
+              image_dir: str | Path | None = None, check: Callable[[dict], str | None] | None = None) -> list[dict]:
     """Rows from `path`, whose format is detected (see the module docstring); at most `limit` rows.
 
     `image_dir` is where COCO `file_name`s live (default: the folder of the JSON file).
+    `check(row) -> problem | None` (a task's `row_problem`) refuses a row the task cannot use: a `DataError` naming
+    the file and row, raised as the rows are read, before anything else is done with them.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
         if (path / "metadata.jsonl").is_file():
-            return _load(_imagefolder(path / "metadata.jsonl"), path / "metadata.jsonl", strict, limit)
+            return _load(_imagefolder(path / "metadata.jsonl"), path / "metadata.jsonl", strict, limit, check)
         if (path / "captions.json").is_file():
-            return _load(_coco(path / "captions.json", Path(image_dir or path)), path / "captions.json", strict, limit)
+            return _load(_coco(path / "captions.json", Path(image_dir or path)), path / "captions.json", strict, limit,
+                         check)
         if any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
-            return _load(_hf_dataset(path), path, strict, limit)
+            return _load(_hf_dataset(path), path, strict, limit, check)
         subfolders = sorted(p.name for p in path.iterdir() if p.is_dir())
         hint = f" (subfolders: {', '.join(subfolders)}; point at one of them?)" if subfolders else ""
         raise DataError(f"{path}: no metadata.jsonl (image folder), captions.json (COCO) or saved Hugging Face "
                         f"dataset here{hint}")
     if path.suffix == ".jsonl":
-        return _load(_imagefolder(path), path, strict, limit)
+        return _load(_imagefolder(path), path, strict, limit, check)
     if path.suffix == ".json":
-        return _load(_coco(path, Path(image_dir or path.parent)), path, strict, limit)
+        return _load(_coco(path, Path(image_dir or path.parent)), path, strict, limit, check)
     raise DataError(f"{path}: expected a dataset folder, a metadata.jsonl or a COCO captions .json file")
 
 
@@ -63,12 +66,16 @@ def split_rows(rows: list[dict], test_fraction: float, seed: int = 0) -> tuple[l
 Record = tuple[int, str, "Path | bytes", dict]
 
 
-def _load(records: Iterable[Record], origin: Path, strict: bool, limit: int | None) -> list[dict]:
+def _load(records: Iterable[Record], origin: Path, strict: bool, limit: int | None,
+          check: Callable[[dict], str | None] | None = None) -> list[dict]:
     rows, skipped, seen = [], [], 0
     for number, name, source, row in records:
         if limit is not None and len(rows) >= limit:
             break
         seen += 1
+        problem = check(row) if check is not None else None
+        if problem:
+            raise DataError(f"{origin}: row {number} (id {row['id']}): {problem}")
         try:
             image = _open(source)
         except FileNotFoundError:

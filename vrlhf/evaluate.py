@@ -30,8 +30,8 @@ def greedy_outputs(task, policy, rows: list[dict], batch_size: int = 64, progres
 def evaluate_policy(task_name: str, policy_dir: str, data: str, limit: int | None = None, progress: bool = False,
                     strict: bool = False):
     task = get_task(task_name)
+    rows = load_rows(data, strict=strict, limit=limit, check=task.row_problem)  # bad rows fail before the model loads
     policy = task.load_policy(policy_dir)
-    rows = load_rows(data, strict=strict, limit=limit)
     return task.eval_metrics(rows, greedy_outputs(task, policy, rows, progress=progress))
 
 

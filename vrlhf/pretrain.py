@@ -52,10 +52,11 @@ class PretrainConfig:
 
 
 def split_data(cfg: PretrainConfig) -> tuple[list[dict], list[dict]]:
-    root = Path(cfg.data)
+    root, check = Path(cfg.data), get_task(cfg.task).row_problem
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return load_rows(root / "train", strict=cfg.strict), load_rows(root / "test", strict=cfg.strict)
-    rows = load_rows(root, strict=cfg.strict)
+        return (load_rows(root / "train", strict=cfg.strict, check=check),
+                load_rows(root / "test", strict=cfg.strict, check=check))
+    rows = load_rows(root, strict=cfg.strict, check=check)
     random.Random(cfg.seed).shuffle(rows)
     n_test = max(1, int(len(rows) * cfg.test_fraction))
     return rows[n_test:], rows[:n_test]

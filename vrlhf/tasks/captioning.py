@@ -30,6 +30,13 @@ class Caption(str):
         return obj
 
 
+def row_problem(row: dict) -> str | None:
+    """What makes `row` unusable for captioning, or None: it needs at least one non-empty reference caption."""
+    if not any(caption.strip() for caption in row.get("captions") or []):
+        return f"no non-empty caption (captioning needs at least one reference caption per row; got {row.get('captions')!r})"
+    return None
+
+
 # ---- policy ----------------------------------------------------------------------------------------------------
 
 
