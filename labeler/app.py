@@ -386,8 +386,9 @@ def build_app(store: Store, auth: bool = False, title: str = "visual-rlhf labele
 
 
 def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_file: str | None = None,
-          block: bool = True, quiet: bool = False) -> tuple[gr.Blocks, str]:
-    """Launch the app; returns (blocks, url). Refuses non-loopback hosts without `auth_file`."""
+          block: bool = True, quiet: bool = False, login_policy=None) -> tuple[gr.Blocks, str]:
+    """Launch the app; returns (blocks, url). Refuses non-loopback hosts without `auth_file`; `login_policy`
+    (labeler.users.LoginPolicy) sets how failed logins are slowed and limited."""
     from labeler.users import authenticator, load_users
 
     if auth_file is None and not is_loopback(host):
@@ -396,7 +397,7 @@ def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_f
         load_users(auth_file)  # fail now, not at the first login
     demo = build_app(store, auth=auth_file is not None)
     _, url, _ = demo.launch(
-        server_name=host, server_port=port, auth=authenticator(auth_file) if auth_file else None,
+        server_name=host, server_port=port, auth=authenticator(auth_file, login_policy) if auth_file else None,
         auth_message="visual-rlhf labeler: log in with your annotator name", prevent_thread_lock=True,
         quiet=quiet, css=CSS, head=KEYS_JS, footer_links=["api"], max_file_size="1mb", ssr_mode=False,
         app_kwargs={"middleware": [Middleware(Gate)]})

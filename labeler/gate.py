@@ -5,6 +5,7 @@ read the event stream or drop the heartbeat of another person's page. Under `--a
 id to the login that used it first and refuses (403, nothing reaches Gradio) any request that carries it under
 another login: events (`queue/join`, `run`, `call`), `queue/data`, `heartbeat`, `cancel`.
 
+It also tells the login check (labeler.users) the client's address, for its per-address limit on failures.
 An ASGI middleware (`launch(app_kwargs={"middleware": [Middleware(Gate)]})`), so it runs before Gradio parses
 anything.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from urllib.parse import parse_qs
+
+from labeler.users import CLIENT_ADDRESS
 
 API = "/gradio_api/"
 MAX_BODY = 64 * 1024  # an event or API call is a few hundred bytes; uploads have their own route
@@ -28,8 +31,14 @@ class Gate:
         self.owners: OrderedDict[str, str] = OrderedDict()  # session_hash -> login
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or API not in scope["path"]:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if API not in scope["path"]:
+            address = CLIENT_ADDRESS.set((scope.get("client") or (None,))[0])  # for the login check's limits
+            try:
+                return await self.app(scope, receive, send)
+            finally:
+                CLIENT_ADDRESS.reset(address)
         route = scope["path"].split(API, 1)[1].strip("/")
         user = login_of(scope)
         session = None

@@ -1,21 +1,73 @@
-"""Annotator logins for `vrlhf label --auth FILE`: a JSON file of bcrypt password hashes.
+"""Annotator logins for `vrlhf label --auth FILE`: a JSON file of bcrypt password hashes, and the login check.
 
     vrlhf annotators add alice --file users.json            # prompts for the password
     echo s3cret | vrlhf annotators add bob --password-stdin
+
+The check (`authenticator`) is what Gradio's login route awaits. Gradio calls it on the server's event loop, so
+bcrypt runs in a one-thread pool of its own: a flood of wrong passwords takes at most one core and never stalls
+the votes. Unknown names are checked against a dummy hash of the same cost, every failed login answers
+`fail_seconds` after it arrived, and failures are limited per name and per client address (`LoginPolicy`).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
+import secrets
 import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
 
 from labeler.store import LabelError, check_name
+
+# The client address of the request being served, set by labeler.gate (Gradio hands the check only name and password).
+CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("client_address", default=None)
+
+
+@dataclass
+class LoginPolicy:
+    """How failed logins are slowed and limited; a failure counts for `window` seconds."""
+
+    fail_seconds: float = 1.0  # every failed or refused login answers this long after it arrived (no timing oracle)
+    per_user: int = 5  # failures on one name, from any address, before that name is refused for the window
+    per_address: int = 30  # failures from one client address, on any names, before that address is refused
+    window: float = 300.0  # seconds a failure counts toward the limits
+
+
+class FailedLogins:
+    """Times of recent failures per key ("user:NAME" or "address:IP"), forgotten after `window` seconds."""
+
+    def __init__(self, window: float, max_keys: int = 100_000):
+        self.window, self.max_keys = window, max_keys
+        self.times: dict[str, deque] = {}
+
+    def count(self, key: str, now: float) -> int:
+        times = self.times.get(key)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if times is not None and not times:
+            del self.times[key]
+        return len(times or ())
+
+    def add(self, key: str, now: float) -> None:
+        if len(self.times) >= self.max_keys:  # a spray of names: drop whatever has gone quiet
+            for k in [k for k, t in self.times.items() if t[-1] <= now - self.window]:
+                del self.times[k]
+        self.times.setdefault(key, deque()).append(now)
+
+    def remove(self, key: str, when: float) -> None:
+        times = self.times.get(key)
+        if times and when in times:
+            times.remove(when)
 
 
 def load_users(path: str | os.PathLike) -> dict[str, str]:
@@ -41,17 +93,60 @@ def add_user(path: str | os.PathLike, name: str, password: str, rounds: int = 12
     os.replace(tmp, path)
 
 
-def authenticator(path: str | os.PathLike):
-    """A `(username, password) -> bool` check for Gradio's `launch(auth=...)`; re-reads the file when it changes."""
-    cache: dict = {"mtime": None, "users": {}}
+def authenticator(path: str | os.PathLike, policy: LoginPolicy | None = None):
+    """The async `(username, password) -> bool` check for Gradio's `launch(auth=...)`.
 
-    def check(username: str, password: str) -> bool:
+    Re-reads the users file when it changes. A refused attempt (name or address over its limit) raises HTTP 429
+    without a password check; a failed one returns False; both answer `policy.fail_seconds` after arrival.
+    """
+    from fastapi import HTTPException
+
+    policy = policy or LoginPolicy()
+    failures = FailedLogins(policy.window)
+    checker = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")  # one core at most, whatever arrives
+    cache: dict = {"mtime": None, "users": {}, "dummy": {}}
+
+    def users() -> dict[str, str]:
         mtime = Path(path).stat().st_mtime
         if mtime != cache["mtime"]:
             cache["users"], cache["mtime"] = load_users(path), mtime
-        hashed = cache["users"].get(username)
-        return hashed is not None and bcrypt.checkpw(password.encode()[:72], hashed.encode())
+        return cache["users"]
 
+    def dummy_hash(known: dict[str, str]) -> bytes:
+        """A hash of a random password at the users' (highest) cost: unknown names cost the same check."""
+        cost = max((int(h.split("$")[2]) for h in known.values() if h.count("$") >= 3), default=12)
+        if cost not in cache["dummy"]:
+            cache["dummy"][cost] = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
+        return cache["dummy"][cost]
+
+    def verify(username: str, password: str) -> bool:
+        known = users()
+        hashed = known[username].encode() if username in known else dummy_hash(known)
+        return bcrypt.checkpw(password.encode()[:72], hashed) and username in known
+
+    async def answer_after(start: float) -> None:
+        await asyncio.sleep(max(0.0, start + policy.fail_seconds - time.monotonic()))
+
+    async def check(username: str, password: str) -> bool:
+        start = time.monotonic()
+        address = CLIENT_ADDRESS.get()
+        keys = [f"user:{username}"] + ([f"address:{address}"] if address else [])
+        limits = [policy.per_user, policy.per_address]
+        if any(failures.count(key, start) >= limit for key, limit in zip(keys, limits)):
+            await answer_after(start)
+            raise HTTPException(429, "too many failed logins: wait a few minutes and try again")
+        for key in keys:  # counted as failed until it succeeds, so concurrent guesses cannot overrun the limit
+            failures.add(key, start)
+        ok = await asyncio.get_running_loop().run_in_executor(checker, verify, username, password)
+        if ok:
+            for key in keys:
+                failures.remove(key, start)
+            return True
+        await answer_after(start)
+        return False
+
+    users()
+    checker.submit(dummy_hash, users())  # computed ahead, off the event loop
     return check
 
 

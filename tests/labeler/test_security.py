@@ -105,10 +105,13 @@ def test_annotators_cli(tmp_path, monkeypatch, capsys):
     assert err.startswith(f"vrlhf annotators: cannot read users file {tmp_path / 'none.json'}") and err.count("\n") == 1
     entry = json.loads(users.read_text())["users"]["carol"]
     assert entry["hash"].startswith("$2") and "hunter22" not in users.read_text()
-    from labeler.users import authenticator
+    import asyncio
 
-    check = authenticator(users)
-    assert check("carol", "hunter22") and not check("carol", "hunter2") and not check("mallory", "hunter22")
+    from labeler.users import LoginPolicy, authenticator
+
+    check = authenticator(users, LoginPolicy(fail_seconds=0))
+    for name, password, ok in [("carol", "hunter22", True), ("carol", "hunter2", False), ("mallory", "hunter22", False)]:
+        assert asyncio.run(check(name, password)) is ok
 
 
 def test_page_session_is_bound_to_its_login(served):
