@@ -19,21 +19,23 @@ import base64
 import functools
 import html
 import ipaddress
+import logging
 import shutil
 import socket
 import sys
 import tempfile
 import threading
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
 from starlette.middleware import Middleware
 
-from labeler.gate import Gate
+from labeler.gate import MAX_TEXT, Gate
 from labeler.store import MAX_K, POSITIONS, LabelError, Store, check_name
 
-MAX_TEXT = 256  # longest string any API argument may carry; anything bigger is refused unread
+log = logging.getLogger("labeler")
 FOREIGN_PAGE = "this page session belongs to another login: reload the page"
 
 CSS = """
@@ -118,10 +120,7 @@ class Labeler:
             if claimed and claimed != user:
                 raise refuse("you cannot act as another annotator")
             return user
-        try:
-            return check_name(claimed)
-        except LabelError as e:
-            raise refuse(str(e)) from None
+        return check_name(claimed)
 
     # ---- API -------------------------------------------------------------------------------------------
 
@@ -133,11 +132,8 @@ class Labeler:
                  request: gr.Request = None) -> dict:
         name = self.who(request, annotator)
         check_args(comparison_id, token, choice, ranking)
-        try:
-            vote = self.store.vote(token, choice, ranking or None, annotator=name, comparison_id=comparison_id,
-                                   lease_next=True)
-        except LabelError as e:
-            raise refuse(str(e)) from None
+        vote = self.store.vote(token, choice, ranking or None, annotator=name, comparison_id=comparison_id,
+                               lease_next=True)  # a LabelError reaches the client as one line (guarded)
         view = vote.pop("next")
         return {"vote": vote, "view": view, "progress": self.store.progress(name)}
 
@@ -268,6 +264,28 @@ def refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+def guarded(handler):
+    """`handler` as Gradio should call it: a refusal reaches the client as one line; any other failure too, and
+    is logged as its type and code locations only (its message may carry a lease token, e.g. SQL parameters)."""
+
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except LabelError as e:
+            raise refuse(str(e)) from None
+        except Exception as e:  # noqa: BLE001  (a bug or a broken database: logged, answered, never leaked)
+            frames = traceback.extract_tb(e.__traceback__)
+            ours = [f for f in frames if Path(f.filename).parent.name == "labeler"][-4:]
+            where = " -> ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in ours + frames[-1:])
+            log.error("labeler: %s failed with %s at %s", handler.__name__, type(e).__name__, where)
+            raise refuse(f"internal error ({type(e).__name__}); see the server log") from None
+
+    return run
+
+
 def check_args(comparison_id, token, choice, ranking) -> None:
     """Refuse malformed or oversized API arguments before touching the database."""
     if not isinstance(comparison_id, int) or isinstance(comparison_id, bool) or not 0 < comparison_id < 2**62:
@@ -336,11 +354,11 @@ def build_app(store: Store, auth: bool = False, title: str = "visual-rlhf labele
             return render(lab.open(lab.who(request, name), request))
 
         def on_click(choice: str):
-            def handler(token: str, request: gr.Request):
+            def on_button(token: str, request: gr.Request):
                 desk = lab.desk(request)
                 lab.click(desk, token, choice)
                 return render(desk)
-            return handler
+            return on_button
 
         def on_undo(token: str, request: gr.Request):
             desk = lab.desk(request)
@@ -358,28 +376,29 @@ def build_app(store: Store, auth: bool = False, title: str = "visual-rlhf labele
             return shutil.make_archive(str(out / f"preferences-{fmt_}"), "zip", out / "export")
 
         ui = dict(api_visibility="private", concurrency_limit=None)
-        demo.load(on_load, None, outputs, **ui)
+        demo.load(guarded(on_load), None, outputs, **ui)
+
         def on_unload(request: gr.Request):
             lab.close(request)
 
-        demo.unload(on_unload)
-        start.click(on_start, name_box, outputs, **ui)
-        name_box.submit(on_start, name_box, outputs, **ui)
+        demo.unload(guarded(on_unload))
+        start.click(guarded(on_start), name_box, outputs, **ui)
+        name_box.submit(guarded(on_start), name_box, outputs, **ui)
         for btn, choice in zip(pair_btns, ("a", "b", "tie", "both_bad")):
-            btn.click(on_click(choice), shown, outputs, **ui)
+            btn.click(guarded(on_click(choice)), shown, outputs, **ui)
         for btn, p in zip(rank_btns, POSITIONS):
-            btn.click(on_click(f"rank:{p}"), shown, outputs, **ui)
-        all_bad.click(on_click("both_bad"), shown, outputs, **ui)
-        skip.click(on_click("skip"), shown, outputs, **ui)
-        undo.click(on_undo, shown, outputs, **ui)
-        refresh.click(on_refresh, None, [summary, per_annotator, labels], api_visibility="private")
-        export_btn.click(on_export, fmt, download, api_visibility="private")
+            btn.click(guarded(on_click(f"rank:{p}")), shown, outputs, **ui)
+        all_bad.click(guarded(on_click("both_bad")), shown, outputs, **ui)
+        skip.click(guarded(on_click("skip")), shown, outputs, **ui)
+        undo.click(guarded(on_undo), shown, outputs, **ui)
+        refresh.click(guarded(on_refresh), None, [summary, per_annotator, labels], api_visibility="private")
+        export_btn.click(guarded(on_export), fmt, download, api_visibility="private")
 
         # Off the queue: one plain POST (/gradio_api/run/<name>) per call, no SSE round trips.
         api = dict(concurrency_limit=None, queue=False)
-        gr.api(lab.api_next, api_name="next", **api)
-        gr.api(lab.api_vote, api_name="vote", **api)
-        gr.api(lab.api_undo, api_name="undo", **api)
+        gr.api(guarded(lab.api_next), api_name="next", **api)
+        gr.api(guarded(lab.api_vote), api_name="vote", **api)
+        gr.api(guarded(lab.api_undo), api_name="undo", **api)
     demo.queue(default_concurrency_limit=None)
     demo.labeler = lab  # for tests and embedding
     return demo

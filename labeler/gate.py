@@ -1,9 +1,15 @@
-"""The HTTP gate in front of Gradio: page sessions bound to their login, checked before Gradio sees a request.
+"""The HTTP gate in front of Gradio: page sessions bound to their login, exact arguments, checked before Gradio.
 
-Gradio takes the page session id (`session_hash`) from the request itself, so anyone logged in could send events,
-read the event stream or drop the heartbeat of another person's page. Under `--auth` the gate binds each session
-id to the login that used it first and refuses (403, nothing reaches Gradio) any request that carries it under
-another login: events (`queue/join`, `run`, `call`), `queue/data`, `heartbeat`, `cancel`.
+Sessions: Gradio takes the page session id (`session_hash`) from the request itself, so anyone logged in could send
+events, read the event stream or drop the heartbeat of another person's page. Under `--auth` the gate binds each
+session id to the login that used it first and refuses (403, nothing reaches Gradio) any request that carries it
+under another login: events (`queue/join`, `run`, `call`), `queue/data`, `heartbeat`, `cancel`.
+
+Arguments: Gradio ignores extra arguments and fails with a bare 500 (logging what was sent) on missing ones. The
+gate checks every call, API or page event, against its function: exactly as many arguments as it takes, each of
+its type (integers, strings of at most MAX_TEXT characters, a dropdown's own choices), and refuses anything else
+with 422 in Gradio's validation shape (`gradio_client` raises `ValidationError` with the message) plus an "error"
+line for plain HTTP. Page events run only through the queue (`queue/join`); `run`/`call` serve the public API.
 
 It also tells the login check (labeler.users) the client's address, for its per-address limit on failures.
 An ASGI middleware (`launch(app_kwargs={"middleware": [Middleware(Gate)]})`), so it runs before Gradio parses
@@ -16,11 +22,14 @@ import json
 from collections import OrderedDict
 from urllib.parse import parse_qs
 
+from gradio.utils import get_function_params
+
 from labeler.users import CLIENT_ADDRESS
 
 API = "/gradio_api/"
 MAX_BODY = 64 * 1024  # an event or API call is a few hundred bytes; uploads have their own route
 MAX_SESSIONS = 100_000  # bound sessions remembered (oldest forgotten first)
+MAX_TEXT = 256  # longest string any argument may carry
 
 
 class Gate:
@@ -29,6 +38,7 @@ class Gate:
     def __init__(self, app):
         self.app = app
         self.owners: OrderedDict[str, str] = OrderedDict()  # session_hash -> login
+        self.signatures: dict[int, list[tuple[str, object]]] = {}  # fn id -> [(argument name, check)]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -41,6 +51,8 @@ class Gate:
                 CLIENT_ADDRESS.reset(address)
         route = scope["path"].split(API, 1)[1].strip("/")
         user = login_of(scope)
+        if user is None and getattr(scope.get("app"), "auth", None) is not None:
+            return await self.app(scope, receive, send)  # not logged in: Gradio answers 401 and runs nothing
         session = None
         if route == "queue/data":
             session = parse_qs(scope.get("query_string", b"").decode()).get("session_hash", [None])[0]
@@ -55,10 +67,56 @@ class Gate:
                 payload = json.loads(body) if body else {}
             except ValueError:
                 return await respond(send, 400, "the body is not JSON")
-            session = payload.get("session_hash") if isinstance(payload, dict) else None
+            if not isinstance(payload, dict):
+                return await respond(send, 400, "the body must be a JSON object")
+            session = payload.get("session_hash")
+            if session is not None and not isinstance(session, str):
+                return await respond(send, 400, "session_hash must be a string")
+            if route == "queue/join" or route.split("/")[0] in ("run", "api", "call"):
+                refusal = self.check_call(scope["app"].get_blocks(), route, payload)
+                if refusal is not None:
+                    return await respond(send, *refusal)
         if session is not None and user is not None and not self.bind(str(session), user):
             return await respond(send, 403, "this page session belongs to another login: reload the page")
         return await self.app(scope, receive, send)
+
+    def check_call(self, blocks, route: str, payload: dict) -> tuple | None:
+        """None when `payload` calls an existing function with exactly its arguments, else (status, error, field)."""
+        fn_index = payload.get("fn_index")
+        public = route != "queue/join"  # page events go through the queue; run/call serve the public API only
+        if route == "queue/join" or fn_index is not None:
+            if not isinstance(fn_index, int) or isinstance(fn_index, bool):
+                return 422, "fn_index must be an integer", "fn_index"
+            if fn_index not in blocks.fns:
+                return 404, f"no event with fn_index {fn_index}", "fn_index"
+            fn = blocks.fns[fn_index]
+        else:
+            name = route.split("/", 1)[1] if "/" in route else ""
+            fn = next((f for f in blocks.fns.values() if f.api_name == name), None)
+        if fn is None or (public and fn.api_visibility != "public"):
+            return 404, f"no API endpoint {route.split('/', 1)[-1][:40]!r}: use next, vote or undo", "api_name"
+        data = payload.get("data")
+        if not isinstance(data, list):
+            return 422, "data must be a list of the arguments", "data"
+        signature = self.signature(fn)
+        if len(data) != len(signature):
+            names = ", ".join(name for name, _ in signature) or "none"
+            return (422, f"{fn.api_name or fn.name} takes {len(signature)} argument(s) ({names}), got {len(data)}",
+                    "data")
+        for (name, check), value in zip(signature, data):
+            problem = check(value)
+            if problem:
+                return 422, f"{fn.api_name or fn.name}: {name} {problem}", name
+        return None
+
+    def signature(self, fn) -> list[tuple[str, object]]:
+        """[(argument name, check)] for a Gradio function: names from the Python function, types from its inputs."""
+        if fn._id not in self.signatures:
+            params = get_function_params(fn.fn) if fn.fn is not None else []
+            names = [p[0] for p in params] + [f"argument {i + 1}" for i in range(len(params), len(fn.inputs))]
+            optional = [p[1] for p in params] + [True] * len(fn.inputs)
+            self.signatures[fn._id] = [(names[i], value_check(block, optional[i])) for i, block in enumerate(fn.inputs)]
+        return self.signatures[fn._id]
 
     def bind(self, session: str, user: str) -> bool:
         """True when `session` is (now) bound to `user`; False when another login holds it."""
@@ -69,6 +127,30 @@ class Gate:
                 self.owners.popitem(last=False)
             return True
         return owner == user
+
+
+def value_check(block, optional: bool):
+    """A check of one argument for the input component `block`: returns what is wrong, or None."""
+    kind = type(block).__name__
+    if kind == "Api":  # gr.api: the JSON schema Gradio derived from the type hint
+        kind = {"integer": "int", "string": "str"}.get(getattr(block, "_api_info", {}).get("type"), "any")
+    choices = [value for _, value in getattr(block, "choices", None) or []]
+
+    def check(value) -> str | None:
+        if kind == "int":
+            return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+        if kind in ("str", "Textbox") or choices:
+            if value is None and (optional or kind == "Textbox"):
+                return None
+            if not isinstance(value, str):
+                return "must be a string"
+            if len(value) > MAX_TEXT:
+                return f"is too long (over {MAX_TEXT} characters)"
+            if choices and value not in choices:
+                return f"must be one of {', '.join(map(str, choices))}"
+        return None
+
+    return check
 
 
 def login_of(scope) -> str | None:
@@ -117,9 +199,12 @@ def replay(body: bytes, receive):
     return again
 
 
-async def respond(send, status: int, message: str) -> None:
-    """A refusal in Gradio's own error shape: {"error": "one line"}."""
-    body = json.dumps({"error": message}).encode()
+async def respond(send, status: int, message: str, field: str | None = None) -> None:
+    """A refusal in Gradio's own error shape, {"error": "one line"}; a 422 also in its validation shape."""
+    content: dict = {"error": message}
+    if field is not None and status == 422:
+        content["detail"] = [{"__type__": "validate", "is_valid": False, "parameter_name": field, "message": message}]
+    body = json.dumps(content).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
