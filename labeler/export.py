@@ -1,5 +1,8 @@
 """Export standing votes as preference pairs (HF dataset, JSONL or Parquet) plus a full JSONL audit dump.
 
+The export directory follows the contract of `vrlhf.exports` (a manifest written last, the whole directory renamed
+into place when complete).
+
 Pairs: "a"/"b" give chosen/rejected with label 1.0, "tie" gives label 0.5, a k-way ranking expands to every
 ordered pair (k(k-1)/2 rows). Skips, both-bad and retracted votes make no pairs but are all in `audit.jsonl`.
 Caption pairs also carry TRL's preference columns: `prompt` (text) and `images` (a one-image list).
@@ -11,13 +14,14 @@ import argparse
 import json
 import shutil
 import sys
+from collections import Counter
 from itertools import combinations
 from pathlib import Path
 
 from labeler.store import LabelError, Store
+from vrlhf.exports import FORMATS, staged, write_manifest
 
 CAPTION_PROMPT = "Describe the image."
-FORMATS = ("hf", "jsonl", "parquet")
 
 
 def vote_pairs(vote: dict) -> list[tuple[int, int, float]]:
@@ -84,34 +88,40 @@ def _dataset(store: Store, rows: list[dict]):
 
 
 def export(store: Store, out: str | Path, format: str = "hf", task: str | None = None) -> dict:
-    """Write the pairs to `out` in `format` and `out/audit.jsonl`; returns counts."""
+    """Write the pairs to `out` in `format`, with `out/audit.jsonl` and `out/manifest.json`; returns counts.
+
+    Built in a directory beside `out` and renamed into place only when complete (`vrlhf.exports.staged`): an
+    interrupted or refused export leaves `out` as it was.
+    """
     if format not in FORMATS:
         raise LabelError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     votes = [v for v in store.votes() if task is None or v["task"] == task]  # in time order: the audit's
     rows = pairs(store, votes)
-    if format == "jsonl":
-        with open(out / "pairs.jsonl", "w") as f:
-            for r in rows:
-                for key in ("image_path", "chosen_path", "rejected_path"):
-                    if r[key] is not None:  # copy the PNGs so the export stands alone
-                        dst = out / "media" / r[key]
-                        dst.parent.mkdir(parents=True, exist_ok=True)
-                        if not dst.exists():
-                            shutil.copyfile(store.media_path(r[key]), dst)
-                        r[key] = f"media/{r[key]}"
-                f.write(json.dumps(r) + "\n")
-    else:
-        ds = _dataset(store, rows)
-        if format == "hf":
-            ds.save_to_disk(str(out))
+    with staged(out) as tmp:
+        if format == "jsonl":
+            with open(tmp / "pairs.jsonl", "w") as f:
+                for r in rows:
+                    for key in ("image_path", "chosen_path", "rejected_path"):
+                        if r[key] is not None:  # copy the PNGs so the export stands alone
+                            dst = tmp / "media" / r[key]
+                            dst.parent.mkdir(parents=True, exist_ok=True)
+                            if not dst.exists():
+                                shutil.copyfile(store.media_path(r[key]), dst)
+                            r[key] = f"media/{r[key]}"
+                    f.write(json.dumps(r) + "\n")
         else:
-            ds.to_parquet(str(out / "pairs.parquet"))
-    cands = store.candidates({c for v in votes for c in v["candidate_ids"]})
-    with open(out / "audit.jsonl", "w") as f:
-        for v in votes:
-            f.write(json.dumps(v | {"candidates": [cands[c] | {"id": c} for c in v["candidate_ids"]]}) + "\n")
+            ds = _dataset(store, rows)
+            if format == "hf":
+                ds.save_to_disk(str(tmp))
+            else:
+                ds.to_parquet(str(tmp / "pairs.parquet"))
+        cands = store.candidates({c for v in votes for c in v["candidate_ids"]})
+        with open(tmp / "audit.jsonl", "w") as f:
+            for v in votes:
+                f.write(json.dumps(v | {"candidates": [cands[c] | {"id": c} for c in v["candidate_ids"]]}) + "\n")
+        write_manifest(tmp, format, pairs=len(rows), tasks=dict(Counter(r["task"] for r in rows)),
+                       writer="vrlhf export", votes=len(votes), audit="audit.jsonl",
+                       source=store.url.render_as_string(hide_password=True))
     return {"pairs": len(rows), "votes": len(votes), "out": str(out)}
 
 
@@ -119,13 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vrlhf export", description="Export preference pairs and an audit dump.")
     parser.add_argument("--db", required=True, help="database: a SQLite file path or a SQLAlchemy URL")
     parser.add_argument("--media", default=None, help="directory of rendered PNGs (default: beside the SQLite file)")
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--out", required=True,
+                        help="output directory: new, empty or a previous export (replaced once the new one is complete)")
     parser.add_argument("--format", choices=FORMATS, default="hf",
                         help="hf: datasets.save_to_disk; jsonl: pairs.jsonl + PNGs; parquet: pairs.parquet")
     parser.add_argument("--task", default=None, help="export only this task (needed when the db holds several)")
     args = parser.parse_args(argv)
     summary = export(Store(args.db, media=args.media), args.out, args.format, args.task)
-    print(f"wrote {summary['pairs']} pairs from {summary['votes']} votes to {summary['out']} (+ audit.jsonl)")
+    print(f"wrote {summary['pairs']} pairs from {summary['votes']} votes to {summary['out']} "
+          "(+ audit.jsonl, manifest.json)")
     return 0
 
 

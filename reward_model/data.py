@@ -18,17 +18,23 @@ import torch
 from PIL import Image
 
 from reward_model.base import TASKS
+from vrlhf.exports import check_pairs, read_manifest
 
 REQUIRED = ("task", "image", "chosen", "rejected", "label")
 
 
 def load_export(path: str | Path):
-    """A preference export as a `datasets.Dataset` (a DatasetDict's splits are concatenated)."""
+    """A preference export as a `datasets.Dataset` (a DatasetDict's splits are concatenated).
+
+    `path` is an export directory or a pairs file in one; the directory must hold the manifest of
+    `vrlhf.exports` (an interrupted export has none) and as many pairs as it says, else DataError.
+    """
     import datasets
 
     path = Path(path)
     if not path.exists():
         raise SystemExit(f"error: export {path} does not exist")
+    manifest = read_manifest(path)
     if path.is_dir():
         state = path / "state.json"
         if state.is_file() and not json.loads(state.read_text()).get("_data_files", [None]):
@@ -52,6 +58,7 @@ def load_export(path: str | Path):
         ds = datasets.Dataset.from_list(records) if records else datasets.Dataset.from_dict({})
     else:
         raise SystemExit(f"error: export {path}: expected a saved HF dataset directory, .jsonl or .parquet")
+    check_pairs(path, manifest, len(ds))
     return ds.flatten_indices() if ds._indices is not None else ds
 
 

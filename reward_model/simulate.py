@@ -8,6 +8,7 @@ or coarse.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,11 @@ def oracle_self_agreement(task: str, cols: dict[str, list], seed: int = 1) -> fl
 
 
 def save_export(cols: dict[str, list], out: str | Path) -> Path:
-    """Write the export columns (without the hidden rows) as a saved HF dataset."""
+    """Write the export columns (without the hidden rows) as a saved HF dataset with its manifest
+    (`vrlhf.exports`), so simulated exports load exactly like the labeler's."""
     import datasets
+
+    from vrlhf.exports import staged, write_manifest
 
     data = {k: v for k, v in cols.items() if k != "row"}
     feats = {"image": datasets.Image()}
@@ -66,5 +70,7 @@ def save_export(cols: dict[str, list], out: str | Path) -> Path:
     ds = datasets.Dataset.from_dict(data)
     for k, f in feats.items():
         ds = ds.cast_column(k, f)
-    ds.save_to_disk(str(out))
+    with staged(out) as tmp:
+        ds.save_to_disk(str(tmp))
+        write_manifest(tmp, "hf", pairs=len(ds), tasks=dict(Counter(cols["task"])), writer="reward_model.simulate")
     return Path(out)

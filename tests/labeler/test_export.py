@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import datasets
 import pytest
@@ -96,3 +97,84 @@ def test_export_order_does_not_depend_on_how_votes_interleaved(tmp_path):
     one_by_one, interleaved = labelled("one", ["solo"]), labelled("many", ["p", "q", "r", "s"])
     assert len(one_by_one) == 6 and one_by_one == interleaved
     assert [row[0] for row in interleaved] == sorted(row[0] for row in interleaved)
+
+
+def _writes(out: Path) -> set:
+    """Every file of `out` and of anything named after it beside it, with size and mtime: any export write shows."""
+    seen = set()
+    for d in out.parent.glob(f"*{out.name}*"):
+        for p in [d, *d.rglob("*")]:
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # renamed or removed while we looked
+                continue
+            seen.add((str(p), st.st_size, st.st_mtime_ns))
+    return seen
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "hf"])
+def test_sigkilled_export_leaves_the_previous_export_whole(tmp_path, fmt):
+    """`vrlhf export` killed while it writes: --out still holds the previous export, complete and loadable; what
+    the killed run left beside it has no manifest and is refused; the next run replaces --out and sweeps it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from labfix import ROOT
+
+    from reward_model.data import load_export
+    from vrlhf.errors import DataError
+    from vrlhf.exports import read_manifest
+
+    db = tmp_path / "db.sqlite"
+    store = Store(db)
+    fill(store, 240, k=2)
+    vote_all(store, "ann", [("a", None)] * 120)
+    out = tmp_path / "prefs"
+    assert export(store, out, fmt)["pairs"] == 120
+    vote_all(store, "ann", [("b", None)] * 120)
+    data = out / "pairs.jsonl" if fmt == "jsonl" else out
+    cmd = [sys.executable, "-m", "labeler.export", "--db", str(db), "--out", str(out), "--format", fmt]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    for _ in range(5):  # kill it at its first write; retry if the machine let it finish between two looks
+        before = _writes(out)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and _writes(out) == before:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            break
+    assert proc.returncode == -signal.SIGKILL, "the export finished before it could be killed, 5 times"
+    assert read_manifest(out)["pairs"] == 120 and len(load_export(data)) == 120  # the previous export, whole
+    audit = (out / "audit.jsonl").read_text().splitlines()
+    assert len(audit) == 120
+    left = list(tmp_path.glob(".prefs.partial-*"))
+    for partial in left:
+        with pytest.raises(DataError, match=f"export {partial} has no manifest.json"):
+            load_export(partial)
+    export(store, out, fmt)
+    assert read_manifest(out)["pairs"] == 240 and len(load_export(data)) == 240
+    assert not list(tmp_path.glob(".prefs.*"))  # the killed run's leftovers are swept
+
+
+def test_a_failed_export_removes_its_staging_and_keeps_out(tmp_path):
+    from vrlhf.exports import MANIFEST, staged
+
+    out = tmp_path / "prefs"
+    with staged(out) as tmp:
+        (tmp / "pairs.jsonl").write_text("old\n")
+        (tmp / MANIFEST).write_text('{"schema_version": 1, "format": "jsonl", "pairs": 1}')
+    with pytest.raises(ValueError, match="disk full"):
+        with staged(out) as tmp:
+            (tmp / "pairs.jsonl").write_text("new, half")
+            raise ValueError("disk full")
+    assert (out / "pairs.jsonl").read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["prefs"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="is not an export"):  # never replaces a directory that is not an export
+        with staged(tmp_path / "mine"):
+            pass
+    assert (tmp_path / "mine" / "thesis.tex").exists()

@@ -1,10 +1,14 @@
 """Exports that cannot train a reward model fail with one clear line naming the problem."""
 
+from collections import Counter
+
 import datasets
 import pytest
 from PIL import Image
 
 from reward_model.data import load_export, split_by_item, validate
+from vrlhf.errors import DataError
+from vrlhf.exports import MANIFEST, write_manifest
 
 IMG = Image.new("RGB", (8, 8), (120, 120, 120))
 
@@ -13,6 +17,7 @@ def _export(tmp_path, rows, name="export"):
     ds = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict(
         {c: [] for c in ("task", "image", "chosen", "rejected", "label")})
     ds.save_to_disk(str(tmp_path / name))
+    write_manifest(tmp_path / name, "hf", len(ds), dict(Counter(r["task"] for r in rows)), writer="test")
     return str(tmp_path / name)
 
 
@@ -89,8 +94,30 @@ def test_jsonl_export(tmp_path):
     import json
 
     path.write_text("\n".join(json.dumps({**_pair(i), "image": "in.png"}) for i in range(3)))
+    write_manifest(tmp_path, "jsonl", 3, {"captioning": 3}, writer="test")
     task, keep, _ = validate(load_export(path), path)
     assert task == "captioning" and len(keep) == 3
+
+
+def test_export_without_manifest_is_refused(tmp_path):
+    """What an interrupted export leaves (data, no manifest) never loads: one line naming the path."""
+    path = _export(tmp_path, [_pair(i) for i in range(4)])
+    (tmp_path / "export" / MANIFEST).unlink()
+    with pytest.raises(DataError) as info:
+        load_export(path)
+    assert str(info.value) == (f"export {path} has no {MANIFEST}: an interrupted export, or not written by "
+                               "`vrlhf export`")
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("")
+    with pytest.raises(DataError, match=f"export {jsonl} has no {MANIFEST}"):
+        load_export(jsonl)
+
+
+def test_export_with_another_pair_count_than_its_manifest_is_refused(tmp_path):
+    path = _export(tmp_path, [_pair(i) for i in range(4)])
+    write_manifest(path, "hf", 5, {"captioning": 5}, writer="test")
+    with pytest.raises(DataError, match="holds 4 pairs but its manifest.json says 5"):
+        load_export(path)
 
 
 def test_augment_turns_input_and_both_outputs_together(tmp_path):
