@@ -24,6 +24,10 @@ from vrlhf.exports import FORMATS, staged, write_manifest
 CAPTION_PROMPT = "Describe the image."
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def vote_pairs(vote: dict) -> list[tuple[int, int, float]]:
     """(chosen candidate id, rejected candidate id, label) pairs a standing vote implies."""
     shown, choice = vote["shown"], vote["choice"]
@@ -95,8 +99,19 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
     """
     if format not in FORMATS:
         raise LabelError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
-    votes = [v for v in store.votes() if task is None or v["task"] == task]  # in time order: the audit's
+    every = store.votes()
+    counts = Counter(v["task"] for v in every)
+    tasks = sorted({r["task"] for r in store.rounds()} | set(counts))
+    present = "tasks present: " + (", ".join(f"{t} ({plural(counts[t], 'vote')})" for t in tasks) or "none")
+    where = store.url.render_as_string(hide_password=True)
+    if task is not None and task not in tasks:
+        raise LabelError(f"no task {task!r} in {where}; {present}")
+    votes = [v for v in every if task is None or v["task"] == task]  # in time order: the audit's
     rows = pairs(store, votes)
+    if not rows:  # refused before anything is written: --out keeps what it had
+        what = plural(len(votes), f"{task} vote" if task else "vote")
+        raise LabelError(f"nothing to export: {what} {'makes' if len(votes) == 1 else 'make'} no preference pair "
+                         f"(skips, both-bad and retracted votes make none); {present}")
     with staged(out) as tmp:
         if format == "jsonl":
             with open(tmp / "pairs.jsonl", "w") as f:

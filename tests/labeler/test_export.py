@@ -178,3 +178,34 @@ def test_a_failed_export_removes_its_staging_and_keeps_out(tmp_path):
         with staged(tmp_path / "mine"):
             pass
     assert (tmp_path / "mine" / "thesis.tex").exists()
+
+
+def test_an_export_with_no_pairs_or_an_unknown_task_is_an_error_and_keeps_out(tmp_path, capsys):
+    from vrlhf.cli import main as vrlhf_main
+
+    db = tmp_path / "db.sqlite"
+    store = Store(db)
+    fill(store, 3, k=2)
+    fill(store, 2, k=2, task="colorization", seed=1)
+    vote_all(store, "ann", [("a", None)])  # one captioning pair
+    out = tmp_path / "prefs"
+    base = ["export", "--db", str(db), "--out", str(out)]
+    assert vrlhf_main(base + ["--task", "captioning"]) == 0
+    before = _writes(out)
+    skipped = store.next_comparison("ann", exclude=[2, 3])
+    store.vote(skipped["token"], "skip", annotator="ann")  # a colorization vote that makes no pair
+    present = "tasks present: captioning (1 vote), colorization (1 vote)"
+    for args, message in [
+        (["--task", "captionin"], f"no task 'captionin' in sqlite:///{db}; {present}"),
+        (["--task", "colorization"], f"nothing to export: 1 colorization vote makes no preference pair "
+                                     f"(skips, both-bad and retracted votes make none); {present}"),
+    ]:
+        capsys.readouterr()
+        assert vrlhf_main(base + args) == 2
+        assert capsys.readouterr().err == f"vrlhf export: {message}\n"
+        assert _writes(out) == before  # the previous export untouched, nothing beside it
+    fresh = tmp_path / "new"
+    empty = Store(tmp_path / "empty.sqlite")
+    with pytest.raises(ValueError, match="nothing to export: 0 votes make no preference pair.*tasks present: none"):
+        export(empty, fresh)
+    assert not fresh.exists() and sorted(p.name for p in tmp_path.glob("*new*")) == []
