@@ -20,6 +20,7 @@ import functools
 import html
 import ipaddress
 import logging
+import secrets
 import shutil
 import socket
 import sys
@@ -297,12 +298,16 @@ def check_args(comparison_id, token, choice, ranking) -> None:
             raise refuse(f"{name} is too long")
 
 
-def build_app(store: Store, auth: bool = False, title: str = "visual-rlhf labeler") -> gr.Blocks:
-    """The labeling UI (Label and Stats tabs) plus the `next`, `vote` and `undo` API endpoints."""
+def build_app(store: Store, auth: bool = False, title: str = "visual-rlhf labeler",
+              cache_seconds: int = 600) -> gr.Blocks:
+    """The labeling UI (Label and Stats tabs) plus the `next`, `vote` and `undo` API endpoints.
+
+    Export zips are served from Gradio's cache and deleted `cache_seconds` after they were made (and at shutdown).
+    """
     from labeler import stats
 
     lab = Labeler(store, auth)
-    with gr.Blocks(title=title) as demo:
+    with gr.Blocks(title=title, delete_cache=(min(60, cache_seconds), cache_seconds)) as demo:
         shown = gr.Textbox(visible=False, elem_id="vr-token")  # lease token on screen, sent with each click
         with gr.Column(visible=not auth) as login_col:
             gr.Markdown("## Who is labelling?")
@@ -371,9 +376,14 @@ def build_app(store: Store, auth: bool = False, title: str = "visual-rlhf labele
 
         def on_export(fmt_: str):
             from labeler.export import export
-            out = Path(tempfile.mkdtemp(prefix="vrlhf-export-"))
-            export(store, out / "export", fmt_)
-            return shutil.make_archive(str(out / f"preferences-{fmt_}"), "zip", out / "export")
+
+            # The zip goes straight into Gradio's cache (an unguessable folder): Gradio serves it in place instead
+            # of copying it, and deletes it with its cache (delete_cache above). The export it zips is removed at once.
+            served = Path(demo.GRADIO_CACHE) / f"vrlhf-{secrets.token_hex(16)}"
+            with tempfile.TemporaryDirectory(prefix="vrlhf-export-") as build:
+                export(store, Path(build) / "export", fmt_)
+                served.mkdir(parents=True)
+                return shutil.make_archive(str(served / f"preferences-{fmt_}"), "zip", Path(build) / "export")
 
         ui = dict(api_visibility="private", concurrency_limit=None)
         demo.load(guarded(on_load), None, outputs, **ui)
@@ -405,16 +415,17 @@ def build_app(store: Store, auth: bool = False, title: str = "visual-rlhf labele
 
 
 def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_file: str | None = None,
-          block: bool = True, quiet: bool = False, login_policy=None) -> tuple[gr.Blocks, str]:
+          block: bool = True, quiet: bool = False, login_policy=None, cache_seconds: int = 600
+          ) -> tuple[gr.Blocks, str]:
     """Launch the app; returns (blocks, url). Refuses non-loopback hosts without `auth_file`; `login_policy`
-    (labeler.users.LoginPolicy) sets how failed logins are slowed and limited."""
+    (labeler.users.LoginPolicy) sets how failed logins are slowed and limited; export zips live `cache_seconds`."""
     from labeler.users import authenticator, load_users
 
     if auth_file is None and not is_loopback(host):
         raise LabelError(f"refusing to serve {host} without --auth: only loopback hosts may skip logins")
     if auth_file is not None:
         load_users(auth_file)  # fail now, not at the first login
-    demo = build_app(store, auth=auth_file is not None)
+    demo = build_app(store, auth=auth_file is not None, cache_seconds=cache_seconds)
     _, url, _ = demo.launch(
         server_name=host, server_port=port, auth=authenticator(auth_file, login_policy) if auth_file else None,
         auth_message="visual-rlhf labeler: log in with your annotator name", prevent_thread_lock=True,

@@ -80,3 +80,42 @@ def test_keyboard_labelling_round(tmp_path):
     shown = votes[-1]["shown"]
     assert votes[-1]["ranking"] == [shown[2], shown[0], shown[1]]
     assert all(v["annotator"] == "kim" for v in votes) and store.counts()["retractions"] == 1
+
+
+def test_export_from_the_page_leaves_no_files_behind(tmp_path, monkeypatch):
+    """Export on the Stats tab: our build folder is gone once the zip is made, and Gradio's served copy is deleted
+    after the cache lifetime (here 2 s; 10 minutes by default)."""
+    import secrets
+    import tempfile
+    import time
+
+    import httpx
+    from labfix import ui_event, ui_fns
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # ours and Gradio's cache: only this test's
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    store = Store(tmp_path / "labels.sqlite")
+    fill(store, 3, k=2)
+    v = store.next_comparison("kim")
+    store.vote(v["token"], "a", annotator="kim")
+    demo, url = serve(store, port=free_port(), block=False, quiet=True, cache_seconds=2)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            page, fns = secrets.token_hex(6), ui_fns(c)
+            served = []
+            for fmt in ("hf", "jsonl"):
+                out = ui_event(c, fns["vr-export"], [fmt], page)["output"]["data"][0]
+                body = c.get(out["url"]).content
+                assert zipfile.ZipFile(io.BytesIO(body)).namelist()  # the download works ...
+                served.append(out["path"])
+            assert not list((tmp_path / "tmp").glob("vrlhf-export-*"))  # ... and our build folders are gone
+            assert all(shutil.os.path.exists(p) for p in served)
+            deadline = time.time() + 15
+            while any(shutil.os.path.exists(p) for p in served) and time.time() < deadline:
+                time.sleep(0.5)
+            assert not any(shutil.os.path.exists(p) for p in served)  # no stale copy in Gradio's cache
+            leftovers = [p for p in (tmp_path / "tmp").rglob("*") if p.is_file() and p.suffix == ".zip"]
+            assert not leftovers, leftovers
+    finally:
+        demo.close()
