@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from tqdm.auto import tqdm  # noqa: E402
 
 from tuner.config import TuneConfig  # noqa: E402
-from tuner.train import DEFAULT_REWARDS, split_data, tune  # noqa: E402
+from tuner.train import split_data, tune  # noqa: E402
 
 PARTS = ("captioning", "baselines", "colorization", "timing")
 
@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if "colorization" in parts:
         rows = []
         color = replace(base, task="colorization", policy=args.colorizer, steps=args.color_steps, eval_every=args.color_steps)
-        anchored = DEFAULT_REWARDS["colorization"]  # the tuner's default mix: colourfulness + fidelity
+        from vrlhf.tasks import colorization
+
+        anchored = list(colorization.DEFAULT_REWARDS)  # the tuner's default mix: colourfulness + fidelity
         for name, rewards in (("colourfulness", ["colorfulness=1.0"]), ("colourfulness + fidelity", anchored)):
             res = results[f"color_{name}"] = run(replace(color, reward=rewards, out=str(out / f"color_{name.replace(' + ', '_')}")))
             if not rows:

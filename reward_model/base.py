@@ -17,8 +17,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from reward_model import backbones
+from vrlhf.tasks import get_task, task_names
 
-TASKS = ("captioning", "colorization")
+TASKS = task_names()
 CONFIG_NAME = "reward_config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -59,11 +60,13 @@ class RewardModelConfig:
 class RewardModel(nn.Module):
     """Base class: subclasses define `inputs(rows, outputs) -> dict` and `forward(**inputs) -> Tensor[N]`."""
 
-    task: str = ""
-
     def __init__(self, cfg: RewardModelConfig):
         super().__init__()
         self.cfg = cfg
+
+    @property
+    def task(self) -> str:
+        return self.cfg.task
 
     def pixels(self, images) -> torch.Tensor:
         c = self.cfg
@@ -93,8 +96,7 @@ class RewardModel(nn.Module):
     # -- persistence -------------------------------------------------------------------------------
     def state_to_save(self) -> dict[str, torch.Tensor]:
         """All weights, except the frozen bundled MiniLM (rebuilt from its package on load)."""
-        skip = self.cfg.task == "captioning" and self.cfg.text_encoder == backbones.MINILM and not self.cfg.clip \
-            and not self.cfg.train_text_encoder
+        skip = self.cfg.text_encoder == backbones.MINILM and not self.cfg.clip and not self.cfg.train_text_encoder
         return {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items()
                 if not (skip and n.startswith("text.") and "lora_" not in n)}
 
@@ -109,15 +111,17 @@ class RewardModel(nn.Module):
 
 
 def model_class(task: str):
-    if task == "captioning":
+    """The architecture for a task's outputs: text gets the image + text model, images the image model."""
+    output = get_task(task).OUTPUT
+    if output == "text":
         from reward_model.caption_model import CaptionRewardModel
 
         return CaptionRewardModel
-    if task == "colorization":
+    if output == "image":
         from reward_model.colorization_model import ColorizationRewardModel
 
         return ColorizationRewardModel
-    raise SystemExit(f"error: unknown task {task!r} (known: {', '.join(TASKS)})")
+    raise SystemExit(f"error: no reward model for {output} outputs (task {task!r})")
 
 
 def build_reward_model(task: str, **options) -> RewardModel:

@@ -26,7 +26,7 @@ def _width(config) -> int:
 
 
 class CaptionRewardModel(RewardModel):
-    task = "captioning"
+    """Scores captions of an image: the reward model of tasks whose outputs are text."""
 
     def __init__(self, cfg: RewardModelConfig, pretrained: bool, tokenizer_dir=None):
         super().__init__(cfg)

@@ -15,7 +15,7 @@ from reward_model.base import RewardModel, RewardModelConfig
 
 
 class ColorizationRewardModel(RewardModel):
-    task = "colorization"
+    """Scores colorizations: the reward model of tasks whose outputs are images."""
 
     def __init__(self, cfg: RewardModelConfig, pretrained: bool):
         super().__init__(cfg)

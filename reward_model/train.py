@@ -25,6 +25,7 @@ from reward_model.base import RewardModelConfig, build_reward_model
 from reward_model.data import PairDataset, collate_pairs, load_export, split_by_item, validate
 from reward_model.losses import bradley_terry_loss
 from reward_model.metrics import pair_metrics
+from vrlhf.tasks import get_task
 
 
 @dataclass
@@ -67,7 +68,7 @@ class TrainRewardConfig:
                                                            "outputs by the same random flip or quarter turn "
                                                            "(colorization only: a flipped caption's left is "
                                                            "wrong); none; auto: flips for colorization"})
-    contrastive_coef: float = field(default=1.0, metadata={"help": "captioning: weight of an in-batch term where "
+    contrastive_coef: float = field(default=1.0, metadata={"help": "text outputs: weight of an in-batch term where "
                                                                     "each image's chosen caption must outscore the "
                                                                     "other images' chosen captions (0: off)"})
     # evaluation and run
@@ -78,20 +79,16 @@ class TrainRewardConfig:
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
 
-# The embedded default image encoder per task. Starting the caption reward from the demo captioner's ViT (which
-# already knows colours, kinds, sizes and positions) lifts held-out accuracy from 82% to 92% of the annotator's
-# ceiling (bench/results/reward_model.md); the tiny CNN reaches 98% for colorization (with --augment).
-DEFAULT_IMAGE_ENCODERS = {"captioning": Path(__file__).resolve().parents[1] / "data/demo/captioner"}
-
-
 def resolve_image_encoder(value: str, task: str) -> tuple[str, str | None]:
-    """('default' | '' | DIR, task) -> (the directory to use or '', a note when the default is missing)."""
+    """('default' | '' | DIR, task) -> (the directory to use or '', a note when the default is missing).
+
+    'default' is the task's `REWARD_IMAGE_ENCODER` (captioning: the demo captioner's ViT; '': the tiny encoder)."""
     if value != "default":
         return value, None
-    path = DEFAULT_IMAGE_ENCODERS.get(task)
-    if path is None:
+    path = get_task(task).REWARD_IMAGE_ENCODER
+    if not path:
         return "", None
-    if not path.is_dir():
+    if not Path(path).is_dir():
         return "", f"the default image encoder {path} is missing (not a source checkout?): using the tiny encoder"
     return str(path), None
 
@@ -135,12 +132,14 @@ def _better(new: dict, best: dict | None) -> bool:
 
 
 def resolve_augment(value: str, task: str) -> bool:
-    """Whether pairs are augmented with flips and quarter turns (`augment`: auto | flips | none)."""
+    """Whether pairs are augmented with flips and quarter turns (`augment`: auto | flips | none); auto: flips for
+    tasks whose preferences survive them (`FLIPS_KEEP_PREFERENCES`: colorization, not captioning)."""
     if value not in ("auto", "flips", "none"):
         raise SystemExit(f"error: --augment must be auto, flips or none, got {value!r}")
-    if value == "flips" and task == "captioning":
-        raise SystemExit("error: --augment flips is for colorization: flipping a captioned image swaps its left and right")
-    return value == "flips" or (value == "auto" and task == "colorization")
+    keeps = get_task(task).FLIPS_KEEP_PREFERENCES
+    if value == "flips" and not keeps:
+        raise SystemExit(f"error: --augment flips changes {task} preferences: flipping an image swaps its left and right")
+    return keeps and value in ("auto", "flips")
 
 
 def train_reward(cfg: TrainRewardConfig) -> dict:
@@ -170,6 +169,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
         log(f"note: {note}")
     log(f"{task}: {len(train_idx)} training pairs, {len(eval_idx)} held out")
 
+    text_outputs = get_task(task).OUTPUT == "text"  # the in-batch contrastive term compares captions
     model = build_reward_model(task, **model_options(cfg))
     collate = partial(collate_pairs, model)  # model.inputs only preprocesses: safe to bind before wrapping
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -220,7 +220,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
         for batch in train_loader:
             t0 = time.perf_counter()
             label = batch.pop("label")
-            contrast = cfg.contrastive_coef if task == "captioning" and len(label) > 1 else 0.0
+            contrast = cfg.contrastive_coef if text_outputs and len(label) > 1 else 0.0
             if contrast:
                 batch["captions"] = with_other_captions(batch["captions"])
             with accelerator.autocast():

@@ -56,7 +56,7 @@ def save_samples(task, policy, rows: list[dict], path_stem: Path, k: int = 4, se
     generator = torch.Generator(device=pixel_values.device).manual_seed(seed)
     greedy = task.decode(policy, rows, policy.greedy(pixel_values).tokens, 1)
     sampled = task.decode(policy, rows, policy.sample(pixel_values, k, generator=generator).tokens, k)
-    if isinstance(greedy[0], str):
+    if task.OUTPUT == "text":
         records = [
             {"id": r["id"], "references": r.get("captions", []), "greedy": greedy[i], "samples": sampled[i * k : (i + 1) * k]}
             for i, r in enumerate(rows)
@@ -64,8 +64,9 @@ def save_samples(task, policy, rows: list[dict], path_stem: Path, k: int = 4, se
         path = path_stem.with_suffix(".json")
         path.write_text(json.dumps(records, indent=2))
         return path
-    # one line per row: grey input | greedy | k samples | ground truth
-    columns = [[r["image"].convert("L").convert("RGB"), greedy[i], *sampled[i * k : (i + 1) * k], r["image"]] for i, r in enumerate(rows)]
+    # one line per row: the input as people see it (gray for colorization) | greedy | k samples | ground truth
+    columns = [[task.show_input(r["image"]), greedy[i], *sampled[i * k : (i + 1) * k], r["image"]]
+               for i, r in enumerate(rows)]
     w, h = rows[0]["image"].size
     grid = Image.new("RGB", (w * len(columns[0]), h * len(columns)), "white")
     for y, line in enumerate(columns):

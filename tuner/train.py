@@ -35,10 +35,7 @@ from tuner.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
 from tuner.rewards import NORMALIZATIONS, RewardSpecError, build_reward, parse_reward_specs
-from vrlhf.errors import DataError
-
-DEFAULT_REWARDS = {"captioning": ["cider_d=1.0"], "colorization": ["colorfulness=1.0", "fidelity=5.0"]}
-
+from vrlhf.errors import ConfigError, DataError
 
 def main(argv: list[str] | None = None) -> int:
     from vrlhf.config import parse_config
@@ -60,7 +57,8 @@ def tune(cfg: TuneConfig):
 
     # ---- everything that can be wrong is checked before any model is loaded ----
     check_config(cfg)
-    specs = parse_reward_specs(cfg.reward or DEFAULT_REWARDS[cfg.task])
+    task = get_task(cfg.task)
+    specs = parse_reward_specs(cfg.reward or list(task.DEFAULT_REWARDS))
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,
@@ -71,7 +69,6 @@ def tune(cfg: TuneConfig):
     if cfg.batch_size % (world * cfg.grad_accum):
         raise SystemExit(f"error: batch_size {cfg.batch_size} is not divisible by processes × grad_accum = {world} × {cfg.grad_accum}")
     micro = cfg.batch_size // (world * cfg.grad_accum)  # images per micro-batch on each process
-    task = get_task(cfg.task)
     train_rows, eval_rows = split_data(cfg)
     reward = build_reward(task, specs, train_rows, cfg.reward_norm, device)  # unknown metric / bad RM dir fail here
     out = Path(cfg.out)
@@ -241,9 +238,13 @@ def tune(cfg: TuneConfig):
 
 def check_config(cfg: TuneConfig) -> None:
     """Fail fast, with a message naming the field, before any data or model is loaded."""
+    from vrlhf.tasks import get_task
+
     problems = []
-    if cfg.task not in DEFAULT_REWARDS:
-        problems.append(f"task {cfg.task!r} is not one of {', '.join(DEFAULT_REWARDS)}")
+    try:
+        get_task(cfg.task)
+    except ConfigError as error:
+        problems.append(str(error))
     for name in ("policy", "data") + (("eval_data",) if cfg.eval_data else ()):
         path = getattr(cfg, name)
         if not path or not Path(path).exists():

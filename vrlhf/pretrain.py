@@ -66,12 +66,9 @@ def build(cfg: PretrainConfig, train_rows: list[dict]):
     task = get_task(cfg.task)
     if cfg.init:
         return task, task.load_policy(cfg.init)
-    sizes = dict(image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_size=cfg.hidden_size, encoder_layers=cfg.layers,
-                 decoder_layers=cfg.layers, seed=cfg.seed)
-    if cfg.task == "captioning":
-        tokenizer = task.build_tokenizer([c for row in train_rows for c in row["captions"]])
-        return task, task.build_policy(tokenizer, **sizes)
-    return task, task.build_policy(**sizes)
+    return task, task.new_policy(train_rows, image_size=cfg.image_size, patch_size=cfg.patch_size,
+                                 hidden_size=cfg.hidden_size, encoder_layers=cfg.layers, decoder_layers=cfg.layers,
+                                 seed=cfg.seed)
 
 
 def mle_loss(policy, pixels, tokens, mask) -> torch.Tensor:
@@ -87,12 +84,7 @@ def evaluate(task, policy, rows: list[dict], batch_size: int = 100) -> dict[str,
     for i in range(0, len(rows), batch_size):
         batch = rows[i : i + batch_size]
         pixels = task.pixel_values(policy, [r["image"] for r in batch])
-        if task.NAME == "captioning":
-            n_refs = min(len(r["captions"]) for r in batch)
-            tokens, mask = task.encode_captions(policy, [r["captions"][j] for r in batch for j in range(n_refs)])
-            k = n_refs
-        else:
-            (tokens, mask), k = task.reference_tokens(policy, batch), 1
+        tokens, mask, k = task.heldout_targets(policy, batch)  # (B*k, T): k targets per image
         nll -= policy.token_log_probs(pixels, tokens, mask, k=k).sum().item()
         count += mask.sum().item()
         outputs += task.decode(policy, batch, policy.greedy(pixels).tokens)

@@ -24,10 +24,13 @@ def test_train_and_eval_commands(tmp_path, capsys):
 
 
 def test_default_image_encoder_is_the_demo_captioner_or_a_clear_fallback(monkeypatch, tmp_path):
-    assert train.resolve_image_encoder("default", "captioning") == (str(train.DEFAULT_IMAGE_ENCODERS["captioning"]), None)
+    from vrlhf.tasks import captioning
+
+    assert train.resolve_image_encoder("default", "captioning") == (str(captioning.REWARD_IMAGE_ENCODER), None)
+    assert captioning.REWARD_IMAGE_ENCODER == captioning.DEMO_POLICY  # the demo captioner's ViT
     assert train.resolve_image_encoder("default", "colorization") == ("", None)  # the tiny CNN
     assert train.resolve_image_encoder("", "captioning") == ("", None)
     assert train.resolve_image_encoder("some/dir", "captioning") == ("some/dir", None)
-    monkeypatch.setitem(train.DEFAULT_IMAGE_ENCODERS, "captioning", tmp_path / "missing")
+    monkeypatch.setattr(captioning, "REWARD_IMAGE_ENCODER", tmp_path / "missing")
     encoder, note = train.resolve_image_encoder("default", "captioning")
     assert encoder == "" and "missing" in note and "tiny encoder" in note

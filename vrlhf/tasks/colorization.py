@@ -18,13 +18,25 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
-from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
 
+from vrlhf import REPO
+from vrlhf.errors import ConfigError, ModelError
 from vrlhf.metrics import ab_error, colorfulness, psnr, saturation
+from vrlhf.models import vit_gpt2
 from vrlhf.policy import SequencePolicy
 
+# ---- what this task is (the task contract, docs/ARCHITECTURE.md) ----------------------------------------------
 NAME = "colorization"
+OUTPUT = "image"  # outputs are RGB images: reward models for image outputs score the image (with the gray input)
 METRIC_REWARDS = ("colorfulness", "fidelity")
+# Fidelity anchors colourfulness: alone, colourfulness saturates everything; weight 1 barely holds it (docs/TUNER.md).
+DEFAULT_REWARDS = ("colorfulness=1.0", "fidelity=5.0")  # `vrlhf tune` without --reward
+DEMO_METRIC_REWARDS = ("colorfulness=1.0",)  # the demo's metric-only runs: the reward that can be hacked
+DEMO_POLICY = REPO / "data/demo/colorizer"  # the committed demo checkpoint (scripts/make_demo_checkpoints.sh)
+ORACLE = "colorization_oracle"  # vrlhf.tasks.colorization_oracle: the simulated annotator
+# Reward models (`vrlhf train-reward`): the tiny CNN from scratch reaches 98% of the annotator's ceiling with flips.
+REWARD_IMAGE_ENCODER = ""
+FLIPS_KEEP_PREFERENCES = True  # turning the input and both colorizations together keeps which one is better
 
 
 def row_problem(row: dict) -> str | None:
@@ -58,29 +70,29 @@ def build_policy(
     seed: int = 0,
 ) -> SequencePolicy:
     """A small ViT (1 channel: L) + GPT2 over ab bins, built from configs (the demo colorizer's architecture)."""
-    torch.manual_seed(seed)
     bins = ab_bins(bin_step)
     start, pad = len(bins), len(bins) + 1  # two extra tokens after the colour bins
-    encoder = ViTConfig(
-        image_size=image_size, patch_size=patch_size, num_channels=1, hidden_size=hidden_size,
-        num_hidden_layers=encoder_layers, num_attention_heads=heads, intermediate_size=4 * hidden_size,
-        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    model = vit_gpt2(
+        channels=1, vocab_size=len(bins) + 2, max_positions=grid * grid + 1, start_token_id=start,
+        pad_token_id=pad, eos_token_id=None, image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
+        encoder_layers=encoder_layers, decoder_layers=decoder_layers, heads=heads, dropout=dropout, seed=seed,
     )
-    decoder = GPT2Config(
-        vocab_size=len(bins) + 2, n_positions=grid * grid + 1, n_embd=hidden_size, n_layer=decoder_layers,
-        n_head=heads, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-        bos_token_id=start, eos_token_id=None, pad_token_id=pad,
-    )
-    model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder))
-    model.config.decoder_start_token_id, model.config.pad_token_id = start, pad
     return SequencePolicy(
         model, None, start_token_id=start, eos_token_id=None, pad_token_id=pad, max_new_tokens=grid * grid,
         meta={"task": NAME, "image_size": image_size, "grid": grid, "bin_step": bin_step, "ab_bins": bins.tolist()},
     )
 
 
+def new_policy(train_rows: list[dict], **sizes) -> SequencePolicy:
+    """A fresh policy (the colour vocabulary is fixed: the rows are not needed)."""
+    return build_policy(**sizes)
+
+
 def load_policy(path: str | Path) -> SequencePolicy:
-    return SequencePolicy.from_pretrained(path).eval()
+    try:
+        return SequencePolicy.from_pretrained(path).eval()
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: cannot load a policy ({str(error).splitlines()[0]})") from None
 
 
 def _lab(image: Image.Image, size: int | None = None) -> np.ndarray:
@@ -95,6 +107,11 @@ def grayscale(image: Image.Image) -> Image.Image:
     lab = _lab(image)
     lab[..., 1:] = 0
     return Image.fromarray((lab2rgb(lab) * 255).round().astype(np.uint8))
+
+
+def show_input(image: Image.Image) -> Image.Image:
+    """What an annotator sees of the input: what the policy saw, the lightness alone."""
+    return grayscale(image)
 
 
 def pixel_values(policy: SequencePolicy, images: list[Image.Image]) -> torch.Tensor:
@@ -112,6 +129,18 @@ def reference_tokens(policy: SequencePolicy, rows: list[dict], rng: random.Rando
     cell_ab = F.adaptive_avg_pool2d(ab.float(), grid).flatten(2).transpose(1, 2)  # (B, grid*grid, 2)
     tokens = torch.cdist(cell_ab, bins[None].expand(len(rows), -1, -1)).argmin(-1)
     return tokens.to(policy.device), torch.ones_like(tokens, dtype=torch.bool).to(policy.device)
+
+
+def heldout_targets(policy: SequencePolicy, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Teacher-forcing targets of the held-out loss: the ground-truth colour tokens -> (tokens (B, T), mask, 1)."""
+    tokens, mask = reference_tokens(policy, rows)
+    return tokens, mask, 1
+
+
+def ideal_outputs(policy: SequencePolicy, rows: list[dict], rng: np.random.Generator | None = None) -> list:
+    """The best this policy's grid can emit of the truth: each cell's true mean colour, snapped to its bins."""
+    tokens, _ = reference_tokens(policy, rows)
+    return decode(policy, rows, tokens)
 
 
 def decode(policy: SequencePolicy, rows: list[dict], tokens: torch.Tensor, k: int = 1) -> list[Image.Image]:
@@ -146,7 +175,7 @@ def metric_reward(name: str, train_rows: list[dict] | None = None, scale: float 
             return torch.as_tensor(-ab_error(outputs, truth) / scale, dtype=torch.float32)
 
         return fidelity_reward
-    raise ValueError(f"unknown colorization metric reward {name!r}; available: {', '.join(METRIC_REWARDS)}")
+    raise ConfigError(f"unknown colorization metric reward {name!r}; available: {', '.join(METRIC_REWARDS)}")
 
 
 def eval_metrics(rows: list[dict], outputs: list[Image.Image]) -> dict[str, float]:
@@ -166,4 +195,5 @@ def eval_metrics(rows: list[dict], outputs: list[Image.Image]) -> dict[str, floa
 
 
 def render(output: Image.Image) -> Image.Image:
+    """What an annotator sees for one output."""
     return output
