@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import secrets
@@ -28,6 +29,7 @@ from typing import Any, Iterator, Sequence
 from PIL import Image
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -44,6 +46,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -52,7 +55,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from vrlhf.errors import LabelError  # noqa: F401  (re-exported: labeler code raises it)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAIR_CHOICES = ("a", "b", "tie", "both_bad", "skip")
 RANK_CHOICES = ("rank", "both_bad", "skip")
 POSITIONS = "ABCD"
@@ -83,6 +86,12 @@ class Round(Base):
     seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     data_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # v2: a round written by `vrlhf sample` is complete only once all its comparisons are in; until then the
+    # next `vrlhf sample` with the same recipe (canonical JSON of its inputs) resumes it.
+    recipe: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expected: Mapped[int | None] = mapped_column(Integer, nullable=True)  # comparisons the round is to hold
+    complete: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    part_of: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), nullable=True)  # --against: its round
 
 
 class Item(Base):
@@ -154,8 +163,18 @@ class Retraction(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+def _v1_to_v2(conn) -> None:
+    """Rounds get their sampling recipe, expected size, complete flag and --against link. Rounds of a v1 database
+    are marked complete: nothing recorded how many comparisons they were meant to hold."""
+    for ddl in ("ALTER TABLE rounds ADD COLUMN recipe TEXT",
+                "ALTER TABLE rounds ADD COLUMN expected INTEGER",
+                "ALTER TABLE rounds ADD COLUMN complete BOOLEAN NOT NULL DEFAULT TRUE",
+                "ALTER TABLE rounds ADD COLUMN part_of INTEGER REFERENCES rounds (id)"):
+        conn.exec_driver_sql(ddl)
+
+
 # Upgrades from version v to v + 1, run in order on start; each takes a connection inside a transaction.
-MIGRATIONS: dict[int, Any] = {}
+MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
 
 
 def _sqlite_engine(url: str, immediate: bool = True):
@@ -299,15 +318,47 @@ class Store:
     # ---- writing rounds and comparisons ----------------------------------------------------------------
 
     def add_round(self, task: str, policy_path: str, k: int, policy_name: str | None = None,
-                  seed: int | None = None, data_path: str | None = None) -> int:
+                  seed: int | None = None, data_path: str | None = None, recipe: dict | None = None,
+                  expected: int | None = None, complete: bool = True, part_of: int | None = None) -> int:
+        """A new round; `vrlhf sample` opens it incomplete (`complete=False`, its `recipe` and `expected` size) and
+        closes it with `finish_round`. `part_of`: the round whose comparisons hold this one's candidates."""
         if not 2 <= k <= MAX_K:
             raise LabelError(f"k must be between 2 and {MAX_K}, got {k}")
         with self._tx() as s:
             r = Round(task=task, policy_path=str(policy_path), policy_name=policy_name or Path(policy_path).name,
-                      k=k, seed=seed, data_path=None if data_path is None else str(data_path))
+                      k=k, seed=seed, data_path=None if data_path is None else str(data_path),
+                      recipe=None if recipe is None else canonical(recipe), expected=expected, complete=complete,
+                      part_of=part_of)
             s.add(r)
             s.flush()
             return r.id
+
+    def open_round(self, recipe: dict) -> dict | None:
+        """The incomplete round sampled from `recipe`, if any: {"id", "partner" (its --against round or None),
+        "rows" (row ids that already have their comparison)}."""
+        with self.ReadSession() as s:
+            r = s.scalar(select(Round).where(Round.recipe == canonical(recipe), Round.complete.is_(False),
+                                             Round.part_of.is_(None)).order_by(Round.id).limit(1))
+            if r is None:
+                return None
+            partner = s.scalar(select(Round.id).where(Round.part_of == r.id).order_by(Round.id).limit(1))
+            rows = s.scalars(select(Item.row_id).join(Comparison, Comparison.item_id == Item.id)
+                             .where(Comparison.round_id == r.id)).all()
+        return {"id": r.id, "partner": partner, "rows": set(rows)}
+
+    def finish_round(self, round_id: int) -> None:
+        """Mark a round (and the rounds that are part of it) complete; refused unless all its comparisons are in."""
+        def write(s: Session) -> None:
+            r = s.get(Round, round_id)
+            if r is None:
+                raise LabelError(f"unknown round {round_id}")
+            have = s.scalar(select(func.count(Comparison.id)).where(Comparison.round_id == round_id))
+            if r.expected is not None and have != r.expected:
+                raise LabelError(f"round {round_id} holds {have} of its {r.expected} comparisons: not complete")
+            s.execute(update(Round).where(or_(Round.id == round_id, Round.part_of == round_id))
+                      .values(complete=True).execution_options(synchronize_session=False))
+
+        self._retry(write)
 
     def add_comparison(self, round_id: int, row_id: str, image: Image.Image, outputs: Sequence[str | Image.Image],
                        input_image: Image.Image | None = None, output_rounds: Sequence[int] | None = None) -> int:
@@ -323,7 +374,8 @@ class Store:
                     for o in outputs]
 
         def write(s: Session) -> int:
-            rnd = s.get(Round, round_id)
+            q = select(Round).where(Round.id == round_id)
+            rnd = s.scalar(q.with_for_update() if self.dialect == "postgresql" else q)  # one writer per round
             if rnd is None:
                 raise LabelError(f"unknown round {round_id}")
             if len(outputs) != rnd.k:
@@ -335,6 +387,11 @@ class Store:
                             input_path=input_rel)
                 s.add(item)
                 s.flush()
+            else:  # an item appears once per round: a second sampler of the same round finds it already in
+                have = s.scalar(select(Comparison.id).where(Comparison.round_id == round_id,
+                                                            Comparison.item_id == item.id).limit(1))
+                if have is not None:
+                    return have
             origin = list(output_rounds) if output_rounds is not None else [round_id] * len(rendered)
             cands = [Candidate(round_id=origin[j], item_id=item.id, index=j, text=t, image_path=p)
                      for j, (t, p) in enumerate(rendered)]
@@ -567,10 +624,14 @@ class Store:
         return {"count": count, "remaining": remaining, "per_min": round(rate, 1)}
 
     def rounds(self) -> list[dict]:
-        """Every sampling round: id, task, policy name and path, k, when."""
+        """Every sampling round: id, task, policy name and path, k, when, whether complete, its --against round."""
         with self.ReadSession() as s:
+            counts = dict(s.execute(select(Comparison.round_id, func.count(Comparison.id))
+                                    .group_by(Comparison.round_id)).all())
             return [{"id": r.id, "task": r.task, "policy_name": r.policy_name, "policy_path": r.policy_path,
-                     "k": r.k, "created_at": r.created_at} for r in s.scalars(select(Round).order_by(Round.id))]
+                     "k": r.k, "created_at": r.created_at, "complete": r.complete, "expected": r.expected,
+                     "comparisons": counts.get(r.id, 0), "part_of": r.part_of}
+                    for r in s.scalars(select(Round).order_by(Round.id))]
 
     def counts(self) -> dict:
         with self.ReadSession() as s:
@@ -613,6 +674,11 @@ class Store:
         with self.ReadSession() as s:
             return [{"comparison_id": a.comparison_id, "annotator": a.annotator, "state": a.state,
                      "expires_at": a.expires_at} for a in s.scalars(select(Assignment))]
+
+
+def canonical(recipe: dict) -> str:
+    """A recipe as the text stored and compared: sorted keys, no spaces."""
+    return json.dumps(recipe, sort_keys=True, separators=(",", ":"))
 
 
 def check_name(name: Any) -> str:

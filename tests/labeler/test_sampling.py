@@ -96,3 +96,71 @@ def test_against_round_pits_a_new_policy_against_the_previous_one(shapes_dir, tm
     with pytest.raises(LabelError, match="use --k 2"):  # the library raises; only the CLI prints and exits
         sample_main(["--task", "captioning", "--policy", str(old), "--against", str(old), "--k", "3",
                      "--data", str(data), "--db", db])
+
+
+def test_killed_round_is_resumed_not_duplicated(tmp_path):
+    """`vrlhf sample --against` SIGKILLed part-way leaves its two rounds incomplete; the same command again
+    resumes them: every input once, all n present, both rounds complete, no new round."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from labfix import ROOT
+
+    from vrlhf.shapes import make_shapes, write_imagefolder
+
+    n = 60
+    rows = make_shapes(n, seed=4, size=SIZE)
+    data = write_imagefolder(rows, tmp_path / "shapes")
+    old = tiny("captioning", rows, tmp_path / "old")
+    from vrlhf.tasks import get_task
+
+    task = get_task("captioning")
+    task.build_policy(task.load_policy(old).tokenizer, image_size=SIZE, hidden_size=16, encoder_layers=1,
+                      decoder_layers=1, heads=2, max_new_tokens=6, seed=7).save(tmp_path / "new")
+
+    def count(db) -> int:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                return con.execute("SELECT count(*) FROM comparisons").fetchone()[0]
+        except sqlite3.Error:  # not created yet
+            return 0
+
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    for attempt in range(3):  # kill it once some comparisons are in; retry if it finished between two looks
+        db = str(tmp_path / f"labels{attempt}.sqlite")
+        args = ["--task", "captioning", "--policy", str(tmp_path / "new"), "--against", str(old), "--data", str(data),
+                "--db", db, "--n", str(n), "--seed", "3", "--batch-size", "2"]
+        proc = subprocess.Popen([sys.executable, "-m", "labeler.sampling", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and count(db) < 4:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = count(db)
+        if proc.returncode == -signal.SIGKILL and killed_at < n:
+            break
+    assert proc.returncode == -signal.SIGKILL and 0 < killed_at < n, (proc.returncode, killed_at)
+    rounds = Store(db).rounds()
+    assert [(r["complete"], r["comparisons"]) for r in rounds] == [(False, killed_at), (False, 0)]
+    early = Store(db).next_comparison("early")  # the app serves what is in: each comparison is written whole
+    Store(db).vote(early["token"], "b", annotator="early")
+
+    assert sample_main(args) == 0  # the same command again
+    store = Store(db)
+    rounds = store.rounds()
+    assert [(r["id"], r["complete"], r["part_of"]) for r in rounds] == [(1, True, None), (2, True, 1)]
+    assert rounds[0]["comparisons"] == n == store.counts()["comparisons"]
+    views = [early]
+    while (v := store.next_comparison("ann")) is not None:
+        store.vote(v["token"], "a", annotator="ann")
+        views.append(v)
+    assert sorted(v["item_id"] for v in views) == sorted(str(r["id"]) for r in rows)  # each input exactly once
+    assert [x["annotator"] for x in store.votes()].count("early") == 1
+    for v in views:  # one candidate of each policy, the killed run's comparisons included
+        made_by = store.candidates([c["candidate_id"] for c in v["candidates"]])
+        assert sorted(c["round_id"] for c in made_by.values()) == [1, 2]
+    assert sample_main(args) == 0 and len(Store(db).rounds()) == 4  # a complete round is not resumed: a new one

@@ -124,3 +124,49 @@ def test_sqlite_settings_and_media(tmp_path):
     assert path.parent.parent.parent == tmp_path / "x_media" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(LabelError):
         Store(":memory:")
+
+
+def test_v1_database_is_migrated_to_v2(url, tmp_path):
+    """A store written at schema v1 (SQLite: a dump of one; PostgreSQL: v2 with the v2 columns dropped) opens at
+    v2 with its rounds, comparisons and votes intact, its rounds complete, and the same columns as a new store."""
+    import sqlite3
+    from pathlib import Path
+
+    from sqlalchemy import inspect
+
+    from labeler.store import Round
+
+    if url.startswith("postgresql"):
+        store = open_store(url, tmp_path)
+        fill(store, 3, k=2)
+        fill(store, 1, k=3, seed=1, policy="policy-b")
+        for choice in ("a", "skip"):
+            v = store.next_comparison("ann")
+            store.vote(v["token"], choice, annotator="ann")
+        with store.engine.begin() as c:
+            for column in ("recipe", "expected", "complete", "part_of"):
+                c.exec_driver_sql(f"ALTER TABLE rounds DROP COLUMN {column}")
+            c.exec_driver_sql("DELETE FROM schema_version")
+            c.exec_driver_sql("INSERT INTO schema_version (version) VALUES (1)")
+        store.close()
+    else:
+        with sqlite3.connect(url) as con:
+            con.executescript((Path(__file__).parent / "data" / "store_v1.sql").read_text())
+    open_store(url, tmp_path).close()  # opening it migrates it; opening it again is a no-op
+    store = open_store(url, tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    columns = {c["name"] for c in inspect(store.engine).get_columns("rounds")}
+    assert columns == set(Round.__table__.columns.keys())
+    rounds = store.rounds()
+    assert [(r["k"], r["complete"], r["comparisons"], r["part_of"]) for r in rounds] == [(2, True, 3, None),
+                                                                                         (3, True, 1, None)]
+    assert [(v["comparison_id"], v["annotator"], v["choice"]) for v in store.votes()] == [(1, "ann", "a"),
+                                                                                          (2, "ann", "skip")]
+    v = store.next_comparison("bob")  # the migrated store works on: lease, vote, a resumable round
+    store.vote(v["token"], "b", annotator="bob")
+    recipe = {"task": "captioning", "policy": "/p", "data": "/d", "seed": 0, "k": 2, "n": 1, "temperature": 1.0,
+              "against": None}
+    rid = store.add_round("captioning", "/p", 2, recipe=recipe, expected=1, complete=False)
+    assert store.open_round(recipe) == {"id": rid, "partner": None, "rows": set()}
+    with pytest.raises(LabelError, match="holds 0 of its 1 comparisons"):
+        store.finish_round(rid)
