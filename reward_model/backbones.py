@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
+from vrlhf.errors import ConfigError  # noqa: E402
 
 hf_logging.disable_progress_bar()
 
@@ -59,7 +60,7 @@ def tiny_config(kind: str, image_size: int, patch_size: int, channels: int, hidd
         return tiny_cnn_config(channels, max(8, hidden // 3))
     if kind == "vit":
         return tiny_vit_config(image_size, patch_size, channels, hidden, layers)
-    raise SystemExit(f"error: unknown default encoder {kind!r} (cnn | vit)")
+    raise ConfigError(f"unknown default encoder {kind!r} (cnn | vit)")
 
 
 def config_dict(path: str | Path) -> dict:
@@ -132,7 +133,7 @@ def add_lora(model: nn.Module, r: int, alpha: int, dropout: float, targets: list
     present = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
     found = [t for t in targets if t in present]
     if not found:
-        raise SystemExit(f"error: --lora-targets {targets} match no linear or conv layer of {type(model).__name__}")
+        raise ConfigError(f"--lora-targets {targets} match no linear or conv layer of {type(model).__name__}")
     return inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=found), model)
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from reward_model import backbones
+from vrlhf.errors import ConfigError, ModelError
 from vrlhf.tasks import get_task, task_names
 
 TASKS = task_names()
@@ -121,7 +123,7 @@ def model_class(task: str):
         from reward_model.colorization_model import ColorizationRewardModel
 
         return ColorizationRewardModel
-    raise SystemExit(f"error: no reward model for {output} outputs (task {task!r})")
+    raise ConfigError(f"no reward model for {output} outputs (task {task!r})")
 
 
 def build_reward_model(task: str, **options) -> RewardModel:
@@ -130,16 +132,21 @@ def build_reward_model(task: str, **options) -> RewardModel:
 
 
 def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
-    """Load a trained reward model directory; returns it in eval mode, ready for `score(rows, outputs)`."""
+    """Load a trained reward model directory; returns it in eval mode, ready for `score(rows, outputs)`.
+
+    A directory that is not a complete reward model raises `ModelError` naming it and what is wrong."""
     path = Path(path)
     if not (path / CONFIG_NAME).is_file():
-        raise SystemExit(f"error: {path} is not a reward model directory (no {CONFIG_NAME})")
-    cfg = RewardModelConfig(**json.loads((path / CONFIG_NAME).read_text()))
-    model = model_class(cfg.task).from_config(cfg, tokenizer_dir=path)
-    state = load_file(str(path / WEIGHTS_NAME))
+        raise ModelError(f"{path} is not a reward model directory (no {CONFIG_NAME})")
+    try:
+        cfg = RewardModelConfig(**json.loads((path / CONFIG_NAME).read_text()))
+        model = model_class(cfg.task).from_config(cfg, tokenizer_dir=path)
+        state = load_file(str(path / WEIGHTS_NAME))
+    except (OSError, ValueError, TypeError, KeyError, SafetensorError) as error:  # bad JSON, fields, files
+        raise ModelError(f"{path}: not a loadable reward model ({str(error).splitlines()[0]})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     expected_missing = set(model.state_dict()) - set(model.state_to_save())
     if unexpected or set(missing) - expected_missing:
-        raise SystemExit(f"error: {path / WEIGHTS_NAME} does not match its config: missing "
+        raise ModelError(f"{path / WEIGHTS_NAME} does not match its config: missing "
                          f"{sorted(set(missing) - expected_missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     return model.to(device).eval()

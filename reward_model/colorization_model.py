@@ -12,6 +12,7 @@ from torch import nn
 
 from reward_model import backbones
 from reward_model.base import RewardModel, RewardModelConfig
+from vrlhf.errors import ConfigError
 
 
 class ColorizationRewardModel(RewardModel):
@@ -21,7 +22,7 @@ class ColorizationRewardModel(RewardModel):
         super().__init__(cfg)
         c = cfg
         if c.clip:
-            raise SystemExit("error: --clip is for captioning; give a vision backbone with --image-encoder")
+            raise ConfigError("--clip is for captioning; give a vision backbone with --image-encoder")
         if pretrained:
             c.vision_config = (backbones.config_dict(c.image_encoder) if c.image_encoder else
                                backbones.tiny_config(c.encoder, c.image_size, c.patch_size, 4, c.vit_hidden, c.vit_layers))
@@ -29,7 +30,7 @@ class ColorizationRewardModel(RewardModel):
             c.image_size = c.vision_config.get("image_size", c.image_size)
         c.image_channels = c.vision_config.get("num_channels", 3)
         if c.image_channels not in (3, 4):
-            raise SystemExit(f"error: a colorization reward needs a 3- or 4-channel image encoder, "
+            raise ConfigError(f"a colorization reward needs a 3- or 4-channel image encoder, "
                              f"got num_channels={c.image_channels}")
         self.vision = backbones.build(c.vision_config, weights_from=c.image_encoder if pretrained and
                                       c.image_encoder else None)

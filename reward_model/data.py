@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from reward_model.base import TASKS
+from vrlhf.errors import DataError
 from vrlhf.exports import check_pairs, read_manifest
 
 REQUIRED = ("task", "image", "chosen", "rejected", "label")
@@ -33,16 +34,16 @@ def load_export(path: str | Path):
 
     path = Path(path)
     if not path.exists():
-        raise SystemExit(f"error: export {path} does not exist")
+        raise DataError(f"export {path} does not exist")
     manifest = read_manifest(path)
     if path.is_dir():
         state = path / "state.json"
         if state.is_file() and not json.loads(state.read_text()).get("_data_files", [None]):
-            raise SystemExit(f"error: export {path} is empty: no preference pairs")  # 0 shards: unloadable
+            raise DataError(f"export {path} is empty: no preference pairs")  # 0 shards: unloadable
         try:
             ds = datasets.load_from_disk(str(path))
         except FileNotFoundError as e:
-            raise SystemExit(f"error: export {path} is not a saved HF dataset ({e})") from None
+            raise DataError(f"export {path} is not a saved HF dataset ({e})") from None
         if isinstance(ds, datasets.DatasetDict):
             ds = datasets.concatenate_datasets(list(ds.values()))
     elif path.suffix == ".parquet":
@@ -57,7 +58,7 @@ def load_export(path: str | Path):
                     r[key] = to_image(r[key], base)
         ds = datasets.Dataset.from_list(records) if records else datasets.Dataset.from_dict({})
     else:
-        raise SystemExit(f"error: export {path}: expected a saved HF dataset directory, .jsonl or .parquet")
+        raise DataError(f"export {path}: expected a saved HF dataset directory, .jsonl or .parquet")
     check_pairs(path, manifest, len(ds))
     return ds.flatten_indices() if ds._indices is not None else ds
 
@@ -104,40 +105,40 @@ def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
     that are all 1.0 are the normal case (chosen always listed first).
     """
     if len(ds) == 0:
-        raise SystemExit(f"error: export {path} is empty: no preference pairs")
+        raise DataError(f"export {path} is empty: no preference pairs")
     missing = [c for c in REQUIRED if c not in ds.column_names]
     if missing:
-        raise SystemExit(f"error: export {path} lacks column(s) {', '.join(missing)} (needs {', '.join(REQUIRED)})")
+        raise DataError(f"export {path} lacks column(s) {', '.join(missing)} (needs {', '.join(REQUIRED)})")
     tasks = column(ds, "task")
     for i, t in enumerate(tasks):
         if t not in TASKS:
-            raise SystemExit(f"error: export {path} {_where(ds, i)}: unknown task {t!r} (known: {', '.join(TASKS)})")
+            raise DataError(f"export {path} {_where(ds, i)}: unknown task {t!r} (known: {', '.join(TASKS)})")
     found = Counter(tasks)
     if not task:
         if len(found) > 1:
-            raise SystemExit(f"error: export {path} mixes tasks {dict(found)}: choose one with --task")
+            raise DataError(f"export {path} mixes tasks {dict(found)}: choose one with --task")
         task = tasks[0]
     if task not in TASKS:
-        raise SystemExit(f"error: unknown task {task!r} (known: {', '.join(TASKS)})")
+        raise DataError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
     keep = [i for i, t in enumerate(tasks) if t == task]
     notes = [f"skipped {len(ds) - len(keep)} pairs of other tasks"] if len(keep) < len(ds) else []
     if not keep:
-        raise SystemExit(f"error: export {path} has no {task} pairs (tasks found: {', '.join(found)})")
+        raise DataError(f"export {path} has no {task} pairs (tasks found: {', '.join(found)})")
     nulls = {c: ds.data.column(c).is_null().to_pylist() for c in ("image", "chosen", "rejected", "label")}
     labels = column(ds, "label")
     for i in keep:
         for col in ("image", "chosen", "rejected", "label"):
             if nulls[col][i]:
                 what = {"image": "input image", "label": "label"}.get(col, f"{col} output")
-                raise SystemExit(f"error: export {path} {_where(ds, i)}: missing {what} (column {col!r})")
+                raise DataError(f"export {path} {_where(ds, i)}: missing {what} (column {col!r})")
         if not 0.0 <= float(labels[i]) <= 1.0:
-            raise SystemExit(f"error: export {path} {_where(ds, i)}: label {labels[i]} is outside [0, 1]")
+            raise DataError(f"export {path} {_where(ds, i)}: label {labels[i]} is outside [0, 1]")
     same = set(_identical(ds, keep))
     if same:
         notes.append(f"dropped {len(same)} pairs with chosen == rejected")
         keep = [i for i in keep if i not in same]
     if not any(float(labels[i]) != 0.5 for i in keep):
-        raise SystemExit(f"error: export {path} has no preference to learn: all {len(ds)} {task} pairs are ties "
+        raise DataError(f"export {path} has no preference to learn: all {len(ds)} {task} pairs are ties "
                          "(label 0.5) or have chosen == rejected")
     return task, keep, notes
 

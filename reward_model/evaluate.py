@@ -13,6 +13,7 @@ import torch
 
 from reward_model.base import load_reward_model
 from reward_model.data import PairDataset, collate_pairs, load_export, validate
+from vrlhf.errors import ConfigError
 
 
 @dataclass
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = parse_config(EvalRewardConfig, argv, prog="vrlhf eval-reward")
     if not cfg.model or not cfg.data:
-        raise SystemExit("error: eval-reward needs --model DIR and --data EXPORT")
+        raise ConfigError("eval-reward needs --model DIR and --data EXPORT")
     metrics = evaluate_reward(cfg.model, cfg.data, cfg.batch_size)
     if cfg.json:
         print(json.dumps(metrics))

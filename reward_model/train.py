@@ -26,6 +26,7 @@ from reward_model.data import PairDataset, collate_pairs, load_export, split_by_
 from reward_model.losses import bradley_terry_loss
 from reward_model.metrics import pair_metrics
 from vrlhf.tasks import get_task
+from vrlhf.errors import ConfigError, DataError
 
 
 @dataclass
@@ -135,10 +136,10 @@ def resolve_augment(value: str, task: str) -> bool:
     """Whether pairs are augmented with flips and quarter turns (`augment`: auto | flips | none); auto: flips for
     tasks whose preferences survive them (`FLIPS_KEEP_PREFERENCES`: colorization, not captioning)."""
     if value not in ("auto", "flips", "none"):
-        raise SystemExit(f"error: --augment must be auto, flips or none, got {value!r}")
+        raise ConfigError(f"--augment must be auto, flips or none, got {value!r}")
     keeps = get_task(task).FLIPS_KEEP_PREFERENCES
     if value == "flips" and not keeps:
-        raise SystemExit(f"error: --augment flips changes {task} preferences: flipping an image swaps its left and right")
+        raise ConfigError(f"--augment flips changes {task} preferences: flipping an image swaps its left and right")
     return keeps and value in ("auto", "flips")
 
 
@@ -151,7 +152,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     from vrlhf.config import save_config
 
     if not cfg.data or not cfg.out:
-        raise SystemExit("error: train-reward needs --data EXPORT and --out DIR")
+        raise ConfigError("train-reward needs --data EXPORT and --out DIR")
     # cpu=True on a CPU machine: without it a torchrun launch silently trains one process per rank, unsynchronised
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
@@ -159,7 +160,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     task, keep, notes = validate(ds, cfg.data, cfg.task)
     train_idx, eval_idx = split_by_item(ds, keep, cfg.eval_fraction, cfg.seed)
     if not train_idx:
-        raise SystemExit(f"error: export {cfg.data}: no training pairs left after holding out {cfg.eval_fraction}")
+        raise DataError(f"export {cfg.data}: no training pairs left after holding out {cfg.eval_fraction}")
     cfg.task = task
     augment = resolve_augment(cfg.augment, task)  # a bad value fails before any work
     cfg.image_encoder, missing = resolve_image_encoder(cfg.image_encoder, task)

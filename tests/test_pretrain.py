@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from vrlhf.config import parse_config
+from vrlhf.errors import ConfigError
 from vrlhf.pretrain import PretrainConfig, pretrain
 from vrlhf.shapes import main as shapes_main
 from vrlhf.tasks import get_task
@@ -39,7 +40,7 @@ def test_config_yaml_then_overrides(tmp_path):
     cfg = parse_config(PretrainConfig, ["--config", str(yaml_file), "--steps", "9"])
     assert (cfg.task, cfg.steps, cfg.lr) == ("colorization", 9, 0.5)
     yaml_file.write_text("stepz: 7\n")
-    with pytest.raises(SystemExit, match="unknown field.*stepz"):
+    with pytest.raises(ConfigError, match="unknown field.*stepz"):
         parse_config(PretrainConfig, ["--config", str(yaml_file)])
 
 

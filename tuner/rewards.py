@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from vrlhf.errors import ConfigError
+from vrlhf.errors import ConfigError, ModelError
 
 NORMALIZATIONS = ("none", "batch", "running")
 LEARNED = "learned:"
@@ -144,14 +144,14 @@ def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normaliz
         if spec.path is not None:
             from reward_model import load_reward_model  # lazily: the tuner works without reward models
 
-            try:
+            try:  # a directory that is not a reward model must fail here, not mid-run
                 fns[spec.name] = load_reward_model(spec.path, device=device).score
-            except (Exception, SystemExit) as err:  # a directory that is not a reward model must fail here, not mid-run
+            except (ModelError, ConfigError) as err:  # not a reward model; a task with no reward-model architecture
                 raise RewardSpecError(f"reward {spec.name}: cannot load reward model from {spec.path!r}: {err}") from err
         else:
             try:
                 fns[spec.name] = task.metric_reward(spec.name, train_rows)
-            except (KeyError, ValueError) as err:
+            except ConfigError as err:
                 raise RewardSpecError(f"unknown metric reward {spec.name!r} for task {task.NAME!r}: {err}") from err
         weights[spec.name] = spec.weight
     return RewardMix(fns, weights, normalize)

@@ -34,18 +34,14 @@ from tuner.advantages import BASELINES, compute_advantages, reinforce_loss
 from tuner.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
-from tuner.rewards import NORMALIZATIONS, RewardSpecError, build_reward, parse_reward_specs
+from tuner.rewards import NORMALIZATIONS, build_reward, parse_reward_specs
 from vrlhf.errors import ConfigError, DataError
 
 def main(argv: list[str] | None = None) -> int:
     from vrlhf.config import parse_config
 
     argv = merge_repeated_flag(list(sys.argv[1:] if argv is None else argv), "--reward")
-    cfg = parse_config(TuneConfig, argv, prog="vrlhf tune")
-    try:
-        tune(cfg)
-    except RewardSpecError as err:
-        raise SystemExit(f"error: {err}") from None
+    tune(parse_config(TuneConfig, argv, prog="vrlhf tune"))
     return 0
 
 
@@ -67,7 +63,8 @@ def tune(cfg: TuneConfig):
     )
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     if cfg.batch_size % (world * cfg.grad_accum):
-        raise SystemExit(f"error: batch_size {cfg.batch_size} is not divisible by processes × grad_accum = {world} × {cfg.grad_accum}")
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by processes × grad_accum = "
+                          f"{world} × {cfg.grad_accum}")
     micro = cfg.batch_size // (world * cfg.grad_accum)  # images per micro-batch on each process
     train_rows, eval_rows = split_data(cfg)
     reward = build_reward(task, specs, train_rows, cfg.reward_norm, device)  # unknown metric / bad RM dir fail here
@@ -260,7 +257,7 @@ def check_config(cfg: TuneConfig) -> None:
     if cfg.temperature <= 0 or cfg.k < 1 or cfg.steps < 0 or cfg.grad_accum < 1:
         problems.append("temperature must be > 0, k >= 1, steps >= 0, grad_accum >= 1")
     if problems:
-        raise SystemExit("error: " + "; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 def split_data(cfg: TuneConfig) -> tuple[list[dict], list[dict]]:
@@ -393,6 +390,8 @@ class MetricsLog:
         self.accelerator.log({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # torchrun -m tuner.train ...
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.exit(main())
+    from vrlhf.errors import run_command
+
+    sys.exit(run_command("tuner.train", main))

@@ -45,13 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()  # our padding after EOS is masked; HF's padding advice is noise here
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    from vrlhf.errors import VrlhfError
+    from vrlhf.errors import run_command
 
-    try:
-        return func(rest) or 0
-    except VrlhfError as e:  # a problem the user can fix: one line naming the file, row or flag, no traceback
-        print(f"vrlhf {name}: {e}", file=sys.stderr)
-        return 2
+    # a problem the user can fix (a VrlhfError) is one line naming the file, row or flag, no traceback
+    return run_command(f"vrlhf {name}", func, rest)
 
 
 if __name__ == "__main__":

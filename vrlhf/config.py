@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 from transformers import HfArgumentParser
+from vrlhf.errors import ConfigError
 
 
 def parse_config(cls, argv: list[str] | None = None, prog: str | None = None):
@@ -24,11 +25,11 @@ def parse_config(cls, argv: list[str] | None = None, prog: str | None = None):
     if config_path:
         path = Path(config_path)
         if not path.is_file():
-            raise SystemExit(f"error: config file {path} does not exist")
+            raise ConfigError(f"config file {path} does not exist")
         values = yaml.safe_load(path.read_text()) or {}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SystemExit(f"error: {path}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+            raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
         parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=argv)[0]  # [1] would be the (unused) --config namespace
 

@@ -3,6 +3,9 @@ them into one line on stderr and exit code 2. Anything else is a bug and keeps i
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class VrlhfError(Exception):
     """Base of every error a user can fix: the message is one line that names the file, row, field or flag."""
@@ -22,3 +25,12 @@ class ModelError(VrlhfError, ValueError):
 
 class LabelError(VrlhfError, ValueError):
     """A request the labeler refuses (unknown comparison, foreign lease, bad choice); nothing was written."""
+
+
+def run_command(prog: str, main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run a command's `main(argv)` for a console entry point: a VrlhfError becomes one line on stderr, exit code 2."""
+    try:
+        return main(argv) or 0
+    except VrlhfError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from reward_model.data import load_export, split_by_item, validate
-from vrlhf.errors import DataError
+from vrlhf.errors import ConfigError, DataError
 from vrlhf.exports import MANIFEST, write_manifest
 
 IMG = Image.new("RGB", (8, 8), (120, 120, 120))
@@ -27,10 +27,10 @@ def _pair(i, chosen="a red circle", rejected="a blue square", label=1.0, task="c
 
 
 def _error(path, task=""):
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(DataError) as info:
         validate(load_export(path), path, task)
     message = str(info.value)
-    assert message.startswith("error:") and "\n" not in message
+    assert "\n" not in message and not message.startswith("error")  # the CLI prefixes "vrlhf train-reward: "
     return message
 
 
@@ -149,7 +149,7 @@ def test_augment_flips_refuses_captions():
     from reward_model.train import resolve_augment
 
     assert resolve_augment("auto", "colorization") and not resolve_augment("auto", "captioning")
-    with pytest.raises(SystemExit, match="left and right"):
+    with pytest.raises(ConfigError, match="left and right"):
         resolve_augment("flips", "captioning")
-    with pytest.raises(SystemExit, match="auto, flips or none"):
+    with pytest.raises(ConfigError, match="auto, flips or none"):
         resolve_augment("rotate", "colorization")

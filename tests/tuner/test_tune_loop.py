@@ -148,8 +148,10 @@ def test_bad_reward_spec_fails_before_any_work(tiny_config, reward, message, mon
 
 
 def test_bad_config_fails_with_the_field_named(tiny_config):
+    from vrlhf.errors import ConfigError
+
     tiny_config.baseline = "critic"
-    with pytest.raises(SystemExit, match="baseline 'critic'"):
+    with pytest.raises(ConfigError, match="baseline 'critic'"):
         tune(tiny_config)
 
 
@@ -178,13 +180,14 @@ def test_colorization_with_a_learned_reward_logs_saturation_and_saves_sample_gri
     assert (out / "samples_before.png").is_file() and (out / "samples_after.png").is_file()
 
 
-def test_cli_reports_a_bad_reward_spec_as_an_error_message(tiny_config):
-    from tuner.train import main
+def test_cli_reports_a_bad_reward_spec_as_an_error_message(tiny_config, capsys):
+    from vrlhf.cli import main
 
-    argv = ["--task", "captioning", "--policy", tiny_config.policy, "--data", tiny_config.data, "--out", tiny_config.out,
-            "--reward", "cider_d=1", "--reward", "bleu=1"]
-    with pytest.raises(SystemExit, match="error: unknown metric reward 'bleu'"):
-        main(argv)
+    argv = ["tune", "--task", "captioning", "--policy", tiny_config.policy, "--data", tiny_config.data,
+            "--out", tiny_config.out, "--reward", "cider_d=1", "--reward", "bleu=1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vrlhf tune: unknown metric reward 'bleu'") and err.count("\n") == 1
 
 
 def test_a_directory_that_is_not_a_reward_model_fails_before_tuning(tiny_config, tmp_path):
