@@ -1,0 +1,161 @@
+"""`vrlhf demo`: the loop on the embedded default, for people (the labeling app) or headless (`--simulate`).
+
+    vrlhf demo                  # shapes data + demo checkpoints -> candidates in SQLite -> labeling app on 127.0.0.1
+    vrlhf demo --simulate       # rounds of simulated labels through the app's HTTP API, reward models, tunings,
+                                # evaluation against MLE per round: work/demo/summary.json and report.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+from tuner.config import TuneConfig
+from vrlhf.config import parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_POLICIES = {"captioning": "data/demo/captioner", "colorization": "data/demo/colorizer"}
+
+
+def demo_tune() -> TuneConfig:
+    """The budget of one tuning run in the demo (per round and track); task, policy, data, reward are set per run."""
+    return TuneConfig(steps=40, batch_size=8, k=4, lr=1e-4, kl_coef=0.2, eval_every=0, save_every=0, eval_size=50,
+                      num_show=0, log_with="none")
+
+
+@dataclass
+class DemoConfig:
+    simulate: bool = field(default=False, metadata={"help": "run the rounds headless with simulated annotators"})
+    workdir: str = field(default="work/demo", metadata={"help": "where data, database, runs and the report go"})
+    tasks: str = field(default="captioning,colorization", metadata={"help": "comma-separated tasks to run"})
+    rounds: int = field(default=2, metadata={"help": "labeling rounds (--simulate); round 1 labels MLE samples"})
+    labels: int = field(default=400, metadata={"help": "comparisons labelled in round 1, per task (--simulate)"})
+    labels_later: int = field(default=200, metadata={"help": "comparisons added in each later round, per task"})
+    candidates: int = field(default=60, metadata={"help": "comparisons sampled per task for people (no --simulate)"})
+    annotators: int = field(default=4, metadata={"help": "simulated annotators labelling concurrently"})
+    host: str = field(default="127.0.0.1", metadata={"help": "labeling app host (loopback only without logins)"})
+    port: int = field(default=0, metadata={"help": "labeling app port (0: 7860 for people, any free port for --simulate)"})
+    # Two temperature-1 samples of a converged policy are often equally good (a tie teaches nothing).
+    label_temperature: float = field(default=1.5, metadata={"help": "temperature of the MLE samples labelled in round 1"})
+    hot_temperature: float = field(default=1.5, metadata={"help": "temperature of the latest policy's own pairs in later rounds"})
+    continue_tracks: bool = field(default=False, metadata={"help": "each round tunes on from the previous round's "
+                                                                   "policy (KL still to MLE); else from MLE"})
+    rm_epochs: int = field(default=8, metadata={"help": "reward-model epochs each round (on all labels so far)"})
+    tracks: str = field(default="learned,both", metadata={"help": "learned-reward tracks tuned each round: learned "
+                                                                  "(the learned reward alone), both (+ metric rewards)"})
+    metric_row: bool = field(default=True, metadata={"help": "tune the metric-only policy (a row, and a source of "
+                                                              "comparisons in later rounds)"})
+    oracle_row: bool = field(default=True, metadata={"help": "tune on the oracle itself with the same budget: the bound"})
+    best_of: int = field(default=8, metadata={"help": "n of the best-of-n row (samples scored by the reward model)"})
+    eval_images: int = field(default=300, metadata={"help": "held-out images judged (win-rate standard error ≈ 0.03)"})
+    seed: int = field(default=0, metadata={"help": "seed of every stage"})
+    tune: TuneConfig = field(default_factory=demo_tune, metadata={"help": "one tuning run's settings (--tune.steps ...); "
+                                                                          "kl_coef anchors the learned tracks to MLE"})
+
+
+def say(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def ensure_shapes(workdir: Path) -> Path:
+    """The embedded default data, exactly as the demo checkpoints were trained on (deterministic)."""
+    from vrlhf.shapes import main as shapes_main
+
+    out = workdir / "shapes"
+    if not (out / "test" / "metadata.jsonl").is_file():
+        say(f"generating the shapes dataset in {out}")
+        shapes_main(["shapes", "--n", "10000", "--seed", "0", "--out", str(out)])
+    return out
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def task_names(cfg: DemoConfig) -> list[str]:
+    return [t.strip() for t in cfg.tasks.split(",") if t.strip()]
+
+
+def simulate(cfg: DemoConfig) -> dict:
+    from labeler.store import Store
+    from loop.report import print_tables, write_report
+    from loop.rounds import run_rounds
+    from loop.simulated import label_all
+    from vrlhf.data import load_rows
+
+    workdir = Path(cfg.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    shapes = ensure_shapes(workdir)
+    store = Store(str(workdir / "labels.sqlite"))
+    rows_by_id = {r["id"]: r for r in load_rows(shapes / "train")}
+    label = partial(_label, rows_by_id=rows_by_id, cfg=cfg)
+    results, samples = {}, {}
+    for task_name in task_names(cfg):
+        result = run_rounds(task_name, cfg, workdir, shapes, store, label, str(REPO / DEMO_POLICIES[task_name]))
+        samples[task_name] = result.pop("_samples")
+        results[task_name] = result
+    summary = {"config": asdict(cfg), "seconds": time.time() - start, "machine": machine(), "tasks": results}
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_report(workdir, summary, samples)
+    print_tables(summary)
+    say(f"done in {summary['seconds'] / 60:.1f} min: {workdir / 'summary.json'}, {workdir / 'report.html'}")
+    return summary
+
+
+def _label(store, task_name: str, rows_by_id: dict, cfg: DemoConfig) -> dict:
+    from loop.simulated import label_all
+
+    return label_all(store, task_name, rows_by_id, cfg.annotators, cfg.seed, cfg.host, cfg.port, say=say)
+
+
+def serve_for_people(cfg: DemoConfig) -> None:
+    from labeler.app import serve
+    from labeler.sampling import sample_round
+    from labeler.store import Store
+    from vrlhf.data import load_rows
+
+    workdir = Path(cfg.workdir).resolve()
+    shapes = ensure_shapes(workdir)
+    db = workdir / "labels.sqlite"
+    store = Store(str(db))
+    rows = load_rows(shapes / "test")
+    for task_name in task_names(cfg):
+        if not any(r["task"] == task_name for r in store.rounds()):
+            say(f"sampling {cfg.candidates} {task_name} comparisons from {DEMO_POLICIES[task_name]}")
+            sample_round(store, task_name, str(REPO / DEMO_POLICIES[task_name]), str(shapes / "test"), k=2,
+                         n=cfg.candidates, seed=cfg.seed, name="mle", rows=rows)
+    port = cfg.port or 7860
+    print(f"""
+The labeling app is starting on http://{cfg.host}:{port}  (Ctrl+C to stop)
+Pick the better caption / colorization with the keys shown on the buttons. Then, in another terminal, one round:
+
+  vrlhf export --db {db} --out {workdir}/export-captioning --task captioning
+  vrlhf train-reward --task captioning --data {workdir}/export-captioning --out {workdir}/rm-captioning
+  vrlhf tune --task captioning --policy data/demo/captioner --data {shapes} --out {workdir}/tune-captioning \\
+      --reward learned:{workdir}/rm-captioning=1.0 --kl_coef 0.2
+  vrlhf sample --task captioning --policy {workdir}/tune-captioning/final --against data/demo/captioner \\
+      --data {shapes}/train --n 100 --db {db}        # the next round: the tuned policy against the old one
+
+Or the rounds headless, with simulated annotators: vrlhf demo --simulate
+""", flush=True)
+    serve(store, cfg.host, port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(DemoConfig, argv, prog="vrlhf demo")
+    if cfg.simulate:
+        simulate(cfg)
+    else:
+        serve_for_people(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
