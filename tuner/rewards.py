@@ -3,8 +3,8 @@
     --reward cider_d=1.0 --reward learned:runs/rm=0.5
 
 A spec is `NAME[=WEIGHT]` (weight 1 when left out): NAME is a metric reward of the task (`cider_d`,
-`colorfulness`, `fidelity`) or `learned:DIR`, a reward-model directory read by
-`reward_model.load_reward_model`. Every problem (bad syntax, unknown metric, missing directory) is raised as a
+`colorfulness`, `fidelity`), `learned:DIR`, a reward-model directory read by
+`reward_model.load_reward_model`, or `oracle`, the simulated annotator's own score (shapes data: the bound). Every problem (bad syntax, unknown metric, missing directory) is raised as a
 `RewardSpecError` before any training work starts.
 """
 
@@ -21,6 +21,7 @@ from vrlhf.errors import ConfigError, ModelError
 
 NORMALIZATIONS = ("none", "batch", "running")
 LEARNED = "learned:"
+ORACLE = "oracle"  # the simulated annotator itself (shapes data): the bound of learned rewards
 
 
 class RewardSpecError(ConfigError):
@@ -137,6 +138,23 @@ class RewardMix:
             self.stats[name].load_state_dict(stats)
 
 
+def oracle_reward(task, train_rows: list[dict]):
+    """The task's simulated annotator's latent score as a reward (shapes data only). Tuning on it bounds what any
+    learned reward model of those annotators can reach with the same budget."""
+    from vrlhf.tasks import get_oracle
+
+    if not all(row.get("attributes") for row in train_rows):
+        raise RewardSpecError("reward 'oracle' needs rows with the shapes ground truth (attributes), as "
+                              "`vrlhf data shapes` writes them")
+    oracle = get_oracle(task.NAME)
+
+    def oracle_score(rows: list[dict], outputs: list) -> torch.Tensor:
+        k = len(outputs) // len(rows)
+        return torch.tensor([oracle.score(rows[i // k], o) for i, o in enumerate(outputs)], dtype=torch.float32)
+
+    return oracle_score
+
+
 def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normalize: str = "none", device="cpu") -> RewardMix:
     """Metric rewards from the task module (document frequencies etc. from `train_rows`), learned ones from disk."""
     fns, weights = {}, {}
@@ -148,6 +166,8 @@ def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normaliz
                 fns[spec.name] = load_reward_model(spec.path, device=device).score
             except (ModelError, ConfigError) as err:  # not a reward model; a task with no reward-model architecture
                 raise RewardSpecError(f"reward {spec.name}: cannot load reward model from {spec.path!r}: {err}") from err
+        elif spec.name == ORACLE:
+            fns[spec.name] = oracle_reward(task, train_rows)
         else:
             try:
                 fns[spec.name] = task.metric_reward(spec.name, train_rows)

@@ -1,5 +1,6 @@
 """Reward specs and mixing: parsing, errors, weights, per-reward normalisation."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,3 +56,21 @@ def test_running_statistics_match_the_statistics_of_everything_seen():
 def test_unknown_normalisation_is_an_error():
     with pytest.raises(RewardSpecError, match="normalisation"):
         RewardMix({}, {}, normalize="zscore")
+
+
+def test_oracle_reward_is_the_simulated_annotators_score():
+    from tuner.rewards import RewardSpecError, build_reward, parse_reward_specs
+    from vrlhf.shapes import caption, make_shapes
+    from vrlhf.tasks import caption_oracle, get_task
+
+    rows = make_shapes(4, seed=5)
+    task = get_task("captioning")
+    mix = build_reward(task, parse_reward_specs(["oracle=2.0"]), rows)
+    truth = [caption(r["attributes"]["shapes"], np.random.default_rng(0)) for r in rows]
+    outputs = [o for t in truth for o in (t, "a big red triangle")]  # k = 2: the truth, then a guess
+    total, parts = mix(rows, outputs)
+    expected = torch.tensor([caption_oracle.score(rows[i // 2], o) for i, o in enumerate(outputs)])
+    assert torch.allclose(parts["oracle"], expected) and torch.allclose(total, 2.0 * expected)
+    assert (parts["oracle"][0::2] == torch.tensor([float(len(r["attributes"]["shapes"])) for r in rows])).all()
+    with pytest.raises(RewardSpecError, match="ground truth"):
+        build_reward(task, parse_reward_specs(["oracle"]), [dict(r, attributes=None) for r in rows])
