@@ -51,12 +51,21 @@ class RewardModelConfig:
                                     metadata={"help": "linear layer names that get adapters"})
     train_text_encoder: bool = field(default=False, metadata={"help": "fine-tune the whole text encoder "
                                                                       "(default: frozen, embeddings cached)"})
-    # Filled in by build_reward_model; a saved model rebuilds its backbones from these.
-    vision_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the image encoder"})
-    text_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the text encoder"})
-    image_channels: int = field(default=3, metadata={"help": "input channels of the image encoder"})
-    image_mean: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "pixel normalisation mean"})
-    image_std: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "pixel normalisation std"})
+    # Filled in by build_reward_model; a saved model rebuilds its backbones from these. Not command-line flags.
+    vision_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the image encoder",
+                                                                "flag": False})
+    text_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the text encoder",
+                                                              "flag": False})
+    image_channels: int = field(default=3, metadata={"help": "input channels of the image encoder", "flag": False})
+    image_mean: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "pixel normalisation mean",
+                                                                             "flag": False})
+    image_std: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "pixel normalisation std",
+                                                                            "flag": False})
+
+    @classmethod
+    def of(cls, settings) -> "RewardModelConfig":
+        """The reward-model fields of any config that has them (e.g. a TrainRewardConfig, which inherits them)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 class RewardModel(nn.Module):
@@ -126,9 +135,10 @@ def model_class(task: str):
     raise ConfigError(f"no reward model for {output} outputs (task {task!r})")
 
 
-def build_reward_model(task: str, **options) -> RewardModel:
-    """A fresh reward model for `task`; `options` are RewardModelConfig fields."""
-    return model_class(task).build(RewardModelConfig(task=task, **options))
+def build_reward_model(task: str | RewardModelConfig, **options) -> RewardModel:
+    """A fresh reward model: for `task` with RewardModelConfig fields as `options`, or from a RewardModelConfig."""
+    cfg = task if isinstance(task, RewardModelConfig) else RewardModelConfig(task=task, **options)
+    return model_class(cfg.task).build(cfg)
 
 
 def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardModel:

@@ -30,30 +30,17 @@ from vrlhf.errors import ConfigError, DataError
 
 
 @dataclass
-class TrainRewardConfig:
+class TrainRewardConfig(RewardModelConfig):
+    """`vrlhf train-reward`: the reward model's fields (inherited from RewardModelConfig), then the training run's."""
+
+    task: str = field(default="", metadata={"help": "task of the pairs (a vrlhf.tasks module); empty: the export's "
+                                                    "only task"})
+    image_encoder: str = field(default="default", metadata={
+        "help": "HF vision model or policy dir; 'default': the task's REWARD_IMAGE_ENCODER (captioning: the demo "
+                "captioner's ViT, data/demo/captioner; colorization: the tiny encoder of --encoder); empty: the tiny "
+                "encoder"})
     data: str = field(default="", metadata={"help": "preference export: saved HF dataset dir, .jsonl or .parquet"})
     out: str = field(default="", metadata={"help": "output directory for the best reward model and metrics.jsonl"})
-    task: str = field(default="", metadata={"help": "captioning | colorization; empty: the export's only task"})
-    # model (RewardModelConfig fields of the same name)
-    image_encoder: str = field(default="default", metadata={
-        "help": "HF vision model or policy dir; 'default': the embedded default (captioning: the demo captioner's "
-                "ViT, data/demo/captioner; colorization: the tiny encoder of --encoder); empty: the tiny encoder"})
-    text_encoder: str = field(default=backbones.MINILM, metadata={"help": "'minilm' or an HF text encoder dir"})
-    clip: str = field(default="", metadata={"help": "CLIPModel dir as the caption backbone (image and text)"})
-    encoder: str = field(default="cnn", metadata={"help": "default image encoder: cnn (tiny ResNet) | vit"})
-    image_size: int = field(default=48, metadata={"help": "input size of the default image encoder"})
-    patch_size: int = field(default=6, metadata={"help": "patch size of the default tiny ViT"})
-    vit_hidden: int = field(default=96, metadata={"help": "width of the tiny ViT (CNN: stages "
-                                                                 "w, 2w, 4w with w = vit_hidden // 3)"})
-    vit_layers: int = field(default=3, metadata={"help": "depth of the default tiny ViT"})
-    hidden_size: int = field(default=256, metadata={"help": "width of the projections and MLP head"})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the backbones (0: full image encoder, "
-                                                     "frozen text encoder)"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    lora_targets: list[str] = field(default_factory=lambda: list(backbones.LORA_TARGETS),
-                                    metadata={"help": "module names that get LoRA adapters"})
-    train_text_encoder: bool = field(default=False, metadata={"help": "fine-tune the whole text encoder"})
     # optimisation
     epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: run all epochs)"})
@@ -66,9 +53,9 @@ class TrainRewardConfig:
     center_rewards_coefficient: float = field(default=0.0, metadata={"help": "TRL's reward centring: "
                                                                               "+ coef·mean((r_c + r_r)^2)"})
     augment: str = field(default="auto", metadata={"help": "flips: each epoch turns every pair's input and both "
-                                                           "outputs by the same random flip or quarter turn "
-                                                           "(colorization only: a flipped caption's left is "
-                                                           "wrong); none; auto: flips for colorization"})
+                                                           "outputs by the same random flip or quarter turn (only "
+                                                           "for tasks whose preferences survive it: colorization, "
+                                                           "not captioning); none; auto: flips where they may"})
     contrastive_coef: float = field(default=1.0, metadata={"help": "text outputs: weight of an in-batch term where "
                                                                     "each image's chosen caption must outscore the "
                                                                     "other images' chosen captions (0: off)"})
@@ -92,11 +79,6 @@ def resolve_image_encoder(value: str, task: str) -> tuple[str, str | None]:
     if not Path(path).is_dir():
         return "", f"the default image encoder {path} is missing (not a source checkout?): using the tiny encoder"
     return str(path), None
-
-
-def model_options(cfg) -> dict:
-    names = {f.name for f in dataclasses.fields(RewardModelConfig)} - {"task"}
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in names}
 
 
 def evaluate_pairs(model, loader, accelerator=None, cfg=None) -> dict[str, float]:
@@ -171,7 +153,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     log(f"{task}: {len(train_idx)} training pairs, {len(eval_idx)} held out")
 
     text_outputs = get_task(task).OUTPUT == "text"  # the in-batch contrastive term compares captions
-    model = build_reward_model(task, **model_options(cfg))
+    model = build_reward_model(RewardModelConfig.of(cfg))
     collate = partial(collate_pairs, model)  # model.inputs only preprocesses: safe to bind before wrapping
     gen = torch.Generator().manual_seed(cfg.seed)
     train_set = PairDataset(ds, train_idx, task, augment=augment, seed=cfg.seed)

@@ -40,7 +40,6 @@ from vrlhf.errors import ConfigError, DataError
 def main(argv: list[str] | None = None) -> int:
     from vrlhf.config import parse_config
 
-    argv = merge_repeated_flag(list(sys.argv[1:] if argv is None else argv), "--reward")
     tune(parse_config(TuneConfig, argv, prog="vrlhf tune"))
     return 0
 
@@ -329,24 +328,6 @@ def tracker(name: str):
     if name == "auto":
         return "tensorboard" if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX") else None
     return None if name in ("", "none") else name
-
-
-def merge_repeated_flag(argv: list[str], flag: str) -> list[str]:
-    """`--reward a --reward b` -> `--reward a b` (argparse's nargs='+' keeps only the last occurrence)."""
-    values, rest, i = [], [], 0
-    while i < len(argv):
-        if argv[i] == flag:
-            i += 1
-            while i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
-                i += 1
-        elif argv[i].startswith(flag + "="):
-            values.append(argv[i].split("=", 1)[1])
-            i += 1
-        else:
-            rest.append(argv[i])
-            i += 1
-    return rest + ([flag, *values] if values else [])
 
 
 class Timer:

@@ -1,37 +1,158 @@
-"""Dataclass configs: defaults in code, a YAML file on top (`--config`), `--key=value` overrides last."""
+"""Dataclass configs for every command: defaults in code, a YAML file on top (`--config`), flags last.
+
+    cfg = parse_config(TuneConfig, ["--config", "configs/tune_captioning.yaml", "--lr=1e-4", "--reward", "cider_d=1"])
+
+Every field is a flag with its `metadata["help"]` as the `--help` line: `--name value` or `--name=value` (`-` may
+replace `_`); a bool is `--flag`, `--flag false` or `--no_flag`; a list takes several values, and a repeated flag
+adds to them (`--reward a --reward b`). A field that is itself a dataclass nests: `--tune.lr 1e-4`, and a mapping
+under its name in the YAML file (`tune: {lr: 1.0e-4}`). A field with `metadata["flag"] = False` is not a flag (a
+value filled in by the code) but may appear in a YAML file, so a run directory's config.yaml parses back.
+Unknown YAML keys and bad values raise `ConfigError` naming the file and field.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
 import yaml
-from transformers import HfArgumentParser
+
 from vrlhf.errors import ConfigError
 
 
 def parse_config(cls, argv: list[str] | None = None, prog: str | None = None):
-    """Parse `argv` into an instance of the dataclass `cls`.
-
-    Every field's `metadata["help"]` becomes its `--help` line. A YAML file given with `--config FILE`
-    sets values first; flags on the command line override it.
-    """
+    """Parse `argv` (default: sys.argv[1:]) into an instance of the dataclass `cls`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(cls, prog=prog)
-    parser.add_argument("--config", default=None, help="YAML file of field values; flags given here override it")
-    known = {f.name for f in dataclasses.fields(cls)}
+    parser = _Parser(prog=prog, allow_abbrev=False)
+    parser.add_argument("--config", metavar="FILE", help="YAML file of field values; flags given here override it")
+    for name, spec in _leaves(cls):
+        if spec.flag:
+            _add_flag(parser, name, spec)
     config_path = _pop_config(argv)
-    if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
-        parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=argv)[0]  # [1] would be the (unused) --config namespace
+    values = _read_yaml(cls, Path(config_path)) if config_path else {}
+    given = vars(parser.parse_args(argv))
+    given.pop("config", None)
+    given.pop(_ListAction.SEEN, None)
+    values.update(given)
+    return _build(cls, values)
+
+
+def save_config(cfg, out_dir: str | Path) -> Path:
+    """Write the resolved config into a run directory as `config.yaml`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.yaml"
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    return path
+
+
+# ---- fields ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Leaf:
+    """One non-dataclass field, reached by a dotted name: its type (`kind`, `item` for lists) and help."""
+
+    kind: type
+    item: type | None
+    field: dataclasses.Field
+    flag: bool
+
+
+def _leaves(cls, prefix: str = "") -> list[tuple[str, _Leaf]]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += _leaves(hint, f"{prefix}{f.name}.")
+            continue
+        kind, item = _kind(hint)
+        out.append((prefix + f.name, _Leaf(kind, item, f, f.metadata.get("flag", True))))
+    return out
+
+
+def _kind(hint) -> tuple[type, type | None]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        return list, (args[0] if args else str)
+    if origin is dict or hint is dict:
+        return dict, None
+    if args and type(None) in args:  # X | None
+        rest = [a for a in args if a is not type(None)]
+        return _kind(rest[0]) if len(rest) == 1 else (object, None)
+    return hint, None
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+# ---- flags ----------------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the usage and exit: a ConfigError is one line from the CLI
+        raise ConfigError(f"{message} (see --help)")
+
+
+def to_bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+to_bool.__name__ = "bool"  # argparse names the type in its message: "invalid bool value: 'maybe'"
+
+
+class _ListAction(argparse.Action):
+    """The first use of a list flag replaces the default; using it again adds to the values."""
+
+    SEEN = "_lists_seen"
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault(self.SEEN, set())
+        current = getattr(namespace, self.dest, None) if self.dest in seen else []
+        setattr(namespace, self.dest, list(current) + list(values))
+        seen.add(self.dest)
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, spec: _Leaf) -> None:
+    options = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    default = _default(spec.field)
+    shown = "required" if default is dataclasses.MISSING else f"default: {default!r}"
+    help_text = f"{spec.field.metadata.get('help', '')} ({shown.replace('%', '%%')})"
+    common = dict(dest=name, default=argparse.SUPPRESS, help=help_text)
+    if spec.kind is bool:
+        parser.add_argument(*options, type=to_bool, nargs="?", const=True, metavar="true|false", **common)
+        if default is True:
+            head, _, leaf = name.rpartition(".")
+            negated = f"{head + '.' if head else ''}no_{leaf}"
+            parser.add_argument(f"--{negated}", *([f"--{negated.replace('_', '-')}"] if "_" in negated else []),
+                                action="store_false", dest=name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    elif spec.kind is list:
+        parser.add_argument(*options, type=_converter(spec.item), nargs="+", action=_ListAction, **common)
+    elif spec.kind in (str, int, float):
+        parser.add_argument(*options, type=spec.kind, **common)
+    else:
+        raise TypeError(f"config field {name}: {spec.kind} is not a flag type; give it metadata={{'flag': False}}")
+
+
+def _converter(kind):
+    return to_bool if kind is bool else kind
 
 
 def _pop_config(argv: list[str]) -> str | None:
@@ -47,10 +168,81 @@ def _pop_config(argv: list[str]) -> str | None:
     return None
 
 
-def save_config(cfg, out_dir: str | Path) -> Path:
-    """Write the resolved config into a run directory as `config.yaml`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.yaml"
-    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    return path
+# ---- YAML -----------------------------------------------------------------------------------------------------
+
+
+def _read_yaml(cls, path: Path) -> dict[str, Any]:
+    """The file's values by dotted field name, converted to the fields' types."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of field names to values")
+    leaves = dict(_leaves(cls))
+    nested = {name.rsplit(".", 1)[0] for name in leaves if "." in name}
+    values, unknown = {}, []
+
+    def walk(mapping: dict, prefix: str):
+        for key, value in mapping.items():
+            name = f"{prefix}{key}"
+            if name in nested and isinstance(value, dict):
+                walk(value, name + ".")
+            elif name in leaves:
+                values[name] = _coerce(value, leaves[name], f"{path}: {name}")
+            else:
+                unknown.append(name)
+
+    walk(data, "")
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+    return values
+
+
+def _coerce(value, spec: _Leaf, where: str):
+    """A YAML value as the field's type (YAML reads `1e-4` as a string, `5` where a float is meant as an int)."""
+    try:
+        if spec.kind is list:
+            items = value if isinstance(value, list) else [value]
+            return [_scalar(v, spec.item) for v in items]
+        if spec.kind in (bool, str, int, float):
+            return _scalar(value, spec.kind)
+        return value
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {value!r} is not a valid {spec.kind.__name__} ({error})") from None
+
+
+def _scalar(value, kind):
+    if kind is bool:
+        return value if isinstance(value, bool) else to_bool(value)
+    if kind is int and (isinstance(value, bool) or isinstance(value, float) and not value.is_integer()):
+        raise ValueError("expected an integer")
+    if kind in (int, float, str):
+        return kind(value)
+    return value
+
+
+# ---- building -------------------------------------------------------------------------------------------------
+
+
+def _build(cls, values: dict[str, Any], prefix: str = "", base=None):
+    """An instance of `cls` (or `base` with replacements) from dotted values; nested configs keep their defaults."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        name = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            start = getattr(base, f.name) if base is not None else _default(f)
+            if start is dataclasses.MISSING:
+                start = None
+            if start is not None or any(key.startswith(name + ".") for key in values):
+                kwargs[f.name] = _build(hints[f.name], values, name + ".", start)
+        elif name in values:
+            kwargs[f.name] = values[name]
+        elif base is None and _default(f) is dataclasses.MISSING:
+            raise ConfigError(f"--{name} is required")
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)

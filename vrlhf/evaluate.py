@@ -5,14 +5,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from vrlhf.config import parse_config
 from vrlhf.data import load_rows
+from vrlhf.errors import ConfigError
 from vrlhf.tasks import get_task
 
 
@@ -27,25 +29,32 @@ def greedy_outputs(task, policy, rows: list[dict], batch_size: int = 64, progres
     return outputs
 
 
+@dataclass
+class EvalConfig:
+    task: str = field(default="", metadata={"help": "the policy's task (a vrlhf.tasks module: captioning, "
+                                                    "colorization)"})
+    policy: str = field(default="", metadata={"help": "policy model directory"})
+    data: str = field(default="", metadata={"help": "evaluation dataset (image folder, COCO JSON or saved HF dataset)"})
+    limit: int = field(default=0, metadata={"help": "evaluate on the first N rows only (0: all)"})
+    json: bool = field(default=False, metadata={"help": "print one JSON object instead of a table"})
+    strict: bool = field(default=False, metadata={"help": "fail on a missing or unreadable image (default: skip "
+                                                          "and count)"})
+
+
 def evaluate_policy(task_name: str, policy_dir: str, data: str, limit: int | None = None, progress: bool = False,
                     strict: bool = False):
     task = get_task(task_name)
-    rows = load_rows(data, strict=strict, limit=limit, check=task.row_problem)  # bad rows fail before the model loads
+    rows = load_rows(data, strict=strict, limit=limit or None, check=task.row_problem)  # bad rows: before the model
     policy = task.load_policy(policy_dir)
     return task.eval_metrics(rows, greedy_outputs(task, policy, rows, progress=progress))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vrlhf eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=["captioning", "colorization"], help="the policy's task")
-    parser.add_argument("--policy", required=True, help="policy model directory")
-    parser.add_argument("--data", required=True, help="evaluation dataset (image folder, COCO JSON or saved HF dataset)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N rows only")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--strict", action="store_true", help="fail on a missing or unreadable image (default: skip and count)")
-    args = parser.parse_args(argv)
-    metrics = evaluate_policy(args.task, args.policy, args.data, args.limit, progress=not args.json, strict=args.strict)
-    if args.json:
+    cfg = parse_config(EvalConfig, argv, prog="vrlhf eval")
+    if not (cfg.task and cfg.policy and cfg.data):
+        raise ConfigError("eval needs --task, --policy and --data")
+    metrics = evaluate_policy(cfg.task, cfg.policy, cfg.data, cfg.limit, progress=not cfg.json, strict=cfg.strict)
+    if cfg.json:
         print(json.dumps(metrics))
     else:
         width = max(map(len, metrics))

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from tuner import train as train_module
 from tuner.rewards import RewardSpecError
-from tuner.train import merge_repeated_flag, tune
+from tuner.train import tune
 
 
 def final_weights(run_dir):
@@ -156,8 +156,12 @@ def test_bad_config_fails_with_the_field_named(tiny_config):
 
 
 def test_repeated_reward_flags_are_merged():
+    from tuner.config import TuneConfig
+    from vrlhf.config import parse_config
+
     argv = ["--task", "captioning", "--reward", "cider_d=1", "--k=4", "--reward", "learned:rm=0.5"]
-    assert merge_repeated_flag(argv, "--reward") == ["--task", "captioning", "--k=4", "--reward", "cider_d=1", "learned:rm=0.5"]
+    cfg = parse_config(TuneConfig, argv)
+    assert (cfg.task, cfg.k, cfg.reward) == ("captioning", 4, ["cider_d=1", "learned:rm=0.5"])
 
 
 def test_colorization_with_a_learned_reward_logs_saturation_and_saves_sample_grids(shapes_dir, tiny_config, tmp_path):
