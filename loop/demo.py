@@ -18,9 +18,8 @@ from pathlib import Path
 
 from tuner.config import TuneConfig
 from vrlhf.config import parse_config
+from vrlhf.tasks import get_task
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_POLICIES = {"captioning": "data/demo/captioner", "colorization": "data/demo/colorizer"}
 
 
 def demo_tune() -> TuneConfig:
@@ -98,7 +97,7 @@ def simulate(cfg: DemoConfig) -> dict:
     label = partial(_label, rows_by_id=rows_by_id, cfg=cfg)
     results, samples = {}, {}
     for task_name in task_names(cfg):
-        result = run_rounds(task_name, cfg, workdir, shapes, store, label, str(REPO / DEMO_POLICIES[task_name]))
+        result = run_rounds(task_name, cfg, workdir, shapes, store, label, str(get_task(task_name).DEMO_POLICY))
         samples[task_name] = result.pop("_samples")
         results[task_name] = result
     summary = {"config": asdict(cfg), "seconds": time.time() - start, "machine": machine(), "tasks": results}
@@ -128,8 +127,9 @@ def serve_for_people(cfg: DemoConfig) -> None:
     rows = load_rows(shapes / "test")
     for task_name in task_names(cfg):
         if not any(r["task"] == task_name for r in store.rounds()):
-            say(f"sampling {cfg.candidates} {task_name} comparisons from {DEMO_POLICIES[task_name]}")
-            sample_round(store, task_name, str(REPO / DEMO_POLICIES[task_name]), str(shapes / "test"), k=2,
+            policy = get_task(task_name).DEMO_POLICY
+            say(f"sampling {cfg.candidates} {task_name} comparisons from {policy}")
+            sample_round(store, task_name, str(policy), str(shapes / "test"), k=2,
                          n=cfg.candidates, seed=cfg.seed, name="mle", rows=rows)
     port = cfg.port or 7860
     print(f"""

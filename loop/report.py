@@ -160,8 +160,7 @@ def write_report(workdir: Path, summary: dict, samples: dict) -> Path:
             plt.close(fig)
         if task in samples:
             rows, outputs = samples[task]
-            show = getattr(get_task(task), "show_input", None) or (
-                get_task(task).grayscale if task == "colorization" else (lambda im: im))
+            show = get_task(task).show_input
             parts.append("<h3>Held-out samples (temperature 1): MLE and the last round's policies</h3>"
                          + sample_grid_html(task, rows, outputs, show))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse;margin:8px 0}"

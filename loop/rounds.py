@@ -158,7 +158,7 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
             if path:
                 outs = policy_outputs(task, task.load_policy(path), test_rows, cfg.seed)
                 fixed[name] = versus_mle(task, oracle, test_rows, outs, mle_out, cfg.seed)
-        ideal = ideal_outputs(task, mle_policy, test_rows, cfg.seed)
+        ideal = task.ideal_outputs(mle_policy, test_rows, np.random.default_rng(cfg.seed))
         fixed["ideal"] = versus_mle(task, oracle, test_rows, {"greedy": ideal, "sample": ideal}, mle_out, cfg.seed)
     summary["fixed"] = fixed
     summary["_samples"] = (test_rows[:8], {"mle": mle_out["sample"][:8]} | {
@@ -173,16 +173,3 @@ def default_rewards(task_name: str) -> list[str]:
     from vrlhf.tasks import get_task
 
     return list(get_task(task_name).DEFAULT_REWARDS)
-
-
-def ideal_outputs(task, mle_policy, rows: list[dict], seed: int) -> list:
-    """What the annotators want, where it can be written down: for captions every attribute of every shape, true
-    (no caption scores higher with the oracle); for colorizations the MLE's training target, each grid cell's true
-    mean colour snapped to its bins (the best an 8×8-grid policy could emit of the truth)."""
-    if task.NAME == "captioning":
-        from vrlhf.shapes import caption
-
-        rng = np.random.default_rng(seed)
-        return [caption(row["attributes"]["shapes"], rng) for row in rows]
-    tokens, _ = task.reference_tokens(mle_policy, rows)
-    return task.decode(mle_policy, rows, tokens)
