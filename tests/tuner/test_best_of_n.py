@@ -1,0 +1,48 @@
+"""Best-of-n keeps, for every input, the sample a reward scores highest, among exactly the samples it drew."""
+
+import pytest
+import torch
+
+from tuner.best_of_n import best_of_n
+from vrlhf.data import load_rows
+from vrlhf.tasks import get_task
+
+
+def words_reward(rows, outputs):
+    """A toy reward model: longer captions score higher, captions naming "red" get a bonus."""
+    return torch.tensor([len(o.split()) + 5.0 * ("red" in o.split()) for o in outputs])
+
+
+def test_best_of_n_picks_the_highest_scoring_sample(shapes_dir, captioner_dir):
+    task = get_task("captioning")
+    policy = task.load_policy(captioner_dir)
+    rows = load_rows(shapes_dir / "test", limit=6)
+    chosen, scores = best_of_n(task, policy, rows, words_reward, n=5, seed=3, batch_size=4)
+    assert len(chosen) == 6 and scores.shape == (6, 5)
+
+    # the same draws, redone by hand: batch by batch with one generator, as best_of_n draws them
+    generator = torch.Generator().manual_seed(3)
+    drawn = []
+    for start in range(0, 6, 4):
+        batch = rows[start : start + 4]
+        samples = policy.sample(task.pixel_values(policy, [r["image"] for r in batch]), 5, generator=generator)
+        drawn += task.decode(policy, batch, samples.tokens, 5)
+    for i, output in enumerate(chosen):
+        mine = drawn[i * 5 : (i + 1) * 5]
+        values = words_reward(None, mine)
+        assert output in mine and words_reward(None, [output])[0] == values.max()
+        assert torch.equal(scores[i], values)
+    assert (scores.max(dim=1).values > scores.min(dim=1).values).sum() >= 3  # the choice mattered on most rows
+
+
+def test_best_of_one_is_a_plain_sample_and_zero_is_refused(shapes_dir, captioner_dir):
+    task = get_task("captioning")
+    policy = task.load_policy(captioner_dir)
+    rows = load_rows(shapes_dir / "test", limit=3)
+    chosen, scores = best_of_n(task, policy, rows, words_reward, n=1, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    sample = task.decode(policy, rows, policy.sample(task.pixel_values(policy, [r["image"] for r in rows]), 1,
+                                                     generator=generator).tokens)
+    assert chosen == sample and scores.shape == (3, 1)
+    with pytest.raises(ValueError, match="n >= 1"):
+        best_of_n(task, policy, rows, words_reward, n=0)
