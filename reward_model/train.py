@@ -11,7 +11,6 @@ tokenizer) and logs every evaluation to DIR/metrics.jsonl. Multi-process runs (`
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -131,7 +130,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from vrlhf.config import save_config
+    from vrlhf.rundir import RunDir
 
     if not cfg.data or not cfg.out:
         raise ConfigError("train-reward needs --data EXPORT and --out DIR")
@@ -173,10 +172,8 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     out = Path(cfg.out)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out)
-        (out / "metrics.jsonl").write_text("")
+    run = RunDir(out, enabled=accelerator.is_main_process)
+    run.save_config(cfg)
     best, step, seen, train_time, running = None, 0, 0, 0.0, []
 
     def checkpoint():
@@ -191,9 +188,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 accelerator.unwrap_model(model).save_pretrained(out)
-        if accelerator.is_main_process:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        run.log(record)
         return record
 
     bar = tqdm(total=total, disable=not (cfg.progress and accelerator.is_local_main_process), desc="reward")
@@ -224,6 +219,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
             running.append(loss.item())
             step += 1
             bar.update(1)
+            run.progress(step, total)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if step % cfg.eval_every == 0 or step == total:
                 record = checkpoint()
@@ -233,9 +229,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     bar.close()
     summary = {"task": task, "train_pairs": len(train_idx), "eval_pairs": len(eval_idx),
                "pairs_per_sec": seen / max(train_time, 1e-9), "best": best}
-    if accelerator.is_main_process:
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"summary": summary}) + "\n")
+    run.log({"summary": summary})
     return summary
 
 

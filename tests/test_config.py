@@ -11,10 +11,11 @@ from reward_model.base import RewardModelConfig
 from reward_model.evaluate import EvalRewardConfig
 from reward_model.train import TrainRewardConfig
 from tuner.config import TuneConfig
-from vrlhf.config import parse_config, save_config
+from vrlhf.config import parse_config
 from vrlhf.errors import ConfigError
 from vrlhf.evaluate import EvalConfig
 from vrlhf.pretrain import PretrainConfig
+from vrlhf.rundir import save_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 COMMANDS = {"tune": TuneConfig, "train-reward": TrainRewardConfig, "pretrain": PretrainConfig, "eval": EvalConfig,

@@ -123,12 +123,12 @@ def test_all_images_missing_is_an_error(folder, capsys):
     assert "skipped 6 of 6 rows" in capsys.readouterr().err
 
 
-def test_split_rows_is_a_seeded_partition():
-    train, test = split_rows(ROWS, 0.34, seed=1)
+def test_split_rows_is_a_deterministic_partition():
+    train, test = split_rows(ROWS, 0.34)
     assert len(test) == 2 and len(train) == 4
     assert sorted(r["id"] for r in train + test) == sorted(r["id"] for r in ROWS)
-    assert [r["id"] for r in split_rows(ROWS, 0.34, seed=1)[1]] == [r["id"] for r in test]
-    assert len(split_rows(ROWS, 0.01, seed=1)[1]) == 1 and len(split_rows(ROWS, 0.0)[1]) == 0
+    assert [r["id"] for r in split_rows(ROWS, 0.34)[1]] == [r["id"] for r in test]
+    assert len(split_rows(ROWS, 0.01)[1]) == 1 and len(split_rows(ROWS, 0.0)[1]) == 0
 
 
 def test_photo_rows_are_deterministic_colour_crops():

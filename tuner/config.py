@@ -12,8 +12,12 @@ class TuneConfig:
     policy: str = field(default="", metadata={"help": "starting policy directory (SequencePolicy.from_pretrained)"})
     data: str = field(default="", metadata={"help": "DIR with train/ and test/ (as `vrlhf data shapes` writes), or one folder vrlhf.data.load_rows reads"})
     out: str = field(default="runs/tune", metadata={"help": "run directory: config, metrics.jsonl, checkpoints, final/"})
-    eval_data: str = field(default="", metadata={"help": "held-out rows; empty: DATA/test, or else the last eval_size rows of --data"})
+    eval_data: str = field(default="", metadata={"help": "held-out rows; empty: DATA/test, or else the rows of "
+                                                         "--data that test_fraction holds out"})
     eval_size: int = field(default=200, metadata={"help": "number of held-out rows evaluated (greedy decoding)"})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "held-out fraction when --data has no test/ split, chosen by a hash of the row id: the rows `vrlhf "
+                "pretrain --test_fraction` holds out (use the same fraction, or a smaller one)"})
 
     # ---- the reward ----
     reward: list[str] = field(

@@ -35,7 +35,8 @@ from tuner.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
 from tuner.rewards import NORMALIZATIONS, build_reward, parse_reward_specs
-from vrlhf.errors import ConfigError, DataError
+from vrlhf.errors import ConfigError
+from vrlhf.rundir import RunDir
 
 def main(argv: list[str] | None = None) -> int:
     from vrlhf.config import parse_config
@@ -46,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def tune(cfg: TuneConfig):
     """Run the tuning described by `cfg`; returns (tuned policy, final held-out metrics on the main process)."""
-    from vrlhf.config import save_config
     from vrlhf.tasks import get_task
     from vrlhf.training import average_gradients
 
@@ -68,9 +68,6 @@ def tune(cfg: TuneConfig):
     train_rows, eval_rows = split_data(cfg)
     reward = build_reward(task, specs, train_rows, cfg.reward_norm, device)  # unknown metric / bad RM dir fail here
     out = Path(cfg.out)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out)
 
     # ---- the policy, the frozen reference, the optimiser ----
     torch.manual_seed(cfg.seed)
@@ -101,7 +98,9 @@ def tune(cfg: TuneConfig):
     elif cfg.resume:
         accelerator.print(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
 
-    log = MetricsLog(out / "metrics.jsonl", accelerator, start_step=state.step)
+    run = RunDir(out, resume_step=state.step, enabled=accelerator.is_main_process)  # keeps the log up to state.step
+    run.save_config(cfg)
+    log = MetricsLog(run, accelerator)
     if accelerator.is_main_process:
         accelerator.init_trackers("vrlhf-tune", config={k: str(v) for k, v in vars(cfg).items()})
     show_rows = eval_rows[: cfg.num_show]
@@ -209,6 +208,7 @@ def tune(cfg: TuneConfig):
         record["time/other"] = step_time - sum(timer.totals.values())
         record.update({"time/step": step_time, "lr": scheduler.get_last_lr()[0], "skipped": state.skipped})
         log.write(state.step, record)
+        run.progress(state.step, cfg.steps)
         bar.set_postfix(reward=f"{record['reward']:.3f}")
         if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.steps:
             evaluate_and_log(cfg, task, policy, eval_rows, log, accelerator, step=state.step)
@@ -260,22 +260,20 @@ def check_config(cfg: TuneConfig) -> None:
 
 
 def split_data(cfg: TuneConfig) -> tuple[list[dict], list[dict]]:
-    """--data with train/ and test/ (as `vrlhf data shapes` writes) or one folder whose tail is held out."""
-    from functools import partial
-
-    from vrlhf.data import load_rows
+    """(training rows, held-out rows): DATA/train and DATA/test, or the split every stage uses
+    (`vrlhf.data.split_rows`: pretraining with the same `test_fraction` held out the same rows); `--eval_data`
+    replaces the held-out rows. At most `eval_size` held-out rows are evaluated."""
+    from vrlhf.data import load_rows, load_split
     from vrlhf.tasks import get_task
 
-    load = partial(load_rows, check=get_task(cfg.task).row_problem)  # a row the task cannot use fails here
-    root = Path(cfg.data)
-    split = (root / "train").is_dir() and (root / "test").is_dir()
-    train_rows = load(root / "train" if split else root)
-    if cfg.eval_data:
-        return train_rows, load(cfg.eval_data)[: cfg.eval_size]
-    if split:
-        return train_rows, load(root / "test")[: cfg.eval_size]
-    n_eval = min(cfg.eval_size, len(train_rows) // 5)  # never hold out more than a fifth
-    return train_rows[: len(train_rows) - n_eval], train_rows[len(train_rows) - n_eval :]
+    check = get_task(cfg.task).row_problem  # a row the task cannot use fails here, before any model is loaded
+    if cfg.eval_data:  # every row of --data (or DATA/train) trains
+        root = Path(cfg.data)
+        split = (root / "train").is_dir() and (root / "test").is_dir()
+        train_rows = load_rows(root / "train" if split else root, check=check)
+        return train_rows, load_rows(cfg.eval_data, check=check)[: cfg.eval_size]
+    train_rows, held_out = load_split(cfg.data, cfg.test_fraction, check=check)
+    return train_rows, held_out[: cfg.eval_size]
 
 
 def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -344,31 +342,15 @@ class Timer:
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object per line, main process) and the Accelerate trackers."""
+    """Step records into the run directory's metrics.jsonl and the Accelerate trackers (main process only)."""
 
-    def __init__(self, path: Path, accelerator, start_step: int = 0):
-        self.path, self.accelerator = path, accelerator
-        if accelerator.is_main_process and path.exists():
-            # on resume, drop what the interrupted run logged after its last checkpoint, and a last line that a
-            # crash cut in the middle of a write (the only line that can be torn: each write is one line, flushed)
-            lines = [line for line in path.read_text().splitlines() if line.strip()]
-            records = []
-            for number, line in enumerate(lines, 1):
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    if number < len(lines):
-                        raise DataError(f"{path}: line {number} is not valid JSON") from None
-            kept = [line for line, record in zip(lines, records) if record["step"] <= start_step] if start_step else []
-            path.write_text("".join(line + "\n" for line in kept))
+    def __init__(self, run: RunDir, accelerator):
+        self.run, self.accelerator = run, accelerator
 
     def write(self, step: int, values: dict) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        clean = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **clean}) + "\n")
-        self.accelerator.log({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
+        self.run.log({"step": step, **values})
+        if self.accelerator.is_main_process:
+            self.accelerator.log({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
 
 
 if __name__ == "__main__":  # torchrun -m tuner.train ...

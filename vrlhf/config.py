@@ -41,15 +41,6 @@ def parse_config(cls, argv: list[str] | None = None, prog: str | None = None):
     return _build(cls, values)
 
 
-def save_config(cfg, out_dir: str | Path) -> Path:
-    """Write the resolved config into a run directory as `config.yaml`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.yaml"
-    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    return path
-
-
 # ---- fields ---------------------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ with `strict=True`; a malformed record always raises. Nothing is dropped silentl
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sys
@@ -18,7 +19,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
 from PIL import Image
 
 from vrlhf.errors import DataError
@@ -54,12 +54,28 @@ def load_rows(path: str | Path, strict: bool = False, limit: int | None = None,
     raise DataError(f"{path}: expected a dataset folder, a metadata.jsonl or a COCO captions .json file")
 
 
-def split_rows(rows: list[dict], test_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """A seeded random (train, test) split; test gets round(len * test_fraction) rows, at least one if > 0."""
-    order = np.random.default_rng(seed).permutation(len(rows))
+def split_rows(rows: list[dict], test_fraction: float) -> tuple[list[dict], list[dict]]:
+    """The (train, test) split every stage uses: test holds the round(len * test_fraction) rows (at least one if
+    the fraction is > 0) whose ids hash lowest. It depends on the row ids only, not on a seed or the rows' order,
+    and a smaller fraction holds out a subset of a larger one's rows: so tuning, evaluated on held-out rows with
+    the fraction pretraining used (or a smaller one), never meets a row its policy was pretrained on."""
     n_test = min(len(rows), max(int(test_fraction > 0), round(len(rows) * test_fraction)))
-    test = set(order[:n_test].tolist())
+    ranked = sorted(range(len(rows)), key=lambda i: (_id_hash(rows[i]["id"]), str(rows[i]["id"])))
+    test = set(ranked[:n_test])
     return [r for i, r in enumerate(rows) if i not in test], [r for i, r in enumerate(rows) if i in test]
+
+
+def load_split(path: str | Path, test_fraction: float, **load) -> tuple[list[dict], list[dict]]:
+    """(train, test) rows of a dataset: `path/train` and `path/test` when both exist, else `split_rows` of `path`.
+    `load` goes to `load_rows` (strict, check, ...)."""
+    root = Path(path)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return load_rows(root / "train", **load), load_rows(root / "test", **load)
+    return split_rows(load_rows(root, **load), test_fraction)
+
+
+def _id_hash(row_id) -> int:
+    return int.from_bytes(hashlib.sha256(str(row_id).encode()).digest()[:8], "big")
 
 
 # A record is (row number, image name for messages, image source: Path or bytes, row without its image).

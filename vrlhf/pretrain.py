@@ -22,10 +22,11 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from vrlhf.config import parse_config, save_config
-from vrlhf.data import load_rows
+from vrlhf.config import parse_config
+from vrlhf.data import load_split
+from vrlhf.rundir import RunDir
 from vrlhf.tasks import get_task
-from vrlhf.training import JsonlWriter, average_gradients, save_files_atomically
+from vrlhf.training import average_gradients, save_files_atomically
 
 
 @dataclass
@@ -40,7 +41,9 @@ class PretrainConfig:
     eval_every: int = field(default=200, metadata={"help": "steps between held-out evaluations"})
     eval_images: int = field(default=200, metadata={"help": "held-out images used for loss and greedy metrics"})
     patience: int = field(default=4, metadata={"help": "stop after this many evaluations without a better held-out loss"})
-    test_fraction: float = field(default=0.1, metadata={"help": "held-out fraction when --data has no test/ split"})
+    test_fraction: float = field(default=0.1, metadata={"help": "held-out fraction when --data has no test/ split "
+                                                                "(chosen by a hash of the row id: `vrlhf tune` "
+                                                                "holds out the same rows)"})
     image_size: int = field(default=48, metadata={"help": "policy input size in pixels"})
     patch_size: int = field(default=8, metadata={"help": "ViT patch size in pixels (image_size must be a multiple)"})
     hidden_size: int = field(default=128, metadata={"help": "transformer width (encoder and decoder)"})
@@ -52,14 +55,8 @@ class PretrainConfig:
 
 
 def split_data(cfg: PretrainConfig) -> tuple[list[dict], list[dict]]:
-    root, check = Path(cfg.data), get_task(cfg.task).row_problem
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        return (load_rows(root / "train", strict=cfg.strict, check=check),
-                load_rows(root / "test", strict=cfg.strict, check=check))
-    rows = load_rows(root, strict=cfg.strict, check=check)
-    random.Random(cfg.seed).shuffle(rows)
-    n_test = max(1, int(len(rows) * cfg.test_fraction))
-    return rows[n_test:], rows[:n_test]
+    """(train, held-out) rows: DATA/train and DATA/test, or the split every stage uses (`vrlhf.data.split_rows`)."""
+    return load_split(cfg.data, cfg.test_fraction, strict=cfg.strict, check=get_task(cfg.task).row_problem)
 
 
 def build(cfg: PretrainConfig, train_rows: list[dict]):
@@ -108,12 +105,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     # Inputs are small: preprocess every training image once instead of every step.
     pixels = task.pixel_values(policy, [r["image"] for r in train_rows])  # (N, C, S, S)
     out = Path(cfg.out)
-    if accelerator.is_main_process:
-        save_config(cfg, out)
-    log = JsonlWriter(out / "metrics.jsonl")
+    run = RunDir(out, enabled=accelerator.is_main_process)
+    run.save_config(cfg)
     best, best_metrics, stale, start = math.inf, {}, 0, time.time()
     if accelerator.is_main_process:  # the starting point, so every curve shows where it began
-        log.write({"step": 0, **{f"heldout_{k}": v for k, v in evaluate(task, policy, test_rows).items()}})
+        run.log({"step": 0, **{f"heldout_{k}": v for k, v in evaluate(task, policy, test_rows).items()}})
     bar = tqdm(range(1, cfg.steps + 1), desc=f"pretrain {cfg.task}", disable=not accelerator.is_main_process)
     for step in bar:
         policy.train()
@@ -128,13 +124,14 @@ def pretrain(cfg: PretrainConfig) -> dict:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)  # free the gradients now, we do not need them until next backward
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        run.progress(step, cfg.steps)
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = evaluate(task, policy, test_rows)
             record = {"step": step, "train_loss": loss.item(), "seconds": round(time.time() - start, 1),
                       **{f"heldout_{k}": v for k, v in metrics.items()}}
+            run.log(record)
             if accelerator.is_main_process:
-                log.write(record)
                 tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             if metrics["loss"] < best - 1e-4:
                 best, best_metrics, stale = metrics["loss"], record, 0

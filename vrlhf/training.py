@@ -1,8 +1,7 @@
-"""Small training helpers shared by every trainer: gradient averaging across processes, atomic directory writes."""
+"""Small training helpers shared by every trainer: gradient averaging across processes, atomic file writes."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -27,21 +26,6 @@ def average_gradients(accelerator, params) -> None:
         offset += g.numel()
 
 
-def atomic_dir(final: str | Path, write) -> Path:
-    """Call `write(tmp_dir)`, then move tmp_dir to `final` in one rename: a reader never sees half a directory."""
-    final = Path(final)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 def save_files_atomically(out_dir: str | Path, write) -> Path:
     """`write(tmp_dir)` then move each file into `out_dir` with os.replace: files are never seen half-written,
     and other files in `out_dir` (metrics.jsonl, config.yaml) stay."""
@@ -55,15 +39,3 @@ def save_files_atomically(out_dir: str | Path, write) -> Path:
         os.replace(path, out / path.name)
     tmp.rmdir()
     return out
-
-
-class JsonlWriter:
-    """Append one JSON object per line (metrics.jsonl), flushed each write so a crash loses nothing."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, record: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
