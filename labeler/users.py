@@ -59,15 +59,17 @@ class FailedLogins:
         return len(times or ())
 
     def add(self, key: str, now: float) -> None:
-        if len(self.times) >= self.max_keys:  # a spray of names: drop whatever has gone quiet
-            for k in [k for k, t in self.times.items() if t[-1] <= now - self.window]:
-                del self.times[k]
         self.times.setdefault(key, deque()).append(now)
+        while len(self.times) > self.max_keys:  # a spray of names: memory stays bounded, the oldest keys go first
+            del self.times[next(iter(self.times))]
 
     def remove(self, key: str, when: float) -> None:
         times = self.times.get(key)
         if times and when in times:
             times.remove(when)
+
+    def forget(self, key: str) -> None:
+        self.times.pop(key, None)
 
 
 def load_users(path: str | os.PathLike) -> dict[str, str]:
@@ -114,7 +116,8 @@ def authenticator(path: str | os.PathLike, policy: LoginPolicy | None = None):
 
     def dummy_hash(known: dict[str, str]) -> bytes:
         """A hash of a random password at the users' (highest) cost: unknown names cost the same check."""
-        cost = max((int(h.split("$")[2]) for h in known.values() if h.count("$") >= 3), default=12)
+        costs = [h.split("$")[2] for h in known.values() if h.count("$") >= 3]
+        cost = max((int(c) for c in costs if c.isdigit()), default=12)
         if cost not in cache["dummy"]:
             cache["dummy"][cost] = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
         return cache["dummy"][cost]
@@ -122,7 +125,10 @@ def authenticator(path: str | os.PathLike, policy: LoginPolicy | None = None):
     def verify(username: str, password: str) -> bool:
         known = users()
         hashed = known[username].encode() if username in known else dummy_hash(known)
-        return bcrypt.checkpw(password.encode()[:72], hashed) and username in known
+        try:
+            return bcrypt.checkpw(password.encode()[:72], hashed) and username in known
+        except ValueError:  # a malformed hash in the users file: nobody logs in with it
+            return False
 
     async def answer_after(start: float) -> None:
         await asyncio.sleep(max(0.0, start + policy.fail_seconds - time.monotonic()))
@@ -139,8 +145,8 @@ def authenticator(path: str | os.PathLike, policy: LoginPolicy | None = None):
             failures.add(key, start)
         ok = await asyncio.get_running_loop().run_in_executor(checker, verify, username, password)
         if ok:
-            for key in keys:
-                failures.remove(key, start)
+            failures.forget(keys[0])  # the name's own failures; the address keeps its count
+            failures.remove(keys[-1], start)
             return True
         await answer_after(start)
         return False

@@ -167,16 +167,14 @@ def test_a_failed_export_removes_its_staging_and_keeps_out(tmp_path):
     with staged(out) as tmp:
         (tmp / "pairs.jsonl").write_text("old\n")
         (tmp / MANIFEST).write_text('{"schema_version": 1, "format": "jsonl", "pairs": 1}')
-    with pytest.raises(ValueError, match="disk full"):
-        with staged(out) as tmp:
-            (tmp / "pairs.jsonl").write_text("new, half")
-            raise ValueError("disk full")
+    with pytest.raises(ValueError, match="disk full"), staged(out) as tmp:
+        (tmp / "pairs.jsonl").write_text("new, half")
+        raise ValueError("disk full")
     assert (out / "pairs.jsonl").read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["prefs"]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("years of work")
-    with pytest.raises(ValueError, match="is not an export"):  # never replaces a directory that is not an export
-        with staged(tmp_path / "mine"):
-            pass
+    with pytest.raises(ValueError, match="is not an export"), staged(tmp_path / "mine"):
+        pass  # never replaces a directory that is not an export
     assert (tmp_path / "mine" / "thesis.tex").exists()
 
 

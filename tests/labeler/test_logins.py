@@ -133,6 +133,11 @@ def test_failed_logins_are_limited_per_name_and_per_address(limited):
     assert attempt(url, "bob", "bob-pw", "127.0.0.4")[0] == 429
     assert attempt(url, "bob", "bob-pw", "127.0.0.5")[0] == 200
     http_login(url, "bob", transport=httpx.HTTPTransport(local_address="127.0.0.6"))  # a normal login still works
+    with ThreadPoolExecutor(8) as pool:  # a success forgets the name's failures: typos now and then never lock
+        for _ in range(2):
+            tries = [("bob", "typo", "127.0.0.7")] * (policy.per_user - 1)
+            assert [r[0] for r in pool.map(lambda a: attempt(url, *a), tries)] == [400] * (policy.per_user - 1)
+            assert attempt(url, "bob", "bob-pw", "127.0.0.7")[0] == 200
 
 
 def test_unknown_and_known_names_answer_alike(limited):
