@@ -64,7 +64,7 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     if against and partner is None:  # the previous policy gets a round of its own, so every candidate names its policy
         partner = store.add_round(task_name, str(Path(against).resolve()), k, part_of=round_id,
                                   policy_name=f"{Path(against).name} (against round {round_id})",
-                                  **common | {"recipe": None})
+                                  **common | {"recipe": None, "expected": None})
     origin = [round_id, partner] if against else None
     todo = [r for r in rows if str(r["id"]) not in done]
     torch.manual_seed(seed)
