@@ -14,6 +14,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -174,55 +175,26 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     out = Path(cfg.out)
     run = RunDir(out, enabled=accelerator.is_main_process)
     run.save_config(cfg)
-    best, step, seen, train_time, running = None, 0, 0, 0.0, []
-
-    def checkpoint():
-        nonlocal best
-        metrics = evaluate_pairs(model, eval_loader, accelerator) if eval_idx else {"loss": float("nan")}
-        record = {"step": step, "train_loss": sum(running) / max(1, len(running)),
-                  **{f"eval_{k}": v for k, v in metrics.items()}}
-        running.clear()
-        improved = bool(eval_idx) and _better(metrics, best)
-        if improved or not eval_idx:
-            best = {"step": step, **metrics}
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(out)
-        run.log(record)
-        return record
-
+    best, step, seen, train_time, losses = None, 0, 0, 0.0, []
     bar = tqdm(total=total, disable=not (cfg.progress and accelerator.is_local_main_process), desc="reward")
     model.train()
     while step < total:
         train_set.epoch = step // steps_per_epoch  # the orientations of this pass (augment)
         for batch in train_loader:
-            t0 = time.perf_counter()
-            label = batch.pop("label")
-            contrast = cfg.contrastive_coef if text_outputs and len(label) > 1 else 0.0
-            if contrast:
-                batch["captions"] = with_other_captions(batch["captions"])
-            with accelerator.autocast():
-                r = model(**batch).float()
-            if contrast:
-                r = r.view(len(label), -1)  # per image: chosen, rejected, then every image's chosen caption
-                others = torch.nn.functional.cross_entropy(r[:, 2:], torch.arange(len(label), device=r.device))
-                r = r[:, :2].reshape(-1)
-            loss = bradley_terry_loss(r[0::2], r[1::2], label, cfg.margin, cfg.center_rewards_coefficient)
-            if contrast:
-                loss = loss + contrast * others
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            train_time += time.perf_counter() - t0
-            seen += len(label) * accelerator.num_processes
-            running.append(loss.item())
+            start, pairs = time.perf_counter(), len(batch["label"])
+            losses.append(train_step(model, batch, cfg, text_outputs, optimizer, scheduler, accelerator.backward,
+                                     accelerator.autocast))
+            train_time += time.perf_counter() - start
+            seen += pairs * accelerator.num_processes
             step += 1
             bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
             run.progress(step, total)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
             if step % cfg.eval_every == 0 or step == total:
-                record = checkpoint()
+                record, best = evaluate_and_checkpoint(model, eval_loader if eval_idx else None, accelerator, out,
+                                                       step, losses, best)
+                run.log(record)
+                losses = []
                 bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record.get('eval_accuracy', 0):.3f}")
             if step >= total:
                 break
@@ -231,6 +203,50 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
                "pairs_per_sec": seen / max(train_time, 1e-9), "best": best}
     run.log({"summary": summary})
     return summary
+
+
+def pair_loss(model, batch: dict, cfg: TrainRewardConfig, text_outputs: bool, autocast=nullcontext) -> torch.Tensor:
+    """The Bradley–Terry loss of a batch of collated pairs (its `label` popped), plus for text outputs the in-batch
+    contrastive term: each image's chosen caption must outscore the other images' chosen captions."""
+    label = batch.pop("label")
+    contrast = cfg.contrastive_coef if text_outputs and len(label) > 1 else 0.0
+    if contrast:
+        batch["captions"] = with_other_captions(batch["captions"])
+    with autocast():
+        r = model(**batch).float()
+    if contrast:
+        r = r.view(len(label), -1)  # per image: chosen, rejected, then every image's chosen caption
+        others = torch.nn.functional.cross_entropy(r[:, 2:], torch.arange(len(label), device=r.device))
+        r = r[:, :2].reshape(-1)
+    loss = bradley_terry_loss(r[0::2], r[1::2], label, cfg.margin, cfg.center_rewards_coefficient)
+    return loss + contrast * others if contrast else loss
+
+
+def train_step(model, batch: dict, cfg: TrainRewardConfig, text_outputs: bool, optimizer, scheduler,
+               backward=torch.Tensor.backward, autocast=nullcontext) -> float:
+    """One optimiser step on a batch of collated pairs; returns its loss. `backward` is the Accelerator's with
+    several processes (it all-reduces the gradients of the prepared model)."""
+    loss = pair_loss(model, batch, cfg, text_outputs, autocast)
+    backward(loss)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def evaluate_and_checkpoint(model, eval_loader, accelerator, out: Path, step: int, train_losses: list[float],
+                            best: dict | None) -> tuple[dict, dict | None]:
+    """Evaluate on the held-out pairs and save the model into `out` when it beats `best` (without held-out pairs:
+    always, the latest is the best we know). Returns (the metrics.jsonl record, the best evaluation so far)."""
+    metrics = evaluate_pairs(model, eval_loader, accelerator) if eval_loader is not None else {"loss": float("nan")}
+    record = {"step": step, "train_loss": sum(train_losses) / max(1, len(train_losses)),
+              **{f"eval_{k}": v for k, v in metrics.items()}}
+    if eval_loader is None or _better(metrics, best):
+        best = {"step": step, **metrics}
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(model).save_pretrained(out)
+    return record, best
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,10 @@ class TuneConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0: off"})
 
     # ---- guards against reward hacking ----
-    kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the starting policy, folded into the reward (0: off)"})
+    kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the anchor policy (kl_reference), folded into "
+                                                          "the reward (0: off)"})
+    kl_reference: str = field(default="", metadata={"help": "policy directory the KL penalty anchors to; empty: the "
+                                                            "starting policy"})
     mle_coef: float = field(default=0.0, metadata={"help": "weight of the MLE loss on reference outputs (0: off)"})
 
     # ---- efficiency ----

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import math
 import os
 import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from accelerate import Accelerator
@@ -34,9 +35,11 @@ from tuner.advantages import BASELINES, compute_advantages, reinforce_loss
 from tuner.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
-from tuner.rewards import NORMALIZATIONS, build_reward, parse_reward_specs
+from tuner.rewards import NORMALIZATIONS, RewardMix, build_reward, parse_reward_specs
 from vrlhf.errors import ConfigError
+from vrlhf.policy import SequencePolicy, Samples
 from vrlhf.rundir import RunDir
+
 
 def main(argv: list[str] | None = None) -> int:
     from vrlhf.config import parse_config
@@ -47,179 +50,60 @@ def main(argv: list[str] | None = None) -> int:
 
 def tune(cfg: TuneConfig):
     """Run the tuning described by `cfg`; returns (tuned policy, final held-out metrics on the main process)."""
-    from vrlhf.tasks import get_task
-    from vrlhf.training import average_gradients
-
-    # ---- everything that can be wrong is checked before any model is loaded ----
-    check_config(cfg)
-    task = get_task(cfg.task)
-    specs = parse_reward_specs(cfg.reward or list(task.DEFAULT_REWARDS))
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=cfg.mixed_precision,
-        log_with=tracker(cfg.log_with),
-        project_dir=cfg.out,
-    )
-    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    if cfg.batch_size % (world * cfg.grad_accum):
-        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by processes × grad_accum = "
-                          f"{world} × {cfg.grad_accum}")
-    micro = cfg.batch_size // (world * cfg.grad_accum)  # images per micro-batch on each process
-    train_rows, eval_rows = split_data(cfg)
-    reward = build_reward(task, specs, train_rows, cfg.reward_norm, device)  # unknown metric / bad RM dir fail here
-    out = Path(cfg.out)
-
-    # ---- the policy, the frozen reference, the optimiser ----
-    torch.manual_seed(cfg.seed)
-    policy = task.load_policy(cfg.policy)
-    policy.model.to(device)
-    reference = None
-    if cfg.lora_r:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear")
-        policy.model = get_peft_model(policy.model, lora)  # the KL reference is then the base with adapters off
-    elif cfg.kl_coef:
-        reference = copy.deepcopy(policy)
-        reference.model.requires_grad_(False)
-    policy.eval()  # dropout off for sampling AND re-scoring: both must be the same distribution
-    params = [p for p in policy.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
-    # Only the optimiser goes through prepare(): gradients are averaged by hand below, which works for any
-    # model family and for PEFT, and the plain scheduler steps once per optimiser step on every process count.
-    optimizer = accelerator.prepare(optimizer)
-    state = TrainState(reward=reward)
-    accelerator.register_for_checkpointing(policy.model, scheduler, state)
-    ckpt = latest_checkpoint(out / "checkpoints", say=accelerator.print) if cfg.resume else None
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        accelerator.print(f"resumed from {ckpt} at step {state.step}")
-    elif cfg.resume:
-        accelerator.print(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
-
-    run = RunDir(out, resume_step=state.step, enabled=accelerator.is_main_process)  # keeps the log up to state.step
-    run.save_config(cfg)
-    log = MetricsLog(run, accelerator)
-    if accelerator.is_main_process:
-        accelerator.init_trackers("vrlhf-tune", config={k: str(v) for k, v in vars(cfg).items()})
-    show_rows = eval_rows[: cfg.num_show]
+    t = setup(cfg)
+    accelerator, task, policy, state, out = t.accelerator, t.task, t.policy, t.state, Path(cfg.out)
+    show_rows = t.eval_rows[: cfg.num_show]
     if state.step == 0:
-        evaluate_and_log(cfg, task, policy, eval_rows, log, accelerator, step=0)
+        evaluate_and_log(cfg, task, policy, t.eval_rows, t.log, accelerator, step=0)
         if accelerator.is_main_process and show_rows:
             save_samples(task, policy, show_rows, out / "samples_before", seed=cfg.seed)
 
-    if cfg.temperature != 1.0:
-        accelerator.print(f"warning: temperature {cfg.temperature}: the gradient is then that of a different policy")
-
-    # ---- the loop ----
-    max_new_tokens = cfg.max_new_tokens or None
-    bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, disable=not accelerator.is_main_process)
+    bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps,
+               disable=not accelerator.is_main_process)
     for step in bar:
-        timer = Timer()
-        step_start = time.perf_counter()
-        indices = batch_indices(len(train_rows), cfg.batch_size, step, cfg.seed)  # (batch_size,), same on every rank
+        timer, step_start = Timer(), time.perf_counter()
         logs, finite = defaultdict(list), True
-        for a in range(cfg.grad_accum):
-            m = rank * cfg.grad_accum + a  # global micro-batch index: rank r owns micro-batches r*A .. r*A+A-1
-            batch = [train_rows[i] for i in indices[m * micro : (m + 1) * micro]]
-            generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step * 1_009 + m)
-            pixel_values = task.pixel_values(policy, [r["image"] for r in batch]).to(device)  # (b, C, H, W)
-            b, k = len(batch), cfg.k
-
-            # 1. k samples per image from the full distribution (and the greedy decode for SCST)
-            with timer("sample"), torch.no_grad(), accelerator.autocast():
-                samples = policy.sample(pixel_values, k, cfg.temperature, max_new_tokens, generator=generator)
-                greedy = policy.greedy(pixel_values, max_new_tokens) if cfg.baseline == "greedy" else None
-
-            # 2. rewards: every component beside the weighted total
-            with timer("reward"):
-                outputs = task.decode(policy, batch, samples.tokens, k)  # b*k, image-major
-                if greedy is not None:  # score the greedy decode as a (k+1)-th output of each image, in the same call
-                    extra = task.decode(policy, batch, greedy.tokens, 1)
-                    outputs_all = [o for i in range(b) for o in outputs[i * k : (i + 1) * k] + [extra[i]]]
-                    total, components = reward(batch, outputs_all, gather=accelerator.gather)
-                    total = total.view(b, k + 1).to(device)
-                    rewards, greedy_rewards = total[:, :k], total[:, k]  # (b, k), (b,)
-                    components = {n: v.view(b, k + 1)[:, :k].reshape(-1) for n, v in components.items()}
-                else:
-                    total, components = reward(batch, outputs, gather=accelerator.gather)
-                    rewards, greedy_rewards = total.view(b, k).to(device), None  # (b, k)
-                logs["reward"].append(rewards.mean().item())
-                for name, values in components.items():
-                    logs[f"reward/{name}"].append(values.mean().item())
-                for name, value in output_stats(outputs, samples).items():
-                    logs[name].append(value)
-
+        for m, batch in micro_batches(cfg, t, step):
+            # the sampling seed of micro-batch m is a function of (seed, step, m) only: resumable, rank-independent
+            generator = torch.Generator(device=accelerator.device).manual_seed(cfg.seed * 1_000_003 + step * 1_009 + m)
+            pixel_values = task.pixel_values(policy, [r["image"] for r in batch]).to(accelerator.device)  # (b, C, H, W)
+            # 1-2. k samples per image, decoded and scored (every reward component beside the weighted total)
+            scored = rollout(cfg, task, policy, t.reward, batch, pixel_values, generator, accelerator.gather, timer,
+                             accelerator.autocast)
+            logs["reward"].append(scored.rewards.mean().item())
+            for name, values in scored.components.items():
+                logs[f"reward/{name}"].append(values.mean().item())
+            for name, value in output_stats(scored.outputs, scored.samples).items():
+                logs[name].append(value)
+            # 3-4. KL folded into the reward, advantages, −mean(adv · log P) [+ MLE], backward
             with timer("forward_backward"):
-                # KL to the starting policy, folded into the reward (as in RLOO): r − β (log π − log π_ref)
-                if cfg.kl_coef:
-                    with torch.no_grad(), accelerator.autocast(), reference_mode(policy):
-                        ref_model = reference or policy
-                        ref_log_probs = ref_model.log_prob(pixel_values, samples.tokens, samples.mask, k, cfg.temperature)
-                    kl = (samples.log_probs - ref_log_probs).view(b, k)  # (b, k)
-                    rewards = rewards - cfg.kl_coef * kl
-                    logs["kl"].append(kl.mean().item())
-                finite &= bool(torch.isfinite(rewards).all())
-
-                # 3. advantages, per sample; which samples get a gradient
-                advantages = compute_advantages(rewards, cfg.baseline, greedy_rewards)  # (b, k)
-                tokens, mask, kk = samples.tokens, samples.mask, k
-                if cfg.train_on == "one":  # one random sample per image, as in the paper's released code
-                    pick = torch.arange(b, device=device) * k + torch.randint(k, (b,), generator=generator, device=device)
-                    tokens, mask, kk, advantages = tokens[pick], mask[pick], 1, advantages.reshape(-1)[pick]
-                logs["adv_abs"].append(advantages.abs().mean().item())
-
-                # 4. loss = −mean(adv · log P(sample)), log P recomputed by teacher forcing with gradients
-                with accelerator.autocast():
-                    log_probs = policy.log_prob(pixel_values, tokens, mask, kk, cfg.temperature)  # (b*kk,)
-                    loss = reinforce_loss(log_probs, advantages.reshape(-1))
-                    if cfg.mle_coef:  # MLE on the references keeps the policy near fluent outputs
-                        ref_tokens, ref_mask = task.reference_tokens(policy, batch)
-                        ref_tokens, ref_mask = ref_tokens.to(device), ref_mask.to(device)
-                        mle = -policy.log_prob(pixel_values, ref_tokens, ref_mask).sum() / ref_mask.sum()
-                        loss = loss + cfg.mle_coef * mle
-                        logs["mle"].append(mle.item())
-                finite &= bool(torch.isfinite(loss))
+                loss, loss_logs, ok = policy_loss(cfg, task, policy, t.reference, batch, pixel_values, scored,
+                                                  generator, accelerator.autocast)
+                finite &= ok
                 if finite:  # never let a NaN into the gradient buffers
                     accelerator.backward(loss / cfg.grad_accum)
-                logs["loss"].append(loss.item())
+            for name, value in (loss_logs | {"loss": loss.item()}).items():
+                logs[name].append(value)
 
         # 5. one optimiser step for the global batch, or a skipped step on every rank if any rank saw NaN/inf
-        finite = accelerator.reduce(torch.tensor(float(not finite), device=device), "sum").item() == 0
-        if finite:
-            average_gradients(accelerator, params)
-            if cfg.max_grad_norm:
-                logs["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
-            optimizer.step()
-            scheduler.step()
-        else:
-            state.skipped += 1
-            if accelerator.is_main_process:
-                bar.write(f"warning: step {step}: non-finite reward or loss, step skipped ({state.skipped} so far)")
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(cfg, t, finite, logs, step)
         state.step = step + 1
 
         # 6. logging (means over processes), evaluation, checkpoint
-        record = {name: sum(v) / len(v) for name, v in logs.items()}
-        record = {k: v for k, v in zip(record, accelerator.reduce(torch.tensor(list(record.values()), device=device), "mean").tolist())}
-        step_time = time.perf_counter() - step_start
-        record.update({f"time/{name}": t for name, t in timer.totals.items()})
-        record["time/other"] = step_time - sum(timer.totals.values())
-        record.update({"time/step": step_time, "lr": scheduler.get_last_lr()[0], "skipped": state.skipped})
-        log.write(state.step, record)
-        run.progress(state.step, cfg.steps)
+        record = step_record(t, logs, timer, time.perf_counter() - step_start)
+        t.log.write(state.step, record)
+        t.rundir.progress(state.step, cfg.steps)
         bar.set_postfix(reward=f"{record['reward']:.3f}")
         if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.steps:
-            evaluate_and_log(cfg, task, policy, eval_rows, log, accelerator, step=state.step)
+            evaluate_and_log(cfg, task, policy, t.eval_rows, t.log, accelerator, step=state.step)
         if cfg.save_every and (state.step % cfg.save_every == 0 or state.step == cfg.steps):
-            assert_finite(params)
+            assert_finite(t.params)
             save_checkpoint(accelerator, out / "checkpoints", state.step)
 
     # ---- the end: held-out evaluation, the tuned policy as a standard model directory, samples after ----
-    final_metrics = evaluate_and_log(cfg, task, policy, eval_rows, log, accelerator, step=state.step)
+    final_metrics = evaluate_and_log(cfg, task, policy, t.eval_rows, t.log, accelerator, step=state.step)
     if accelerator.is_main_process:
-        assert_finite(params)  # nothing poisoned is saved
+        assert_finite(t.params)  # nothing poisoned is saved
         if show_rows:
             save_samples(task, policy, show_rows, out / "samples_after", seed=cfg.seed)
         save_final(cfg, policy, out / "final")
@@ -227,6 +111,220 @@ def tune(cfg: TuneConfig):
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return policy, final_metrics
+
+
+# ---- setup ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tuning:
+    """What `setup` builds once and every step uses."""
+
+    accelerator: Accelerator
+    task: ModuleType
+    policy: SequencePolicy
+    reference: SequencePolicy | None  # the KL anchor when it is a separate model (else: policy, adapters off)
+    reward: RewardMix
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    params: list[torch.nn.Parameter]
+    state: TrainState
+    train_rows: list[dict]
+    eval_rows: list[dict]
+    rundir: RunDir
+    log: MetricsLog
+    micro: int  # images per micro-batch on each process
+
+
+def setup(cfg: TuneConfig) -> Tuning:
+    """Check everything that can be wrong before any model is loaded, then load data, rewards, the policy, its
+    KL anchor and the optimiser; resume from the newest complete checkpoint when asked."""
+    from vrlhf.tasks import get_task
+
+    check_config(cfg)
+    task = get_task(cfg.task)
+    specs = parse_reward_specs(cfg.reward or list(task.DEFAULT_REWARDS))
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                              log_with=tracker(cfg.log_with), project_dir=cfg.out)
+    world = accelerator.num_processes
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by processes × grad_accum = "
+                          f"{world} × {cfg.grad_accum}")
+    train_rows, eval_rows = split_data(cfg)
+    reward = build_reward(task, specs, train_rows, cfg.reward_norm, accelerator.device)  # bad metric / RM dir: here
+
+    torch.manual_seed(cfg.seed)
+    policy = task.load_policy(cfg.policy)
+    policy.model.to(accelerator.device)
+    reference = kl_anchor(cfg, task, policy)
+    if cfg.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear")
+        policy.model = get_peft_model(policy.model, lora)  # without kl_reference the anchor is: adapters off
+    policy.eval()  # dropout off for sampling AND re-scoring: both must be the same distribution
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
+    # Only the optimiser goes through prepare(): gradients are averaged by hand (optimizer_step), which works for
+    # any model family and for PEFT, and the plain scheduler steps once per optimiser step on every process count.
+    optimizer = accelerator.prepare(optimizer)
+    state = TrainState(reward=reward)
+    accelerator.register_for_checkpointing(policy.model, scheduler, state)
+    out = Path(cfg.out)
+    checkpoint = latest_checkpoint(out / "checkpoints", say=accelerator.print) if cfg.resume else None
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+    elif cfg.resume:
+        accelerator.print(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
+
+    rundir = RunDir(out, resume_step=state.step, enabled=accelerator.is_main_process)  # the log up to state.step
+    rundir.save_config(cfg)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("vrlhf-tune", config={k: str(v) for k, v in vars(cfg).items()})
+    if cfg.temperature != 1.0:
+        accelerator.print(f"warning: temperature {cfg.temperature}: the gradient is then that of a different policy")
+    return Tuning(accelerator, task, policy, reference, reward, optimizer, scheduler, params, state, train_rows,
+                  eval_rows, rundir, MetricsLog(rundir, accelerator), cfg.batch_size // (world * cfg.grad_accum))
+
+
+def kl_anchor(cfg: TuneConfig, task, policy) -> SequencePolicy | None:
+    """The frozen policy the KL penalty anchors to, when it is a separate model: `kl_reference`, or a copy of the
+    starting policy. None when there is no penalty, or with LoRA (the anchor is then the policy, adapters off)."""
+    if not cfg.kl_coef:
+        return None
+    if cfg.kl_reference:
+        reference = task.load_policy(cfg.kl_reference)
+        check_same_vocabulary(policy, reference, cfg.kl_reference)
+        reference.model.to(policy.device)
+    elif cfg.lora_r:
+        return None
+    else:
+        reference = copy.deepcopy(policy)
+    reference.model.requires_grad_(False)
+    return reference.eval()
+
+
+def check_same_vocabulary(policy, reference, where: str) -> None:
+    """A KL between two policies only means something over the same tokens."""
+    ids = lambda p: (p.start_token_id, p.eos_token_id, p.pad_token_id, p.model.get_output_embeddings().weight.shape[0],
+                     p.tokenizer.get_vocab() if p.tokenizer is not None else None)  # noqa: E731
+    if ids(policy) != ids(reference):
+        raise ConfigError(f"--kl_reference {where}: its tokens differ from the policy's (another vocabulary)")
+
+
+def micro_batches(cfg: TuneConfig, t: Tuning, step: int):
+    """(global micro-batch index m, rows) of this process at `step`: rank r owns micro-batches r·A .. r·A + A − 1."""
+    indices = batch_indices(len(t.train_rows), cfg.batch_size, step, cfg.seed)  # (batch_size,), same on every rank
+    for a in range(cfg.grad_accum):
+        m = t.accelerator.process_index * cfg.grad_accum + a
+        yield m, [t.train_rows[i] for i in indices[m * t.micro : (m + 1) * t.micro]]
+
+
+# ---- one step: rollout and score, loss, optimiser step -------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """k samples per image, decoded and scored."""
+
+    samples: Samples  # tokens (b·k, T), mask, log_probs (b·k,): image-major
+    outputs: list  # b·k decoded outputs, image-major
+    rewards: torch.Tensor  # (b, k) the weighted total of the normalised components
+    greedy_rewards: torch.Tensor | None  # (b,) the greedy decode's total (the SCST baseline), else None
+    components: dict[str, torch.Tensor]  # raw value of each component for the samples: name -> (b·k,)
+
+
+def rollout(cfg: TuneConfig, task, policy, reward, batch: list[dict], pixel_values: torch.Tensor,
+            generator: torch.Generator | None = None, gather=lambda x: x, timer=None, autocast=nullcontext) -> Rollout:
+    """Sample k outputs per image from the full distribution at `cfg.temperature` and score them with `reward`
+    (a RewardMix). With the greedy baseline the greedy decode of each image is scored in the same call, as a
+    (k+1)-th output (so batch normalisation sees it), and split off again."""
+    timer = timer or Timer()
+    b, k, max_new_tokens = len(batch), cfg.k, cfg.max_new_tokens or None
+    with timer("sample"), torch.no_grad(), autocast():
+        samples = policy.sample(pixel_values, k, cfg.temperature, max_new_tokens, generator=generator)
+        greedy = policy.greedy(pixel_values, max_new_tokens) if cfg.baseline == "greedy" else None
+    with timer("reward"):
+        outputs = task.decode(policy, batch, samples.tokens, k)  # b·k, image-major
+        if greedy is None:
+            total, components = reward(batch, outputs, gather=gather)
+            return Rollout(samples, outputs, total.view(b, k).to(pixel_values.device), None, components)
+        extra = task.decode(policy, batch, greedy.tokens, 1)
+        with_greedy = [o for i in range(b) for o in outputs[i * k : (i + 1) * k] + [extra[i]]]  # b·(k+1)
+        total, components = reward(batch, with_greedy, gather=gather)
+        total = total.view(b, k + 1).to(pixel_values.device)
+        components = {name: v.view(b, k + 1)[:, :k].reshape(-1) for name, v in components.items()}
+        return Rollout(samples, outputs, total[:, :k], total[:, k], components)
+
+
+def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pixel_values: torch.Tensor,
+                scored: Rollout, generator: torch.Generator | None = None, autocast=nullcontext
+                ) -> tuple[torch.Tensor, dict[str, float], bool]:
+    """The REINFORCE loss of one micro-batch -> (loss, logged values, whether rewards and loss are finite).
+
+    KL to the anchor is folded into the reward (as in RLOO: r − β (log π − log π_ref), on the sampled sequences),
+    advantages come from `cfg.baseline`, and loss = −mean(adv · log P(sample)) with log P recomputed by teacher
+    forcing (differentiable), plus `mle_coef` × the MLE loss on a reference output of each row."""
+    b, k = scored.rewards.shape
+    samples, rewards, logs = scored.samples, scored.rewards, {}
+    if cfg.kl_coef:
+        anchor = reference or policy
+        with torch.no_grad(), autocast(), reference_mode(anchor):
+            ref_log_probs = anchor.log_prob(pixel_values, samples.tokens, samples.mask, k, cfg.temperature)
+        kl = (samples.log_probs - ref_log_probs).view(b, k)  # (b, k)
+        rewards = rewards - cfg.kl_coef * kl
+        logs["kl"] = kl.mean().item()
+    finite = bool(torch.isfinite(rewards).all())
+
+    advantages = compute_advantages(rewards, cfg.baseline, scored.greedy_rewards)  # (b, k)
+    tokens, mask, kk = samples.tokens, samples.mask, k
+    if cfg.train_on == "one":  # one random sample per image, as in the paper's released code
+        device = pixel_values.device
+        pick = torch.arange(b, device=device) * k + torch.randint(k, (b,), generator=generator, device=device)
+        tokens, mask, kk, advantages = tokens[pick], mask[pick], 1, advantages.reshape(-1)[pick]
+    logs["adv_abs"] = advantages.abs().mean().item()
+
+    with autocast():
+        log_probs = policy.log_prob(pixel_values, tokens, mask, kk, cfg.temperature)  # (b·kk,)
+        loss = reinforce_loss(log_probs, advantages.reshape(-1))
+        if cfg.mle_coef:  # MLE on the references keeps the policy near fluent outputs
+            ref_tokens, ref_mask = task.reference_tokens(policy, batch)
+            ref_tokens, ref_mask = ref_tokens.to(pixel_values.device), ref_mask.to(pixel_values.device)
+            mle = -policy.log_prob(pixel_values, ref_tokens, ref_mask).sum() / ref_mask.sum()
+            loss = loss + cfg.mle_coef * mle
+            logs["mle"] = mle.item()
+    return loss, logs, finite and bool(torch.isfinite(loss))
+
+
+def optimizer_step(cfg: TuneConfig, t: Tuning, finite: bool, logs: dict, step: int) -> None:
+    """Average gradients over processes, clip, step; or skip the step on every rank if any rank saw NaN/inf."""
+    from vrlhf.training import average_gradients
+
+    accelerator = t.accelerator
+    if accelerator.reduce(torch.tensor(float(not finite), device=accelerator.device), "sum").item() == 0:
+        average_gradients(accelerator, t.params)
+        if cfg.max_grad_norm:
+            logs["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(t.params, cfg.max_grad_norm)))
+        t.optimizer.step()
+        t.scheduler.step()
+    else:
+        t.state.skipped += 1
+        if accelerator.is_main_process:
+            tqdm.write(f"warning: step {step}: non-finite reward or loss, step skipped ({t.state.skipped} so far)")
+    t.optimizer.zero_grad(set_to_none=True)  # free the gradients now: nothing needs them until the next backward
+
+
+def step_record(t: Tuning, logs: dict, timer: Timer, step_time: float) -> dict:
+    """The step's metrics.jsonl line: each logged value's mean over micro-batches and processes, and timings."""
+    record = {name: sum(v) / len(v) for name, v in logs.items()}
+    means = t.accelerator.reduce(torch.tensor(list(record.values()), device=t.accelerator.device), "mean")
+    record = dict(zip(record, means.tolist()))
+    record.update({f"time/{name}": seconds for name, seconds in timer.totals.items()})
+    record["time/other"] = step_time - sum(timer.totals.values())
+    record.update({"time/step": step_time, "lr": t.scheduler.get_last_lr()[0], "skipped": t.state.skipped})
+    return record
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
@@ -241,7 +339,7 @@ def check_config(cfg: TuneConfig) -> None:
         get_task(cfg.task)
     except ConfigError as error:
         problems.append(str(error))
-    for name in ("policy", "data") + (("eval_data",) if cfg.eval_data else ()):
+    for name in ("policy", "data") + tuple(name for name in ("eval_data", "kl_reference") if getattr(cfg, name)):
         path = getattr(cfg, name)
         if not path or not Path(path).exists():
             problems.append(f"--{name} {path!r} does not exist")
@@ -255,6 +353,8 @@ def check_config(cfg: TuneConfig) -> None:
         problems.append(f"reward_norm {cfg.reward_norm!r} is not one of {', '.join(NORMALIZATIONS)}")
     if cfg.temperature <= 0 or cfg.k < 1 or cfg.steps < 0 or cfg.grad_accum < 1:
         problems.append("temperature must be > 0, k >= 1, steps >= 0, grad_accum >= 1")
+    if cfg.kl_reference and not cfg.kl_coef:
+        print(f"note: --kl_reference {cfg.kl_reference} has no effect without --kl_coef", file=sys.stderr)
     if problems:
         raise ConfigError("; ".join(problems))
 
