@@ -80,11 +80,11 @@ class SequencePolicy:
 
     # ---- persistence -------------------------------------------------------------------------------------------
 
-    def save(self, out_dir: str | Path, model: PreTrainedModel | None = None) -> Path:
+    def save(self, out_dir: str | Path) -> Path:
         """Write a standard model directory: config + safetensors (+ tokenizer) + policy.json."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (model or self.model).save_pretrained(out, safe_serialization=True)
+        self.model.save_pretrained(out, safe_serialization=True)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(out)
         spec = dict(
