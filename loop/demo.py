@@ -32,6 +32,8 @@ def demo_tune() -> TuneConfig:
 class DemoConfig:
     simulate: bool = field(default=False, metadata={"help": "run the rounds headless with simulated annotators"})
     workdir: str = field(default="work/demo", metadata={"help": "where data, database, runs and the report go"})
+    data: str = field(default="", metadata={"help": "shapes dataset dir with train/ and test/ (empty: WORKDIR/shapes, "
+                                                     "generated as the demo checkpoints were trained on)"})
     tasks: str = field(default="captioning,colorization", metadata={"help": "comma-separated tasks to run"})
     rounds: int = field(default=2, metadata={"help": "labeling rounds (--simulate); round 1 labels MLE samples"})
     labels: int = field(default=400, metadata={"help": "comparisons labelled in round 1, per task (--simulate)"})
@@ -62,14 +64,16 @@ def say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def ensure_shapes(workdir: Path) -> Path:
-    """The embedded default data, exactly as the demo checkpoints were trained on (deterministic)."""
-    from vrlhf.shapes import main as shapes_main
+def ensure_shapes(cfg: DemoConfig, workdir: Path) -> Path:
+    """--data, or the embedded default data exactly as the demo checkpoints were trained on (made if missing)."""
+    from vrlhf.shapes import ShapesConfig, write_shapes
 
+    if cfg.data:
+        return Path(cfg.data).resolve()
     out = workdir / "shapes"
     if not (out / "test" / "metadata.jsonl").is_file():
         say(f"generating the shapes dataset in {out}")
-        shapes_main(["shapes", "--n", "10000", "--seed", "0", "--out", str(out)])
+        say(write_shapes(ShapesConfig(out=str(out), n=10000, seed=0)))
     return out
 
 
@@ -91,7 +95,7 @@ def simulate(cfg: DemoConfig) -> dict:
     workdir = Path(cfg.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    shapes = ensure_shapes(workdir)
+    shapes = ensure_shapes(cfg, workdir)
     store = Store(str(workdir / "labels.sqlite"))
     rows_by_id = {r["id"]: r for r in load_rows(shapes / "train")}
     label = partial(_label, rows_by_id=rows_by_id, cfg=cfg)
@@ -121,7 +125,7 @@ def serve_for_people(cfg: DemoConfig) -> None:
     from vrlhf.data import load_rows
 
     workdir = Path(cfg.workdir).resolve()
-    shapes = ensure_shapes(workdir)
+    shapes = ensure_shapes(cfg, workdir)
     db = workdir / "labels.sqlite"
     store = Store(str(db))
     rows = load_rows(shapes / "test")

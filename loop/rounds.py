@@ -76,7 +76,7 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
     def tuned(name: str, start: str, reward: list[str], steps: int, seed: int, kl: float) -> str:
         run = replace(cfg.tune, task=task_name, policy=start, data=str(data), out=str(out / name), reward=reward,
                       reward_norm="batch" if len(reward) > 1 else "none", steps=steps, seed=seed, kl_coef=kl,
-                      **({"kl_reference": mle} if hasattr(cfg.tune, "kl_reference") else {}))
+                      kl_reference=mle if kl else "")
         with timed(seconds, "tuning"):
             tune(run)
         summary["dirs"][name] = str(out / name)

@@ -125,15 +125,20 @@ def test_cli_writes_byte_identical_train_and_test_folders(tmp_path, capsys):
     assert record["attributes"]["image_size"] == 32 and len(record["captions"]) == 5
 
 
-def test_cli_help_documents_every_flag(capsys):
+def test_cli_help_documents_every_flag_and_bad_values_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         S.main(["shapes", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--n", "--out", "--seed", "--size", "--test-fraction"):
+    for flag in ("--n", "--out", "--seed", "--size", "--test_fraction", "--references"):
         assert flag in text
-    assert text.count("default") >= 2
-    with pytest.raises(SystemExit):
-        S.main(["shapes", "--n", "0", "--out", "x"])
+    assert text.count("default") >= 5
+    from vrlhf.cli import main as cli
+
+    assert cli(["data", "shapes", "--n", "0", "--out", "x"]) == 2
+    assert cli(["data", "shapes", "--n", "5", "--out", "x", "--references", "poetic"]) == 2
+    assert cli(["data", "pictures"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "--n must be >= 1" in err[0] and "--references" in err[1] and "shapes, photos" in err[2]
     with pytest.raises(ValueError, match="size >= 24"):
         S.make_shapes(1, size=16)

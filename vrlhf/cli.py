@@ -20,7 +20,7 @@ COMMANDS = {
     "train-reward": ("reward_model.train:main", "Bradley-Terry reward model training on an export"),
     "eval-reward": ("reward_model.evaluate:main", "reward model accuracy, margin and calibration on an export"),
     "tune": ("tuner.train:main", "REINFORCE tuning against metric and learned rewards"),
-    "demo": ("vrlhf.demo:main", "the whole loop on the embedded default (--simulate: headless)"),
+    "demo": ("loop.demo:main", "the loop on the embedded default: the labeling app, or --simulate rounds headless"),
 }
 
 

@@ -15,10 +15,10 @@ caption oracle), and `vrlhf data shapes` writes train/test image folders.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from PIL import Image
 from vrlhf.shapes_grammar import (  # noqa: F401  (the caption language, re-exported for callers of this module)
     ARTICLES, COLOURS, CONNECTIVES, KINDS, LEXICON, MAX_CAPTION_WORDS, PHRASES, POSITION_PHRASES, POSITIONS,
     PREFIXES, SHORTEST, SIZE_WORDS, SIZES, SLOTS, SYNONYMS, VOCABULARY, caption, parse_caption)
+from vrlhf.errors import ConfigError
 from vrlhf.tasks import caption_writers
 
 PALETTE = {
@@ -211,50 +212,75 @@ def write_imagefolder(rows: list[dict], out_dir: str | Path, progress: bool = Fa
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def main(argv: list[str]) -> int:
-    """`vrlhf data shapes --n N --out DIR`: write DIR/train and DIR/test image folders."""
-    parser = argparse.ArgumentParser(prog="vrlhf data", description="Generate an embedded dataset.")
-    datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET", help="what to generate")
-    p = datasets.add_parser("shapes", help="procedural coloured shapes with captions and hidden attributes",
-                            description="Write OUT/train and OUT/test image folders (images/*.png + metadata.jsonl).")
-    p.add_argument("--n", type=int, default=2000, help="total number of images (train + test); default 2000")
-    p.add_argument("--out", required=True, help="output directory; gets train/ and test/ subfolders")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes byte-identical files")
-    p.add_argument("--size", type=int, default=48, help=f"image side in pixels (at least {MIN_SIZE}); default 48")
-    p.add_argument("--test-fraction", type=float, default=0.1,
-                   help="fraction of the images (the last ones) written to test/; default 0.1")
-    p.add_argument("--references", choices=REFERENCES, default="writers",
-                   help="writers: captions by simulated people (salient shapes first, often incomplete, a few "
-                        "mistakes); complete: every attribute of every shape, all true; default writers")
-    ph = datasets.add_parser("photos", help="crops of scikit-image's colour photos: a real-photo colorization eval set",
-                             description="Write OUT as an image folder of square photo crops (no captions).")
-    ph.add_argument("--out", required=True, help="output directory (images/*.png + metadata.jsonl)")
-    ph.add_argument("--size", type=int, default=48, help="crop side in pixels after resizing; default 48")
-    ph.add_argument("--crops", type=int, default=4, help="crops per photo; default 4")
-    args = parser.parse_args(argv)
-    if args.dataset == "photos":
-        from vrlhf.photos import photo_rows
+@dataclass
+class ShapesConfig:
+    out: str = field(default="", metadata={"help": "output directory; gets train/ and test/ subfolders (required)"})
+    n: int = field(default=2000, metadata={"help": "total number of images (train + test)"})
+    seed: int = field(default=0, metadata={"help": "random seed; the same seed writes byte-identical files"})
+    size: int = field(default=48, metadata={"help": f"image side in pixels (at least {MIN_SIZE})"})
+    test_fraction: float = field(default=0.1, metadata={"help": "fraction of the images (the last ones) written to test/"})
+    references: str = field(default="writers", metadata={
+        "help": "writers: captions by simulated people (salient shapes first, often incomplete, a few mistakes); "
+                "complete: every attribute of every shape, all true"})
 
-        rows = photo_rows(size=args.size, crops_per_photo=args.crops)
-        write_imagefolder(rows, args.out)
-        print(f"wrote {len(rows)} photo crops ({args.size}x{args.size}) to {args.out}")
-        return 0
-    if args.n < 1 or args.size < MIN_SIZE or args.seed < 0 or not 0 <= args.test_fraction < 1:
-        p.error(f"need --n >= 1, --size >= {MIN_SIZE}, --seed >= 0 and 0 <= --test-fraction < 1")
 
+@dataclass
+class PhotosConfig:
+    out: str = field(default="", metadata={"help": "output directory: images/*.png + metadata.jsonl (required)"})
+    size: int = field(default=48, metadata={"help": "crop side in pixels after resizing"})
+    crops: int = field(default=4, metadata={"help": "crops per photo"})
+
+
+def write_shapes(cfg: ShapesConfig) -> str:
+    """Write cfg.out/train and cfg.out/test image folders; returns the summary line."""
+    problems = [text for bad, text in (
+        (not cfg.out, "--out DIR is required"), (cfg.n < 1, "--n must be >= 1"),
+        (cfg.size < MIN_SIZE, f"--size must be >= {MIN_SIZE}"), (cfg.seed < 0, "--seed must be >= 0"),
+        (not 0 <= cfg.test_fraction < 1, "--test_fraction must be in [0, 1)"),
+        (cfg.references not in REFERENCES, f"--references must be one of {', '.join(REFERENCES)}")) if bad]
+    if problems:
+        raise ConfigError("vrlhf data shapes: " + "; ".join(problems))
     from tqdm import tqdm
 
-    rows = [shapes_row(i, args.seed, args.size, args.references)
-            for i in tqdm(range(args.n), desc="generating", unit="img")]
-    n_test = min(args.n - 1, round(args.n * args.test_fraction))
-    out = Path(args.out)
-    write_imagefolder(rows[: args.n - n_test], out / "train", progress=True)
+    rows = [shapes_row(i, cfg.seed, cfg.size, cfg.references) for i in tqdm(range(cfg.n), desc="generating", unit="img")]
+    n_test = min(cfg.n - 1, round(cfg.n * cfg.test_fraction))
+    out = Path(cfg.out)
+    write_imagefolder(rows[: cfg.n - n_test], out / "train", progress=True)
     if n_test:
-        write_imagefolder(rows[args.n - n_test :], out / "test", progress=True)
+        write_imagefolder(rows[cfg.n - n_test :], out / "test", progress=True)
     counts = Counter(len(row["attributes"]["shapes"]) for row in rows)
-    print(
-        f"wrote {args.n - n_test} train + {n_test} test images ({args.size}x{args.size}, seed {args.seed}) to {out}; "
-        f"images with 1/2/3 shapes: {counts[1]}/{counts[2]}/{counts[3]}; "
-        f"caption vocabulary: {len(VOCABULARY)} words"
-    )
+    return (f"wrote {cfg.n - n_test} train + {n_test} test images ({cfg.size}x{cfg.size}, seed {cfg.seed}, "
+            f"{cfg.references} references) to {out}; images with 1/2/3 shapes: {counts[1]}/{counts[2]}/{counts[3]}; "
+            f"caption vocabulary: {len(VOCABULARY)} words")
+
+
+def write_photos(cfg: PhotosConfig) -> str:
+    if not cfg.out or cfg.size < 8 or cfg.crops < 1:
+        raise ConfigError("vrlhf data photos: needs --out DIR, --size >= 8 and --crops >= 1")
+    from vrlhf.photos import photo_rows
+
+    rows = photo_rows(size=cfg.size, crops_per_photo=cfg.crops)
+    write_imagefolder(rows, cfg.out)
+    return f"wrote {len(rows)} photo crops ({cfg.size}x{cfg.size}) to {cfg.out}"
+
+
+DATASETS = {"shapes": (ShapesConfig, write_shapes, "procedural coloured shapes with reference captions and hidden "
+                                                  "attributes: OUT/train and OUT/test image folders"),
+            "photos": (PhotosConfig, write_photos, "crops of scikit-image's colour photos: a real-photo colorization "
+                                                  "eval set (no captions)")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`vrlhf data shapes --out DIR [--n N ...]` or `vrlhf data photos --out DIR`."""
+    from vrlhf.config import parse_config
+
+    argv = list(argv or [])
+    if not argv or argv[0] not in DATASETS:
+        listed = "; ".join(f"{name}: {help_}" for name, (_, _, help_) in DATASETS.items())
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"usage: vrlhf data DATASET [options]   (vrlhf data DATASET --help)\n{listed}")
+            return 0
+        raise ConfigError(f"vrlhf data: name a dataset first ({', '.join(DATASETS)}): {listed}")
+    config_class, write, _ = DATASETS[argv[0]]
+    print(write(parse_config(config_class, argv[1:], prog=f"vrlhf data {argv[0]}")))
     return 0
