@@ -13,7 +13,7 @@ from reward_model.train import TrainRewardConfig
 from tuner.config import TuneConfig
 from vrlhf.config import parse_config
 from vrlhf.errors import ConfigError
-from vrlhf.evaluate import EvalConfig
+from tuner.evaluate import EvalConfig
 from vrlhf.pretrain import PretrainConfig
 from vrlhf.rundir import save_config
 

@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 COMMANDS = {
     "data": ("vrlhf.shapes:main", "generate the embedded shapes dataset: vrlhf data shapes --n N --out DIR"),
     "pretrain": ("vrlhf.pretrain:main", "MLE pretraining of a captioning or colorization policy"),
-    "eval": ("vrlhf.evaluate:main", "greedy evaluation of a policy: metrics table or --json"),
+    "eval": ("tuner.evaluate:main", "held-out metrics of a policy: greedy, and best-of-n under a reward (--best_of N)"),
     "sample": ("labeler.sampling:main", "draw k candidates per input into the preference store"),
     "label": ("labeler.app:main", "serve the Gradio labeling app"),
     "annotators": ("labeler.users:main", "manage annotator logins: vrlhf annotators add NAME"),

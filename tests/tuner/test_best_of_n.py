@@ -46,3 +46,23 @@ def test_best_of_one_is_a_plain_sample_and_zero_is_refused(shapes_dir, captioner
     assert chosen == sample and scores.shape == (3, 1)
     with pytest.raises(ValueError, match="n >= 1"):
         best_of_n(task, policy, rows, words_reward, n=0)
+
+
+def test_eval_command_reports_greedy_and_best_of_n_side_by_side(shapes_dir, captioner_dir, capsys):
+    import json
+
+    from vrlhf.cli import main as cli
+
+    args = ["eval", "--task", "captioning", "--policy", str(captioner_dir), "--data", str(shapes_dir / "test"),
+            "--limit", "8"]
+    assert cli(args + ["--best_of", "4", "--reward", "oracle", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"greedy", "best_of_4"}
+    chosen = result["best_of_4"]
+    # the reward was the oracle itself: the chosen captions' oracle score is the best-of-4 reward, above a sample's
+    assert chosen["oracle_score"] == pytest.approx(chosen["reward_of_chosen"], abs=1e-5)
+    assert chosen["reward_of_chosen"] >= chosen["reward_of_a_sample"]
+    assert cli(args + ["--best_of", "3"]) == 2
+    assert "needs N >= 1 and a --reward" in capsys.readouterr().err
+    assert cli(args + ["--best_of", "3", "--reward", "learned:/no/such/dir"]) == 2
+    assert "does not exist" in capsys.readouterr().err
