@@ -1,11 +1,12 @@
-# The README's two commands: `make demo` and `make test`. Set-up is idempotent: a stamp file skips it when done.
+# The README's two commands: `make demo` and `make test` (`make lint`: ruff, as CI runs it). Set-up is idempotent:
+# a stamp file skips it when done.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo simulate test bench clean
+.PHONY: setup demo simulate test lint bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +27,9 @@ simulate: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+lint: setup
+	.venv/bin/ruff check .
 
 bench: setup
 	$(PY) bench/run_all.py

@@ -49,10 +49,12 @@ def run(cfg: TuneConfig) -> dict:
     records = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval/cider_d" in r or "eval/colorfulness" in r]
     steps = [r for r in records if "reward" in r]
-    timing = {k: sum(r[f"time/{k}"] for r in steps) / len(steps) for k in ("sample", "reward", "forward_backward", "other", "step")}
+    phases = ("sample", "reward", "forward_backward", "other", "step")
+    timing = {k: sum(r[f"time/{k}"] for r in steps) / len(steps) for k in phases}
     strip = lambda r: {k[5:]: v for k, v in r.items() if k.startswith("eval/")}  # noqa: E731
     return {"before": strip(evals[0]), "after": strip(evals[-1]), "seconds": seconds, "timing": timing,
-            "reward_first": steps[0]["reward"], "reward_last10": sum(r["reward"] for r in steps[-10:]) / len(steps[-10:])}
+            "reward_first": steps[0]["reward"],
+            "reward_last10": sum(r["reward"] for r in steps[-10:]) / len(steps[-10:])}
 
 
 def style_ceiling(train_rows: list[dict], eval_rows: list[dict]) -> dict:
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([baseline, res["before"]["cider_d"], res["after"]["cider_d"], res["after"]["bleu4"],
                          res["reward_last10"], res["seconds"] / 60])
         report.append("### Baselines (same steps and seed)\n\n" + table(
-            ["baseline", "CIDEr-D before", "CIDEr-D after", "BLEU-4 after", "train reward (last 10 steps)", "minutes"], rows))
+            ["baseline", "CIDEr-D before", "CIDEr-D after", "BLEU-4 after", "train reward (last 10 steps)",
+             "minutes"], rows))
 
     if "timing" in parts:
         t = results["default"]["timing"]
@@ -170,17 +173,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if "colorization" in parts:
         rows = []
-        color = replace(base, task="colorization", policy=args.colorizer, steps=args.color_steps, eval_every=args.color_steps)
+        color = replace(base, task="colorization", policy=args.colorizer, steps=args.color_steps,
+                        eval_every=args.color_steps)
         from vrlhf.tasks import colorization
 
         anchored = list(colorization.DEFAULT_REWARDS)  # the tuner's default mix: colourfulness + fidelity
         for name, rewards in (("colourfulness", ["colorfulness=1.0"]), ("colourfulness + fidelity", anchored)):
-            res = results[f"color_{name}"] = run(replace(color, reward=rewards, out=str(out / f"color_{name.replace(' + ', '_')}")))
+            run_dir = out / f"color_{name.replace(' + ', '_')}"
+            res = results[f"color_{name}"] = run(replace(color, reward=rewards, out=str(run_dir)))
             if not rows:
                 b = res["before"]
                 rows.append(["MLE", b["colorfulness"], b["saturation"], b["ab_error"], b["truth_colorfulness"]])
             a = res["after"]
-            rows.append([f"tuned: {' + '.join(rewards)}", a["colorfulness"], a["saturation"], a["ab_error"], a["truth_colorfulness"]])
+            rows.append([f"tuned: {' + '.join(rewards)}", a["colorfulness"], a["saturation"], a["ab_error"],
+                         a["truth_colorfulness"]])
         report.append("### Colorization: colourfulness alone vs with fidelity (held-out shapes)\n\n" + table(
             ["model", "colourfulness", "saturation", "ab error", "ground-truth colourfulness"], rows))
 

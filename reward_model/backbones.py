@@ -13,14 +13,15 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import torch
+from PIL import Image
 from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
+
 from vrlhf.errors import ConfigError  # noqa: E402
 
 hf_logging.disable_progress_bar()
@@ -140,7 +141,8 @@ def add_lora(model: nn.Module, r: int, alpha: int, dropout: float, targets: list
 def to_pixels(images, size: int, channels: int, mean: list[float], std: list[float]) -> torch.Tensor:
     """PIL images → normalised float tensor [N, channels, size, size]: 1 = gray, 3 = RGB."""
     mode = "L" if channels == 1 else "RGB"
-    arr = np.stack([np.asarray(img.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.float32) for img in images])
+    arr = np.stack([np.asarray(img.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.float32)
+                    for img in images])
     x = torch.from_numpy(arr / 255.0)
     x = x.unsqueeze(1) if channels == 1 else x.permute(0, 3, 1, 2)
     m = torch.tensor(mean[:channels] if len(mean) >= channels else mean * channels).view(1, -1, 1, 1)

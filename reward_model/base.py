@@ -63,7 +63,7 @@ class RewardModelConfig:
                                                                             "flag": False})
 
     @classmethod
-    def of(cls, settings) -> "RewardModelConfig":
+    def of(cls, settings) -> RewardModelConfig:
         """The reward-model fields of any config that has them (e.g. a TrainRewardConfig, which inherits them)."""
         return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 

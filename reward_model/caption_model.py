@@ -75,11 +75,11 @@ class CaptionRewardModel(RewardModel):
         self._cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def build(cls, cfg: RewardModelConfig) -> "CaptionRewardModel":
+    def build(cls, cfg: RewardModelConfig) -> CaptionRewardModel:
         return cls(cfg, pretrained=True)
 
     @classmethod
-    def from_config(cls, cfg: RewardModelConfig, tokenizer_dir=None) -> "CaptionRewardModel":
+    def from_config(cls, cfg: RewardModelConfig, tokenizer_dir=None) -> CaptionRewardModel:
         return cls(cfg, pretrained=False, tokenizer_dir=tokenizer_dir)
 
     # -- encoders ------------------------------------------------------------------------------------

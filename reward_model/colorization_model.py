@@ -25,7 +25,8 @@ class ColorizationRewardModel(RewardModel):
             raise ConfigError("--clip is for captioning; give a vision backbone with --image-encoder")
         if pretrained:
             c.vision_config = (backbones.config_dict(c.image_encoder) if c.image_encoder else
-                               backbones.tiny_config(c.encoder, c.image_size, c.patch_size, 4, c.vit_hidden, c.vit_layers))
+                               backbones.tiny_config(c.encoder, c.image_size, c.patch_size, 4, c.vit_hidden,
+                                                     c.vit_layers))
             c.image_mean, c.image_std = backbones.image_stats(c.image_encoder or None)
             c.image_size = c.vision_config.get("image_size", c.image_size)
         c.image_channels = c.vision_config.get("num_channels", 3)
@@ -41,11 +42,11 @@ class ColorizationRewardModel(RewardModel):
                                   nn.Linear(c.hidden_size, 1))
 
     @classmethod
-    def build(cls, cfg: RewardModelConfig) -> "ColorizationRewardModel":
+    def build(cls, cfg: RewardModelConfig) -> ColorizationRewardModel:
         return cls(cfg, pretrained=True)
 
     @classmethod
-    def from_config(cls, cfg: RewardModelConfig, tokenizer_dir=None) -> "ColorizationRewardModel":
+    def from_config(cls, cfg: RewardModelConfig, tokenizer_dir=None) -> ColorizationRewardModel:
         return cls(cfg, pretrained=False)
 
     def inputs(self, rows: list[dict], outputs: list) -> dict:

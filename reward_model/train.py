@@ -10,23 +10,21 @@ tokenizer) and logs every evaluation to DIR/metrics.jsonl. Multi-process runs (`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from reward_model import backbones
 from reward_model.base import RewardModelConfig, build_reward_model
 from reward_model.data import PairDataset, collate_pairs, load_export, split_by_item, validate
 from reward_model.losses import bradley_terry_loss
 from reward_model.metrics import pair_metrics
-from vrlhf.tasks import get_task
 from vrlhf.errors import ConfigError, DataError
+from vrlhf.tasks import get_task
 
 
 @dataclass

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from tiny_models import FAMILIES, IMAGE, VOCAB
+
 from vrlhf.policy import SequencePolicy
 
 

@@ -53,7 +53,8 @@ def test_every_task_module_provides_the_contract(name):
 def test_captioning_heldout_targets_are_every_row_s_first_k_references():
     task = get_task("captioning")
     policy = task.new_policy(ROWS, **TINY)
-    rows = [dict(ROWS[0], captions=["a red circle", "a circle", "red"]), dict(ROWS[1], captions=["a blue square", "square"])]
+    rows = [dict(ROWS[0], captions=["a red circle", "a circle", "red"]),
+            dict(ROWS[1], captions=["a blue square", "square"])]
     tokens, mask, k = task.heldout_targets(policy, rows)
     assert k == 2 and task.decode(policy, rows * 2, tokens) == ["a red circle", "a circle", "a blue square", "square"]
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from vrlhf.metrics import colorfulness
 from vrlhf.shapes import make_shapes
@@ -70,7 +69,8 @@ def test_colorization_reference_tokens_decode_close_to_the_truth():
 
     for out, row in zip(decoded, ROWS):
         assert out.size == row["image"].size
-        assert np.abs(rgb2lab(np.asarray(out) / 255.0)[..., 0] - rgb2lab(np.asarray(row["image"]) / 255.0)[..., 0]).mean() < 1.5
+        lightness = [rgb2lab(np.asarray(image) / 255.0)[..., 0] for image in (out, row["image"])]
+        assert np.abs(lightness[0] - lightness[1]).mean() < 1.5
 
 
 def test_colorization_sees_only_lightness():
@@ -102,7 +102,8 @@ def test_demo_captioner_writes_correct_captions(demo_rows):
 
     task = get_task("captioning")
     policy = task.load_policy("data/demo/captioner")
-    captions = task.decode(policy, demo_rows, policy.greedy(task.pixel_values(policy, [r["image"] for r in demo_rows])).tokens)
+    pixels = task.pixel_values(policy, [r["image"] for r in demo_rows])
+    captions = task.decode(policy, demo_rows, policy.greedy(pixels).tokens)
     perfect = [caption_oracle.score(r, c) == len(r["attributes"]["shapes"]) for r, c in zip(demo_rows, captions)]
     assert np.mean(perfect) >= 0.6, captions  # every attribute of every shape right, most of the time
 
@@ -113,10 +114,12 @@ def test_demo_colorizer_samples_differ_but_stay_plausible(demo_rows):
     task = get_task("colorization")
     policy = task.load_policy("data/demo/colorizer")
     rows = demo_rows[:4]
-    samples = policy.sample(task.pixel_values(policy, [r["image"] for r in rows]), k=3, generator=torch.Generator().manual_seed(0))
+    pixels = task.pixel_values(policy, [r["image"] for r in rows])
+    samples = policy.sample(pixels, k=3, generator=torch.Generator().manual_seed(0))
     images = task.decode(policy, rows, samples.tokens, k=3)
     arrays = np.stack([np.asarray(im, dtype=float) for im in images]).reshape(4, 3, 48, 48, 3)
-    spread = np.abs(arrays[:, 0] - arrays[:, 1]).mean(axis=(1, 2, 3)) + np.abs(arrays[:, 1] - arrays[:, 2]).mean(axis=(1, 2, 3))
+    spread = (np.abs(arrays[:, 0] - arrays[:, 1]).mean(axis=(1, 2, 3))
+              + np.abs(arrays[:, 1] - arrays[:, 2]).mean(axis=(1, 2, 3)))
     assert (spread > 0.5).sum() >= 3  # k samples of one image are visibly different ...
     scores = [colorization_oracle.score(r, images[3 * i + j]) for i, r in enumerate(rows) for j in range(3)]
     gray = [colorization_oracle.score(r, task.grayscale(r["image"])) for r in rows]

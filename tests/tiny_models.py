@@ -9,9 +9,9 @@ from transformers import (
     GitConfig,
     GitForCausalLM,
     GPT2Config,
-    ViTConfig,
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
+    ViTConfig,
 )
 
 from vrlhf.policy import SequencePolicy

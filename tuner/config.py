@@ -10,8 +10,10 @@ class TuneConfig:
     # ---- what to tune, on what ----
     task: str = field(default="captioning", metadata={"help": "task module: captioning | colorization"})
     policy: str = field(default="", metadata={"help": "starting policy directory (SequencePolicy.from_pretrained)"})
-    data: str = field(default="", metadata={"help": "DIR with train/ and test/ (as `vrlhf data shapes` writes), or one folder vrlhf.data.load_rows reads"})
-    out: str = field(default="runs/tune", metadata={"help": "run directory: config, metrics.jsonl, checkpoints, final/"})
+    data: str = field(default="", metadata={
+        "help": "DIR with train/ and test/ (as `vrlhf data shapes` writes), or one folder vrlhf.data.load_rows reads"})
+    out: str = field(default="runs/tune", metadata={
+        "help": "run directory: config, metrics.jsonl, checkpoints, final/"})
     eval_data: str = field(default="", metadata={"help": "held-out rows; empty: DATA/test, or else the rows of "
                                                          "--data that test_fraction holds out"})
     eval_size: int = field(default=200, metadata={"help": "number of held-out rows evaluated (greedy decoding)"})
@@ -25,19 +27,25 @@ class TuneConfig:
         metadata={"help": "NAME=WEIGHT, repeatable: cider_d=1 | colorfulness=1 | fidelity=1 | learned:DIR=0.5; "
                   "empty: the task's default (captioning: cider_d; colorization: colorfulness=1 + fidelity=5)"},
     )
-    reward_norm: str = field(default="none", metadata={"help": "per-reward normalisation before summing: none | batch | running"})
+    reward_norm: str = field(default="none", metadata={
+        "help": "per-reward normalisation before summing: none | batch | running"})
 
     # ---- the REINFORCE update ----
     # 16 × 32 rather than 8 × 16: the lower-variance gradient gains more CIDEr-D on the demo captioner (+7.5% vs
     # +6.2% in 60 steps) and keeps its captions correct (docs/TUNER.md).
     k: int = field(default=16, metadata={"help": "samples per image (temperature-1 ancestral sampling)"})
-    baseline: str = field(default="loo", metadata={"help": "loo (mean of the other k-1) | greedy (SCST) | group_norm (GRPO) | none"})
-    train_on: str = field(default="all", metadata={"help": "all: every sample gets a gradient; one: one random sample per image"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature; anything but 1 biases the gradient"})
+    baseline: str = field(default="loo", metadata={
+        "help": "loo (mean of the other k-1) | greedy (SCST) | group_norm (GRPO) | none"})
+    train_on: str = field(default="all", metadata={
+        "help": "all: every sample gets a gradient; one: one random sample per image"})
+    temperature: float = field(default=1.0, metadata={
+        "help": "sampling temperature; anything but 1 biases the gradient"})
     max_new_tokens: int = field(default=0, metadata={"help": "sample length cap; 0: the policy's own"})
-    batch_size: int = field(default=32, metadata={"help": "images per optimiser step, over all processes and accumulation steps"})
+    batch_size: int = field(default=32, metadata={
+        "help": "images per optimiser step, over all processes and accumulation steps"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimiser step on each process"})
-    steps: int = field(default=60, metadata={"help": "optimiser steps (held-out CIDEr-D of the demo captioner plateaus by step 50)"})
+    steps: int = field(default=60, metadata={
+        "help": "optimiser steps (held-out CIDEr-D of the demo captioner plateaus by step 50)"})
     lr: float = field(default=5e-5, metadata={"help": "AdamW learning rate (constant after warm-up)"})
     warmup_steps: int = field(default=5, metadata={"help": "linear learning-rate warm-up steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
@@ -53,13 +61,18 @@ class TuneConfig:
     # ---- efficiency ----
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on all linear layers (PEFT); 0: tune every weight"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    merge_lora: bool = field(default=True, metadata={"help": "merge LoRA into the weights when saving final/ (else save the adapter)"})
+    merge_lora: bool = field(default=True, metadata={
+        "help": "merge LoRA into the weights when saving final/ (else save the adapter)"})
     mixed_precision: str = field(default="no", metadata={"help": "Accelerate mixed precision: no | bf16 | fp16"})
 
     # ---- bookkeeping ----
-    eval_every: int = field(default=20, metadata={"help": "evaluate on held-out rows every N steps (and at the start and end)"})
-    save_every: int = field(default=20, metadata={"help": "checkpoint (model, optimiser, scheduler, RNG) every N steps; 0: off"})
+    eval_every: int = field(default=20, metadata={
+        "help": "evaluate on held-out rows every N steps (and at the start and end)"})
+    save_every: int = field(default=20, metadata={
+        "help": "checkpoint (model, optimiser, scheduler, RNG) every N steps; 0: off"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in --out"})
-    num_show: int = field(default=8, metadata={"help": "held-out inputs whose samples are saved before and after tuning"})
-    log_with: str = field(default="auto", metadata={"help": "trackers: auto (TensorBoard when installed) | tensorboard | wandb | none"})
+    num_show: int = field(default=8, metadata={
+        "help": "held-out inputs whose samples are saved before and after tuning"})
+    log_with: str = field(default="auto", metadata={
+        "help": "trackers: auto (TensorBoard when installed) | tensorboard | wandb | none"})
     seed: int = field(default=0, metadata={"help": "seed of the batch order and of the samples"})

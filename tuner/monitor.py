@@ -32,7 +32,8 @@ def output_stats(outputs: list, samples) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(task, policy, rows: list[dict], batch_size: int = 32, max_new_tokens: int | None = None) -> dict[str, float]:
+def evaluate(task, policy, rows: list[dict], batch_size: int = 32,
+             max_new_tokens: int | None = None) -> dict[str, float]:
     """Greedy decoding on held-out rows -> the task's metrics plus the output statistics."""
     outputs, sums, count = [], {}, 0
     for start in range(0, len(rows), batch_size):
@@ -58,7 +59,8 @@ def save_samples(task, policy, rows: list[dict], path_stem: Path, k: int = 4, se
     sampled = task.decode(policy, rows, policy.sample(pixel_values, k, generator=generator).tokens, k)
     if task.OUTPUT == "text":
         records = [
-            {"id": r["id"], "references": r.get("captions", []), "greedy": greedy[i], "samples": sampled[i * k : (i + 1) * k]}
+            {"id": r["id"], "references": r.get("captions", []), "greedy": greedy[i],
+             "samples": sampled[i * k : (i + 1) * k]}
             for i, r in enumerate(rows)
         ]
         path = path_stem.with_suffix(".json")

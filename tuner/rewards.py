@@ -4,16 +4,17 @@
 
 A spec is `NAME[=WEIGHT]` (weight 1 when left out): NAME is a metric reward of the task (`cider_d`,
 `colorfulness`, `fidelity`), `learned:DIR`, a reward-model directory read by
-`reward_model.load_reward_model`, or `oracle`, the simulated annotator's own score (shapes data: the bound). Every problem (bad syntax, unknown metric, missing directory) is raised as a
-`RewardSpecError` before any training work starts.
+`reward_model.load_reward_model`, or `oracle`, the simulated annotator's own score (shapes data: the bound).
+Every problem (bad syntax, unknown metric, missing directory) is raised as a `RewardSpecError` before any training
+work starts.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -44,7 +45,8 @@ def parse_reward_spec(text: str) -> RewardSpec:
         try:
             weight = float(raw)
         except ValueError:
-            raise RewardSpecError(f"reward spec {text!r}: weight {raw!r} is not a number (expected NAME=WEIGHT)") from None
+            raise RewardSpecError(f"reward spec {text!r}: weight {raw!r} is not a number (expected NAME=WEIGHT)"
+                                  ) from None
         if not math.isfinite(weight):
             raise RewardSpecError(f"reward spec {text!r}: weight must be finite")
     if not name:
@@ -103,13 +105,15 @@ class RewardMix:
 
     def __init__(self, fns: dict[str, Callable], weights: dict[str, float], normalize: str = "none", eps: float = 1e-6):
         if normalize not in NORMALIZATIONS:
-            raise RewardSpecError(f"unknown reward normalisation {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+            raise RewardSpecError(f"unknown reward normalisation {normalize!r}; "
+                                  f"choose one of {', '.join(NORMALIZATIONS)}")
         self.fns, self.weights, self.normalize, self.eps = fns, weights, normalize, eps
         self.stats = {name: RunningMeanStd() for name in fns}
 
     def score(self, rows: list[dict], outputs: list) -> dict[str, torch.Tensor]:
         """Raw value of every component: name -> (len(outputs),) float32."""
-        return {name: torch.as_tensor(fn(rows, outputs), dtype=torch.float32).reshape(-1) for name, fn in self.fns.items()}
+        return {name: torch.as_tensor(fn(rows, outputs), dtype=torch.float32).reshape(-1)
+                for name, fn in self.fns.items()}
 
     def combine(self, components: dict[str, torch.Tensor], gather: Callable = lambda t: t) -> torch.Tensor:
         """Normalise each component, then sum with the weights -> (N,). `gather` collects a tensor from all ranks."""
@@ -155,7 +159,8 @@ def oracle_reward(task, train_rows: list[dict]):
     return oracle_score
 
 
-def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normalize: str = "none", device="cpu") -> RewardMix:
+def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normalize: str = "none",
+                 device="cpu") -> RewardMix:
     """Metric rewards from the task module (document frequencies etc. from `train_rows`), learned ones from disk."""
     fns, weights = {}, {}
     for spec in specs:
@@ -165,7 +170,8 @@ def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normaliz
             try:  # a directory that is not a reward model must fail here, not mid-run
                 fns[spec.name] = load_reward_model(spec.path, device=device).score
             except (ModelError, ConfigError) as err:  # not a reward model; a task with no reward-model architecture
-                raise RewardSpecError(f"reward {spec.name}: cannot load reward model from {spec.path!r}: {err}") from err
+                raise RewardSpecError(f"reward {spec.name}: cannot load reward model from {spec.path!r}: {err}"
+                                      ) from err
         elif spec.name == ORACLE:
             fns[spec.name] = oracle_reward(task, train_rows)
         else:

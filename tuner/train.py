@@ -37,7 +37,7 @@ from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
 from tuner.rewards import NORMALIZATIONS, RewardMix, build_reward, parse_reward_specs
 from vrlhf.errors import ConfigError
-from vrlhf.policy import SequencePolicy, Samples
+from vrlhf.policy import Samples, SequencePolicy
 from vrlhf.rundir import RunDir
 
 
@@ -208,14 +208,18 @@ def kl_anchor(cfg: TuneConfig, task, policy) -> SequencePolicy | None:
 
 def check_same_vocabulary(policy, reference, where: str) -> None:
     """A KL between two policies only means something over the same tokens."""
-    ids = lambda p: (p.start_token_id, p.eos_token_id, p.pad_token_id, p.model.get_output_embeddings().weight.shape[0],
-                     p.tokenizer.get_vocab() if p.tokenizer is not None else None)  # noqa: E731
-    if ids(policy) != ids(reference):
+    def tokens(p):
+        vocabulary = p.tokenizer.get_vocab() if p.tokenizer is not None else None
+        vocab_size = p.model.get_output_embeddings().weight.shape[0]
+        return p.start_token_id, p.eos_token_id, p.pad_token_id, vocab_size, vocabulary
+
+    if tokens(policy) != tokens(reference):
         raise ConfigError(f"--kl_reference {where}: its tokens differ from the policy's (another vocabulary)")
 
 
 def micro_batches(cfg: TuneConfig, t: Tuning, step: int):
-    """(global micro-batch index m, rows) of this process at `step`: rank r owns micro-batches r·A .. r·A + A − 1."""
+    """(global micro-batch index m, rows) of this process at `step`: rank r owns micro-batches r·A to r·A + A − 1
+    (A = grad_accum)."""
     indices = batch_indices(len(t.train_rows), cfg.batch_size, step, cfg.seed)  # (batch_size,), same on every rank
     for a in range(cfg.grad_accum):
         m = t.accelerator.process_index * cfg.grad_accum + a
@@ -424,7 +428,8 @@ def assert_finite(params) -> None:
 
 def tracker(name: str):
     if name == "auto":
-        return "tensorboard" if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX") else None
+        installed = importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
+        return "tensorboard" if installed else None
     return None if name in ("", "none") else name
 
 

@@ -16,8 +16,8 @@ import io
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 

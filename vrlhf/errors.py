@@ -4,7 +4,7 @@ them into one line on stderr and exit code 2. Anything else is a bug and keeps i
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class VrlhfError(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+from transformers import GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
 
 
 def vit_gpt2(

@@ -3,8 +3,9 @@
     vrlhf pretrain --task captioning --data data/shapes --out runs/captioner
 
 `--data` is a directory with `train/` and `test/` image folders (as `vrlhf data shapes` writes), or any dataset
-`vrlhf.data.load_rows` reads (then `--test_fraction` of it is held out). The best checkpoint by held-out loss is
-kept in `--out` as a standard model directory (beside metrics.jsonl, config.yaml, summary.json); training stops early once the held-out loss stops falling.
+`vrlhf.data.load_rows` reads (then `--test_fraction` of it is held out, by `vrlhf.data.split_rows`). The best
+checkpoint by held-out loss is kept in `--out` as a standard model directory (beside config.yaml, metrics.jsonl,
+progress.json and summary.json); training stops early once the held-out loss stops falling.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class PretrainConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     eval_every: int = field(default=200, metadata={"help": "steps between held-out evaluations"})
     eval_images: int = field(default=200, metadata={"help": "held-out images used for loss and greedy metrics"})
-    patience: int = field(default=4, metadata={"help": "stop after this many evaluations without a better held-out loss"})
+    patience: int = field(default=4, metadata={
+        "help": "stop after this many evaluations without a better held-out loss"})
     test_fraction: float = field(default=0.1, metadata={"help": "held-out fraction when --data has no test/ split "
                                                                 "(chosen by a hash of the row id: `vrlhf tune` "
                                                                 "holds out the same rows)"})
@@ -49,7 +51,8 @@ class PretrainConfig:
     hidden_size: int = field(default=128, metadata={"help": "transformer width (encoder and decoder)"})
     layers: int = field(default=3, metadata={"help": "layers in the encoder and in the decoder"})
     mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)"})
-    strict: bool = field(default=False, metadata={"help": "fail on a missing or unreadable image (default: skip and count)"})
+    strict: bool = field(default=False, metadata={
+        "help": "fail on a missing or unreadable image (default: skip and count)"})
     init: str = field(default="", metadata={"help": "start from this policy directory instead of a fresh model"})
     seed: int = field(default=0, metadata={"help": "random seed"})
 

@@ -12,7 +12,8 @@ def test_train_and_eval_commands(tmp_path, capsys):
     assert train.main(["--data", str(tmp_path / "pairs"), "--out", str(out), "--max-steps", "4", "--eval-every", "2",
                        "--batch-size", "8", "--eval-fraction", "0.25", "--hidden-size", "16", "--margin", "0.1",
                        "--center-rewards-coefficient", "0.01", "--no_progress"]) == 0
-    assert {"config.yaml", "metrics.jsonl", "reward_config.json", "model.safetensors"} <= {p.name for p in out.iterdir()}
+    written = {p.name for p in out.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "progress.json", "reward_config.json", "model.safetensors"} <= written
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records[:-1]] == [2, 4]
     assert {"eval_accuracy", "eval_margin", "eval_ece", "train_loss"} <= set(records[0])

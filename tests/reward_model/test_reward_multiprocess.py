@@ -53,9 +53,9 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(pairs, 
     assert s0["best"]["pairs"] == s0["eval_pairs"] > 0  # every held-out pair evaluated once, none twice
 
     one = train_reward(TrainRewardConfig(**dict(TINY, data=str(pairs), out=str(tmp_path / "one"), batch_size=16)))
-    a, b = load_file(str(tmp_path / "two" / "model.safetensors")), load_file(str(tmp_path / "one" / "model.safetensors"))
-    start = train_reward(TrainRewardConfig(**dict(TINY, data=str(pairs), out=str(tmp_path / "start"), max_steps=1,
-                                                  eval_every=1, lr=1e-12)))
+    a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("two", "one"))
+    train_reward(TrainRewardConfig(**dict(TINY, data=str(pairs), out=str(tmp_path / "start"), max_steps=1,
+                                          eval_every=1, lr=1e-12)))
     moved = max((a[n] - load_file(str(tmp_path / "start" / "model.safetensors"))[n]).abs().max() for n in a)
     assert moved > 1e-3  # 4 steps at lr 1e-3 move the weights, so agreement below is not trivial
     for name in a:

@@ -23,8 +23,10 @@ def test_leave_one_out_advantages_of_a_group_sum_to_zero():
 def test_each_baseline_matches_hand_computed():
     rewards = torch.tensor([[1.0, 2.0, 3.0]])
     torch.testing.assert_close(compute_advantages(rewards, "loo"), torch.tensor([[-1.5, 0.0, 1.5]]))
-    torch.testing.assert_close(compute_advantages(rewards, "greedy", torch.tensor([2.5])), torch.tensor([[-1.5, -0.5, 0.5]]))
-    torch.testing.assert_close(compute_advantages(rewards, "group_norm"), torch.tensor([[-1.0, 0.0, 1.0]]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(compute_advantages(rewards, "greedy", torch.tensor([2.5])),
+                               torch.tensor([[-1.5, -0.5, 0.5]]))
+    torch.testing.assert_close(compute_advantages(rewards, "group_norm"), torch.tensor([[-1.0, 0.0, 1.0]]),
+                               atol=1e-5, rtol=0)
     torch.testing.assert_close(compute_advantages(rewards, "none"), rewards)
     # all-equal rewards: no signal, and no NaN from a zero std
     assert compute_advantages(torch.ones(2, 4), "group_norm").abs().max() == 0
@@ -76,7 +78,8 @@ def test_reinforce_gradient_matches_the_analytic_gradient_on_a_toy_policy(baseli
     (grad,) = torch.autograd.grad(-reinforce_loss(log_probs.reshape(-1), advantages.reshape(-1)), theta)
 
     if baseline == "group_norm":
-        # dividing by each group's own std weights groups unequally: biased, but still an ascent direction close to ∇E[R]
+        # dividing by each group's own std weights groups unequally: biased, but still an ascent direction
+        # close to ∇E[R]
         assert torch.nn.functional.cosine_similarity(grad, analytic, dim=0) > 0.9
     else:  # unbiased: within sampling noise (a few 1e-3 here; the gradient entries are ~0.1 to 1)
         torch.testing.assert_close(grad, analytic, atol=0.03, rtol=0)

@@ -28,8 +28,8 @@ def test_no_reward_is_an_error():
 
 
 def test_mix_is_the_weighted_sum_and_keeps_raw_components():
-    mix = RewardMix({"a": lambda rows, outs: torch.tensor([1.0, 2.0]), "b": lambda rows, outs: torch.tensor([10.0, 0.0])},
-                    {"a": 2.0, "b": 0.5})
+    mix = RewardMix({"a": lambda rows, outs: torch.tensor([1.0, 2.0]),
+                     "b": lambda rows, outs: torch.tensor([10.0, 0.0])}, {"a": 2.0, "b": 0.5})
     total, components = mix([{}], ["x", "y"])
     torch.testing.assert_close(total, torch.tensor([7.0, 4.0]))
     torch.testing.assert_close(components["b"], torch.tensor([10.0, 0.0]))

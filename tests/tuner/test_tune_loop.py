@@ -141,7 +141,8 @@ def test_lora_with_kl_penalty_saves_a_merged_standard_model(tiny_config):
 def test_bad_reward_spec_fails_before_any_work(tiny_config, reward, message, monkeypatch):
     from vrlhf.tasks import captioning
 
-    monkeypatch.setattr(captioning, "load_policy", lambda *a: pytest.fail("loaded a policy before checking the rewards"))
+    monkeypatch.setattr(captioning, "load_policy",
+                        lambda *a: pytest.fail("loaded a policy before checking the rewards"))
     tiny_config.reward = reward
     with pytest.raises(RewardSpecError, match=message):
         tune(tiny_config)
@@ -172,7 +173,8 @@ def test_colorization_with_a_learned_reward_logs_saturation_and_saves_sample_gri
                               decoder_layers=1, heads=2).save(policy_dir)
     from reward_model import build_reward_model
 
-    rm_dir = build_reward_model("colorization", image_size=24, vit_hidden=32, vit_layers=1, hidden_size=32).save_pretrained(tmp_path / "rm")
+    rm_dir = build_reward_model("colorization", image_size=24, vit_hidden=32, vit_layers=1,
+                                hidden_size=32).save_pretrained(tmp_path / "rm")
     cfg = tiny_config
     cfg.task, cfg.policy, cfg.steps, cfg.eval_every, cfg.num_show = "colorization", str(policy_dir), 2, 2, 2
     cfg.reward, cfg.reward_norm = ["colorfulness=1", "fidelity=1", f"learned:{rm_dir}=0.5"], "running"

@@ -26,7 +26,10 @@ DRIVER = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(TORCHRUN), reason="torchrun not installed")
 def test_two_processes_match_one_process_with_the_same_global_batch(tiny_config, tmp_path):
     cfg = tiny_config
     cfg.steps, cfg.batch_size, cfg.num_show = 3, 4, 0
@@ -35,10 +38,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_config,
     cfg.out, cfg.grad_accum = str(tmp_path / "two"), 1
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    torchrun = TORCHRUN
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29533", str(driver), json.dumps(asdict(cfg)), str(tmp_path)],
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29533", str(driver), json.dumps(asdict(cfg)),
+         str(tmp_path)],
         check=True, env=env, timeout=300,
     )
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")

@@ -49,7 +49,8 @@ class Caption(str):
 def row_problem(row: dict) -> str | None:
     """What makes `row` unusable for captioning, or None: it needs at least one non-empty reference caption."""
     if not any(caption.strip() for caption in row.get("captions") or []):
-        return f"no non-empty caption (captioning needs at least one reference caption per row; got {row.get('captions')!r})"
+        return (f"no non-empty caption (captioning needs at least one reference caption per row; "
+                f"got {row.get('captions')!r})")
     return None
 
 
@@ -116,7 +117,8 @@ def load_policy(path: str | Path) -> SequencePolicy:
 def pixel_values(policy: SequencePolicy, images: list[Image.Image]) -> torch.Tensor:
     """(B, 3, S, S) normalised RGB at the policy's input size."""
     size, mean, std = policy.meta["image_size"], policy.meta["image_mean"], policy.meta["image_std"]
-    arrays = [np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0 for im in images]
+    arrays = [np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
+              for im in images]
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     return ((x - mean) / std).to(policy.device)
 
@@ -138,7 +140,8 @@ def decode(policy: SequencePolicy, rows: list[dict], tokens: torch.Tensor, k: in
 
 def encode_captions(policy: SequencePolicy, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Captions -> (tokens, mask) with EOS appended, padded: the teacher-forcing targets."""
-    ids = [policy.tokenizer(tokenize(c), add_special_tokens=False)["input_ids"][: policy.max_new_tokens - 1] for c in captions]
+    ids = [policy.tokenizer(tokenize(c), add_special_tokens=False)["input_ids"][: policy.max_new_tokens - 1]
+           for c in captions]
     ids = [seq + [policy.eos_token_id] for seq in ids]
     length = max(map(len, ids))
     tokens = torch.full((len(ids), length), policy.pad_token_id, dtype=torch.long)

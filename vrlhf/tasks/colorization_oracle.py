@@ -21,8 +21,8 @@ from PIL import Image
 from scipy import ndimage
 from skimage.color import lab2rgb, rgb2lab
 
-from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, sigmoid
 from vrlhf.shapes import shape_masks
+from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, sigmoid
 
 DEFAULT_TEMPERATURE = 0.08  # self-agreement ~0.85 on model-like colorizations (docs/ORACLES.md)
 BACKGROUND_WEIGHT, SPREAD_WEIGHT = 2.0, 1.0
