@@ -11,9 +11,9 @@ from reward_model.base import RewardModelConfig
 from reward_model.evaluate import EvalRewardConfig
 from reward_model.train import TrainRewardConfig
 from tuner.config import TuneConfig
+from tuner.evaluate import EvalConfig
 from vrlhf.config import parse_config
 from vrlhf.errors import ConfigError
-from tuner.evaluate import EvalConfig
 from vrlhf.pretrain import PretrainConfig
 from vrlhf.rundir import save_config
 
