@@ -126,15 +126,16 @@ def test_sqlite_settings_and_media(tmp_path):
         Store(":memory:")
 
 
-def test_v1_database_is_migrated_to_v2(url, tmp_path):
-    """A store written at schema v1 (SQLite: a dump of one; PostgreSQL: v2 with the v2 columns dropped) opens at
-    v2 with its rounds, comparisons and votes intact, its rounds complete, and the same columns as a new store."""
+def test_v1_database_is_migrated_to_the_current_schema(url, tmp_path):
+    """A store written at schema v1 (SQLite: a dump of one; PostgreSQL: a new one with the v2 and v3 columns dropped)
+    opens at v3 with its rounds, comparisons and votes intact, its rounds complete, its votes without comment or
+    flag, and the same columns as a new store."""
     import sqlite3
     from pathlib import Path
 
     from sqlalchemy import inspect
 
-    from labeler.store import Round
+    from labeler.store import Round, Vote
 
     if url.startswith("postgresql"):
         store = open_store(url, tmp_path)
@@ -146,6 +147,8 @@ def test_v1_database_is_migrated_to_v2(url, tmp_path):
         with store.engine.begin() as c:
             for column in ("recipe", "expected", "complete", "part_of"):
                 c.exec_driver_sql(f"ALTER TABLE rounds DROP COLUMN {column}")
+            for column in ("comment", "flagged"):
+                c.exec_driver_sql(f"ALTER TABLE votes DROP COLUMN {column}")
             c.exec_driver_sql("DELETE FROM schema_version")
             c.exec_driver_sql("INSERT INTO schema_version (version) VALUES (1)")
         store.close()
@@ -154,16 +157,18 @@ def test_v1_database_is_migrated_to_v2(url, tmp_path):
             con.executescript((Path(__file__).parent / "data" / "store_v1.sql").read_text())
     open_store(url, tmp_path).close()  # opening it migrates it; opening it again is a no-op
     store = open_store(url, tmp_path)
-    assert store.schema_version() == SCHEMA_VERSION == 2
-    columns = {c["name"] for c in inspect(store.engine).get_columns("rounds")}
-    assert columns == set(Round.__table__.columns.keys())
+    assert store.schema_version() == SCHEMA_VERSION == 3
+    for table in (Round, Vote):
+        columns = {c["name"] for c in inspect(store.engine).get_columns(table.__tablename__)}
+        assert columns == set(table.__table__.columns.keys())
     rounds = store.rounds()
     assert [(r["k"], r["complete"], r["comparisons"], r["part_of"]) for r in rounds] == [(2, True, 3, None),
                                                                                          (3, True, 1, None)]
-    assert [(v["comparison_id"], v["annotator"], v["choice"]) for v in store.votes()] == [(1, "ann", "a"),
-                                                                                          (2, "ann", "skip")]
-    v = store.next_comparison("bob")  # the migrated store works on: lease, vote, a resumable round
-    store.vote(v["token"], "b", annotator="bob")
+    assert [(v["comparison_id"], v["annotator"], v["choice"], v["comment"], v["flagged"]) for v in store.votes()] == [
+        (1, "ann", "a", None, False), (2, "ann", "skip", None, False)]
+    v = store.next_comparison("bob")  # the migrated store works on: lease, vote with a comment, a resumable round
+    store.vote(v["token"], "b", annotator="bob", comment="the left one is blurred", flagged=True)
+    assert (store.votes()[-1]["comment"], store.votes()[-1]["flagged"]) == ("the left one is blurred", True)
     recipe = {"task": "captioning", "policy": "/p", "data": "/d", "seed": 0, "k": 2, "n": 1, "temperature": 1.0,
               "against": None}
     rid = store.add_round("captioning", "/p", 2, recipe=recipe, expected=1, complete=False)
