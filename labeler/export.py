@@ -5,20 +5,25 @@ into place when complete).
 
 Pairs: "a"/"b" give chosen/rejected with label 1.0, "tie" gives label 0.5, a k-way ranking expands to every
 ordered pair (k(k-1)/2 rows). Skips, both-bad and retracted votes make no pairs but are all in `audit.jsonl`.
-Caption pairs also carry TRL's preference columns: `prompt` (text) and `images` (a one-image list).
+Every pair carries the annotator's `comment` and `flagged` mark on its comparison. Pairs of a text task (the task
+contract's OUTPUT) also carry TRL's preference columns: `prompt` (text) and `images` (a one-image list).
+
+`export_archive` is the page's export: a zip of one such export per task.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
+import tempfile
 from collections import Counter
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
 from labeler.store import LabelError, Store
+from vrlhf.config import parse_config
 from vrlhf.exports import FORMATS, staged, write_manifest
 
 CAPTION_PROMPT = "Describe the image."
@@ -40,7 +45,7 @@ def vote_pairs(vote: dict) -> list[tuple[int, int, float]]:
     if choice == "tie":  # no winner: the candidates in sampling order, whichever side each was shown on
         return [(*sorted(shown[:2]), 0.5)]
     if choice == "rank":
-        return [(w, l, 1.0) for w, l in combinations(vote["ranking"], 2)]
+        return [(winner, loser, 1.0) for winner, loser in combinations(vote["ranking"], 2)]
     return []  # skip, both_bad
 
 
@@ -53,37 +58,40 @@ def pairs(store: Store, votes: list[dict]) -> list[dict]:
         raise LabelError(f"the database holds several tasks ({', '.join(sorted(tasks))}): pass --task")
     in_order = sorted(votes, key=lambda v: (v["comparison_id"], v["vote_id"]))
     found = [(v, p) for v in in_order for p in vote_pairs(v)]
-    cands = store.candidates({cid for _, (w, l, _) in found for cid in (w, l)})
+    cands = store.candidates({cid for _, (winner, loser, _) in found for cid in (winner, loser)})
     rows = []
-    for v, (w, l, label) in found:
-        cw, cl = cands[w], cands[l]
+    for v, (winner, loser, label) in found:
+        cw, cl = cands[winner], cands[loser]
         rows.append({"task": v["task"], "image_path": v["image"], "chosen": cw["text"], "rejected": cl["text"],
                      "chosen_path": cw["image"], "rejected_path": cl["image"], "label": label,
                      "annotator": v["annotator"], "item_id": v["item_id"], "comparison_id": v["comparison_id"],
                      "vote_id": v["vote_id"], "created_at": v["created_at"], "chosen_policy": cw["policy"],
-                     "rejected_policy": cl["policy"]})
+                     "rejected_policy": cl["policy"], "comment": v["comment"], "flagged": v["flagged"]})
     return rows
 
 
 def _dataset(store: Store, rows: list[dict]):
     import datasets
 
+    from vrlhf.tasks import get_task
+
     def png(rel):
         return {"bytes": store.media_path(rel).read_bytes(), "path": None}
 
-    images = bool(rows) and rows[0]["chosen"] is None
+    images = get_task(rows[0]["task"]).OUTPUT == "image"  # rows: one task (pairs() refuses a mix), never empty
     out = {"task": [r["task"] for r in rows], "image": [png(r["image_path"]) for r in rows]}
     for side in ("chosen", "rejected"):
         out[side] = [png(r[f"{side}_path"]) if images else r[side] for r in rows]
     for key in ("label", "annotator", "item_id", "comparison_id", "vote_id", "created_at", "chosen_policy",
-                "rejected_policy"):
+                "rejected_policy", "comment", "flagged"):
         out[key] = [r[key] for r in rows]
     side = datasets.Image() if images else datasets.Value("string")
     features = {"task": datasets.Value("string"), "image": datasets.Image(), "chosen": side, "rejected": side,
                 "label": datasets.Value("float32"), "annotator": datasets.Value("string"),
                 "item_id": datasets.Value("string"), "comparison_id": datasets.Value("int64"),
                 "vote_id": datasets.Value("int64"), "created_at": datasets.Value("string"),
-                "chosen_policy": datasets.Value("string"), "rejected_policy": datasets.Value("string")}
+                "chosen_policy": datasets.Value("string"), "rejected_policy": datasets.Value("string"),
+                "comment": datasets.Value("string"), "flagged": datasets.Value("bool")}
     if not images:  # TRL's vision preference format: prompt + chosen/rejected + images
         out["prompt"] = [CAPTION_PROMPT] * len(rows)
         out["images"] = [[im] for im in out["image"]]
@@ -140,17 +148,47 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
     return {"pairs": len(rows), "votes": len(votes), "out": str(out)}
 
 
+def export_archive(store: Store, directory: str | Path, format: str = "hf", task: str | None = None
+                   ) -> tuple[Path, dict[str, int]]:
+    """The page's export: `directory/preferences-<task or all>-<format>.zip` holding one complete export (pairs,
+    audit.jsonl, manifest.json) per task, each in a folder named after its task; `task` keeps to one. Tasks with
+    no pair yet are left out; LabelError (naming the tasks present) when no task has one. Returns the zip's path and
+    {task: pairs}."""
+    if format not in FORMATS:
+        raise LabelError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
+    names = [task] if task else list(store.tasks())
+    directory = Path(directory)
+    made, refusals = {}, []
+    with tempfile.TemporaryDirectory(prefix="vrlhf-export-", dir=directory) as build:
+        for name in names:
+            try:
+                made[name] = export(store, Path(build) / name, format, name)["pairs"]
+            except LabelError as e:
+                refusals.append(str(e))
+        if not made:
+            raise LabelError(refusals[0] if refusals else "nothing to export: the database holds no task yet")
+        zipped = shutil.make_archive(str(directory / f"preferences-{task or 'all'}-{format}"), "zip", build)
+    return Path(zipped), made
+
+
+@dataclass
+class ExportConfig:
+    db: str = field(metadata={"help": "database: a SQLite file path or a SQLAlchemy URL"})
+    out: str = field(metadata={"help": "output directory: new, empty or a previous export (replaced once the new one "
+                                       "is complete)"})
+    format: str = field(default="hf", metadata={"help": "hf: datasets.save_to_disk; jsonl: pairs.jsonl + PNGs; "
+                                                        "parquet: pairs.parquet"})
+    task: str | None = field(default=None, metadata={"help": "export only this task (needed when the db holds "
+                                                             "several)"})
+    media: str | None = field(default=None, metadata={"help": "directory of rendered PNGs (default: beside the "
+                                                              "SQLite file; needed with PostgreSQL)"})
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vrlhf export", description="Export preference pairs and an audit dump.")
-    parser.add_argument("--db", required=True, help="database: a SQLite file path or a SQLAlchemy URL")
-    parser.add_argument("--media", default=None, help="directory of rendered PNGs (default: beside the SQLite file)")
-    parser.add_argument("--out", required=True,
-                        help="output directory: new, empty or a previous export (replaced once the new one is complete)")
-    parser.add_argument("--format", choices=FORMATS, default="hf",
-                        help="hf: datasets.save_to_disk; jsonl: pairs.jsonl + PNGs; parquet: pairs.parquet")
-    parser.add_argument("--task", default=None, help="export only this task (needed when the db holds several)")
-    args = parser.parse_args(argv)
-    summary = export(Store(args.db, media=args.media), args.out, args.format, args.task)
+    cfg = parse_config(ExportConfig, argv, prog="vrlhf export")
+    if cfg.format not in FORMATS:  # before the database is opened
+        raise LabelError(f"--format {cfg.format!r}: use one of {', '.join(FORMATS)}")
+    summary = export(Store(cfg.db, media=cfg.media), cfg.out, cfg.format, cfg.task)
     print(f"wrote {summary['pairs']} pairs from {summary['votes']} votes to {summary['out']} "
           "(+ audit.jsonl, manifest.json)")
     return 0

@@ -8,13 +8,14 @@ against) resumes it: it samples only the inputs still missing, so no input appea
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labeler.store import MAX_K, LabelError, Store
+from vrlhf.config import parse_config
 
 
 def _where(path: str | None) -> str | None:
@@ -69,9 +70,6 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     todo = [r for r in rows if str(r["id"]) not in done]
     torch.manual_seed(seed)
     per_policy = 1 if against else k
-    render = getattr(task, "render", lambda output: output)
-    grayscale = getattr(task, "grayscale", lambda im: im.convert("L").convert("RGB"))
-    gray = task_name == "colorization"  # annotators see what the policy saw
     with torch.no_grad(), tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"round {round_id}", unit="img",
                                disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
@@ -80,34 +78,43 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
             outputs = [task.decode(p, batch, p.sample(pv, per_policy, temperature=temperature).tokens, per_policy)
                        for p in policies]  # one list per policy, image-major
             for i, row in enumerate(batch):
-                shown = grayscale(row["image"]) if gray else None
-                rendered = [render(o) for outs in outputs for o in outs[i * per_policy:(i + 1) * per_policy]]
-                store.add_comparison(round_id, row["id"], row["image"], rendered, shown, output_rounds=origin)
+                shown = task.show_input(row["image"])  # what the policy saw (colorization: gray)
+                rendered = [task.render(o) for outs in outputs for o in outs[i * per_policy:(i + 1) * per_policy]]
+                store.add_comparison(round_id, row["id"], row["image"], rendered,
+                                     None if shown is row["image"] else shown, output_rounds=origin)
             bar.update(len(batch))
     store.finish_round(round_id)  # all comparisons in: only now is the round complete
     return round_id
 
 
+@dataclass
+class SampleConfig:
+    task: str = field(metadata={"help": "the vision task: a module of vrlhf/tasks, e.g. captioning"})
+    policy: str = field(metadata={"help": "policy directory (from pretrain or tune)"})
+    data: str = field(metadata={"help": "data: image folder + metadata.jsonl, COCO JSON or HF dataset"})
+    db: str = field(metadata={"help": "database: a SQLite file path or a SQLAlchemy URL"})
+    k: int = field(default=2, metadata={"help": "candidates per input: 2 = pairs, 3-4 = rankings"})
+    n: int | None = field(default=None, metadata={"help": "number of inputs (default: all rows)"})
+    media: str | None = field(default=None, metadata={"help": "directory of rendered PNGs (default: beside the "
+                                                              "SQLite file; needed with PostgreSQL)"})
+    seed: int = field(default=0, metadata={"help": "seed for the input subset and the sampling"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    batch_size: int = field(default=16, metadata={"help": "inputs per sampling batch"})
+    name: str | None = field(default=None, metadata={"help": "policy name shown in exports (default: its directory "
+                                                             "name)"})
+    against: str | None = field(default=None, metadata={"help": "previous policy directory: each comparison is one "
+                                                                "sample of --policy vs one of this"})
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vrlhf sample", description="Draw k candidates per input into the store.")
-    parser.add_argument("--task", required=True, choices=["captioning", "colorization"], help="the vision task")
-    parser.add_argument("--policy", required=True, help="policy directory (from pretrain or tune)")
-    parser.add_argument("--data", required=True, help="data: image folder + metadata.jsonl, COCO JSON or HF dataset")
-    parser.add_argument("--k", type=int, default=2, help="candidates per input: 2 = pairs, 3-4 = rankings")
-    parser.add_argument("--n", type=int, default=None, help="number of inputs (default: all rows)")
-    parser.add_argument("--db", required=True, help="database: a SQLite file path or a SQLAlchemy URL")
-    parser.add_argument("--media", default=None, help="directory of rendered PNGs (default: beside the SQLite file)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the input subset and the sampling")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    parser.add_argument("--batch-size", type=int, default=16, help="inputs per sampling batch")
-    parser.add_argument("--name", default=None, help="policy name shown in exports (default: its directory name)")
-    parser.add_argument("--against", default=None,
-                        help="previous policy directory: each comparison is one sample of --policy vs one of this")
-    args = parser.parse_args(argv)
-    store = Store(args.db, media=args.media)
-    round_id = sample_round(store, args.task, args.policy, args.data, args.k, args.n, args.seed,
-                            args.batch_size, args.temperature, args.name, against=args.against)
-    print(f"round {round_id} sampled; {args.db} now holds {store.counts()['comparisons']} comparisons")
+    from vrlhf.tasks import get_task
+
+    cfg = parse_config(SampleConfig, argv, prog="vrlhf sample")
+    get_task(cfg.task)  # an unknown task is refused before the database is touched
+    store = Store(cfg.db, media=cfg.media)
+    round_id = sample_round(store, cfg.task, cfg.policy, cfg.data, cfg.k, cfg.n, cfg.seed, cfg.batch_size,
+                            cfg.temperature, cfg.name, against=cfg.against)
+    print(f"round {round_id} sampled; {cfg.db} now holds {store.counts()['comparisons']} comparisons")
     return 0
 
 

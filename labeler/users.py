@@ -1,7 +1,11 @@
-"""Annotator logins for `vrlhf label --auth FILE`: a JSON file of bcrypt password hashes, and the login check.
+"""Annotator logins for `vrlhf label --auth FILE`: a JSON file of bcrypt password hashes and roles, and the login check.
 
     vrlhf annotators add alice --file users.json            # prompts for the password
     echo s3cret | vrlhf annotators add bob --password-stdin
+    vrlhf annotators add lead --admin                       # an admin also sees Stats and exports
+    vrlhf annotators list --file users.json
+
+The file: {"users": {"alice": {"hash": "$2b$12$..."}, "lead": {"hash": "...", "admin": true}}}.
 
 The check (`authenticator`) is what Gradio's login route awaits. Gradio calls it on the server's event loop, so
 bcrypt runs in a one-thread pool of its own: a flood of wrong passwords takes at most one core and never stalls
@@ -11,7 +15,6 @@ the votes. Unknown names are checked against a dummy hash of the same cost, ever
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import getpass
 import json
@@ -22,12 +25,13 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
 
 from labeler.store import LabelError, check_name
+from vrlhf.config import parse_config
 
 # The client address of the request being served, set by labeler.gate (Gradio hands the check only name and password).
 CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("client_address", default=None)
@@ -72,23 +76,61 @@ class FailedLogins:
         self.times.pop(key, None)
 
 
-def load_users(path: str | os.PathLike) -> dict[str, str]:
-    """{name: bcrypt hash} from a users file; a missing or malformed file is an error."""
+def read_users(path: str | os.PathLike) -> dict[str, dict]:
+    """{name: {"hash": bcrypt hash, "admin": bool}} from a users file; a missing or malformed file is an error
+    naming the file (and the user whose entry is malformed)."""
     try:
         users = json.loads(Path(path).read_text())["users"]
+        if not isinstance(users, dict):
+            raise TypeError("'users' is not a mapping of names to entries")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise LabelError(f"cannot read users file {path}: {e}") from None
-    return {name: entry["hash"] for name, entry in users.items()}
+    out = {}
+    for name, entry in users.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("hash"), str):
+            raise LabelError(f"users file {path}: user {name!r} has no password hash (add them again)")
+        if not isinstance(entry.get("admin", False), bool):
+            raise LabelError(f"users file {path}: user {name!r}: 'admin' must be true or false")
+        out[name] = {"hash": entry["hash"], "admin": entry.get("admin", False)}
+    return out
 
 
-def add_user(path: str | os.PathLike, name: str, password: str, rounds: int = 12) -> None:
+def load_users(path: str | os.PathLike) -> dict[str, str]:
+    """{name: bcrypt hash} from a users file; a missing or malformed file is an error."""
+    return {name: entry["hash"] for name, entry in read_users(path).items()}
+
+
+class Roles:
+    """Who is an admin, from the users file, re-read when it changes (promoting someone needs no restart).
+    Without a users file (loopback-only, no logins) the one local user is admin."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = None if path is None else Path(path)
+        self.mtime, self.admins = None, set()
+
+    def is_admin(self, name: str | None) -> bool:
+        if self.path is None:
+            return True
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime != self.mtime:
+                self.admins = {n for n, e in read_users(self.path).items() if e["admin"]}
+                self.mtime = mtime
+        except (OSError, LabelError):  # unreadable right now (being replaced): keep what we knew
+            pass
+        return name in self.admins
+
+
+def add_user(path: str | os.PathLike, name: str, password: str, rounds: int = 12, admin: bool = False) -> None:
+    """Add `name` to the users file (or set their password and role): `admin` may see Stats and export."""
     name = check_name(name)
     if len(password) < 4:
         raise LabelError("password must be at least 4 characters")
     path = Path(path)
-    data = json.loads(path.read_text()) if path.exists() else {"users": {}}
+    data = {"users": {n: ({"hash": e["hash"], "admin": True} if e["admin"] else {"hash": e["hash"]})
+                      for n, e in read_users(path).items()}} if path.exists() else {"users": {}}
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
-    data["users"][name] = {"hash": hashed}
+    data["users"][name] = {"hash": hashed} | ({"admin": True} if admin else {})
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.chmod(tmp, 0o600)  # hashes only, but still nobody else's business
@@ -156,28 +198,50 @@ def authenticator(path: str | os.PathLike, policy: LoginPolicy | None = None):
     return check
 
 
+@dataclass
+class AddConfig:
+    name: str = field(metadata={"help": "the annotator's login name (given first: vrlhf annotators add NAME)"})
+    file: str = field(default="users.json", metadata={"help": "users file to create or update"})
+    admin: bool = field(default=False, metadata={"help": "an admin also sees Stats, agreement and disagreements, "
+                                                         "and exports (without it: an annotator)"})
+    password_stdin: bool = field(default=False, metadata={"help": "read the password from stdin, not a prompt"})
+    rounds: int = field(default=12, metadata={"help": "bcrypt cost factor"})
+
+
+@dataclass
+class ListConfig:
+    file: str = field(default="users.json", metadata={"help": "users file to read"})
+
+
+USAGE = "usage: vrlhf annotators add NAME [--admin] [--file users.json] | vrlhf annotators list [--file users.json]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vrlhf annotators", description="Manage annotator logins.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    add = sub.add_parser("add", help="add an annotator or change their password")
-    add.add_argument("name", help="the annotator's login name")
-    add.add_argument("--file", default="users.json", help="users file to create or update (default users.json)")
-    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin, not a prompt")
-    add.add_argument("--rounds", type=int, default=12, help="bcrypt cost factor (default 12)")
-    ls = sub.add_parser("list", help="list annotator names")
-    ls.add_argument("--file", default="users.json", help="users file to read (default users.json)")
-    args = parser.parse_args(argv)
-    if args.cmd == "list":
-        print("\n".join(sorted(load_users(args.file))))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command in ("-h", "--help"):
+        print(USAGE)
         return 0
-    if args.password_stdin:
+    if command == "list":
+        cfg = parse_config(ListConfig, rest, prog="vrlhf annotators list")
+        for name, entry in sorted(read_users(cfg.file).items()):
+            print(f"{name} (admin)" if entry["admin"] else name)
+        return 0
+    if command != "add":
+        raise LabelError(f"unknown sub-command {command!r}; {USAGE}" if command else USAGE)
+    if rest and not rest[0].startswith("-"):  # the name comes first, as a positional
+        rest = ["--name", rest[0], *rest[1:]]
+    elif not any(a == "--name" or a.startswith("--name=") for a in rest) and not {"-h", "--help"} & set(rest):
+        raise LabelError(f"give the annotator's name first; {USAGE}")
+    cfg = parse_config(AddConfig, rest, prog="vrlhf annotators add")
+    if cfg.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
-        password = getpass.getpass(f"password for {args.name}: ")
+        password = getpass.getpass(f"password for {cfg.name}: ")
         if password != getpass.getpass("again: "):
             raise LabelError("passwords differ")
-    add_user(args.file, args.name, password, args.rounds)
-    print(f"added {args.name} to {args.file}")
+    add_user(cfg.file, cfg.name, password, cfg.rounds, cfg.admin)
+    print(f"added {cfg.name} to {cfg.file} as {'an admin' if cfg.admin else 'an annotator'}")
     return 0
 
 
