@@ -7,11 +7,13 @@ under another login: events (`queue/join`, `run`, `call`), `queue/data`, `heartb
 
 Arguments: Gradio ignores extra arguments and fails with a bare 500 (logging what was sent) on missing ones. The
 gate checks every call, API or page event, against its function: exactly as many arguments as it takes, each of
-its type (integers, strings of at most MAX_TEXT characters, a dropdown's own choices), and refuses anything else
-with 422 in Gradio's validation shape (`gradio_client` raises `ValidationError` with the message) plus an "error"
-line for plain HTTP. Page events run only through the queue (`queue/join`); `run`/`call` serve the public API.
+its type (integers, booleans, strings of at most MAX_TEXT characters or a text box's max_length, a dropdown's own
+choices), and refuses anything else with 422 in Gradio's validation shape (`gradio_client` raises `ValidationError`
+with the message) plus an "error" line for plain HTTP. A request on another login's session is refused (403) before
+its arguments are looked at. Page events run only through the queue (`queue/join`); `run`/`call` serve the API.
 
-It also tells the login check (labeler.users) the client's address, for its per-address limit on failures.
+It also tells the login check (labeler.users) the client's address, for its per-address limit on failures, and
+serves our own login page (labeler/page.py: a sentence for every refusal) to anyone not logged in under `--auth`.
 An ASGI middleware (`launch(app_kwargs={"middleware": [Middleware(Gate)]})`), so it runs before Gradio parses
 anything.
 """
@@ -24,12 +26,14 @@ from urllib.parse import parse_qs
 
 from gradio.utils import get_function_params
 
+from labeler.page import login_page
 from labeler.users import CLIENT_ADDRESS
 
 API = "/gradio_api/"
 MAX_BODY = 64 * 1024  # an event or API call is a few hundred bytes; uploads have their own route
 MAX_SESSIONS = 100_000  # bound sessions remembered (oldest forgotten first)
-MAX_TEXT = 256  # longest string any argument may carry
+MAX_TEXT = 256  # longest string any argument may carry (a text box with a max_length: that)
+FOREIGN = "this page session belongs to another login: reload the page"
 
 
 class Gate:
@@ -44,6 +48,10 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if API not in scope["path"]:
+            if (scope["path"] in ("", "/") and scope["method"] in ("GET", "HEAD")
+                    and getattr(scope.get("app"), "auth", None) is not None and login_of(scope) is None):
+                expired = "expired=1" in scope.get("query_string", b"").decode()
+                return await respond_html(send, login_page(expired), head=scope["method"] == "HEAD")
             address = CLIENT_ADDRESS.set((scope.get("client") or (None,))[0])  # for the login check's limits
             try:
                 return await self.app(scope, receive, send)
@@ -72,12 +80,15 @@ class Gate:
             session = payload.get("session_hash")
             if session is not None and not isinstance(session, str):
                 return await respond(send, 400, "session_hash must be a string")
+            if session is not None and user is not None and not self.bind(session, user):
+                return await respond(send, 403, FOREIGN)  # whatever it carries: not this login's page
             if route == "queue/join" or route.split("/")[0] in ("run", "api", "call"):
                 refusal = self.check_call(scope["app"].get_blocks(), route, payload)
                 if refusal is not None:
                     return await respond(send, *refusal)
+            return await self.app(scope, receive, send)
         if session is not None and user is not None and not self.bind(str(session), user):
-            return await respond(send, 403, "this page session belongs to another login: reload the page")
+            return await respond(send, 403, FOREIGN)
         return await self.app(scope, receive, send)
 
     def check_call(self, blocks, route: str, payload: dict) -> tuple | None:
@@ -135,17 +146,20 @@ def value_check(block, optional: bool):
     if kind == "Api":  # gr.api: the JSON schema Gradio derived from the type hint
         kind = {"integer": "int", "string": "str"}.get(getattr(block, "_api_info", {}).get("type"), "any")
     choices = [value for _, value in getattr(block, "choices", None) or []]
+    longest = getattr(block, "max_length", None) or MAX_TEXT  # a text box may allow more (a comment)
 
     def check(value) -> str | None:
         if kind == "int":
             return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+        if kind == "Checkbox":
+            return None if value is None or isinstance(value, bool) else "must be true or false"
         if kind in ("str", "Textbox") or choices:
             if value is None and (optional or kind == "Textbox"):
                 return None
             if not isinstance(value, str):
                 return "must be a string"
-            if len(value) > MAX_TEXT:
-                return f"is too long (over {MAX_TEXT} characters)"
+            if len(value) > longest:
+                return f"is too long (over {longest} characters)"
             if choices and value not in choices:
                 return f"must be one of {', '.join(map(str, choices))}"
         return None
@@ -197,6 +211,13 @@ def replay(body: bytes, receive):
         return await receive()
 
     return again
+
+
+async def respond_html(send, body: bytes, head: bool = False) -> None:
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 async def respond(send, status: int, message: str, field: str | None = None) -> None:

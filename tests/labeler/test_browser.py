@@ -64,11 +64,10 @@ def test_keyboard_labelling_round(tmp_path):
             page.click("#vr-refresh")
             page.wait_for_function("() => document.querySelector('#vr-summary').innerText.includes('standing votes')")
             assert "5" in page.inner_text("#vr-summary")
-            page.click("#vr-export")
-            link = page.wait_for_selector("#vr-download a[href]")
-            body = page.request.get(link.get_attribute("href")).body()
-            names = zipfile.ZipFile(io.BytesIO(body)).namelist()
-            assert "audit.jsonl" in names and "dataset_info.json" in names
+            with page.expect_download() as download:
+                page.click("#vr-export")
+            names = zipfile.ZipFile(download.value.path()).namelist()
+            assert "captioning/audit.jsonl" in names and "captioning/dataset_info.json" in names
             browser.close()
     finally:
         demo.close()
@@ -83,8 +82,8 @@ def test_keyboard_labelling_round(tmp_path):
 
 
 def test_export_from_the_page_leaves_no_files_behind(tmp_path, monkeypatch):
-    """Export on the Stats tab: our build folder is gone once the zip is made, and Gradio's served copy is deleted
-    after the cache lifetime (here 2 s; 10 minutes by default)."""
+    """Export on the Stats tab: the zip is served once and deleted as it is served; one never fetched is deleted
+    when its time is up (here 2 s; 10 minutes by default); our build folders are gone as soon as the zip exists."""
     import secrets
     import tempfile
     import time
@@ -99,23 +98,28 @@ def test_export_from_the_page_leaves_no_files_behind(tmp_path, monkeypatch):
     fill(store, 3, k=2)
     v = store.next_comparison("kim")
     store.vote(v["token"], "a", annotator="kim")
-    demo, url = serve(store, port=free_port(), block=False, quiet=True, cache_seconds=2)
+    demo, url = serve(store, port=free_port(), block=False, quiet=True, download_seconds=2)
+
+    def leftovers() -> list:
+        return [p for p in (tmp_path / "tmp").rglob("*") if p.is_file() and "vrlhf-" in str(p)]
+
     try:
         with httpx.Client(base_url=url, timeout=30) as c:
             page, fns = secrets.token_hex(6), ui_fns(c)
-            served = []
+            links = []
             for fmt in ("hf", "jsonl"):
-                out = ui_event(c, fns["vr-export"], [fmt], page)["output"]["data"][0]
-                body = c.get(out["url"]).content
-                assert zipfile.ZipFile(io.BytesIO(body)).namelist()  # the download works ...
-                served.append(out["path"])
-            assert not list((tmp_path / "tmp").glob("vrlhf-export-*"))  # ... and our build folders are gone
-            assert all(shutil.os.path.exists(p) for p in served)
+                out = ui_event(c, fns["vr-export"], ["all", fmt], page)["output"]["data"]
+                assert "Export ready (captioning: 1 pairs" in out[0]["value"]
+                links.append(out[1].split("href='")[1].split("'")[0])
+            assert len(leftovers()) == 2 and not list((tmp_path / "tmp").rglob("vrlhf-export-*"))  # zips only
+            body = c.get(links[0]).content
+            assert "captioning/pairs.jsonl" not in zipfile.ZipFile(io.BytesIO(body)).namelist()  # the hf one
+            assert len(leftovers()) == 1  # served, and deleted as it was served ...
+            assert c.get(links[0]).status_code == 404  # ... so the link works once
             deadline = time.time() + 15
-            while any(shutil.os.path.exists(p) for p in served) and time.time() < deadline:
+            while leftovers() and time.time() < deadline:  # the other one is never fetched
                 time.sleep(0.5)
-            assert not any(shutil.os.path.exists(p) for p in served)  # no stale copy in Gradio's cache
-            leftovers = [p for p in (tmp_path / "tmp").rglob("*") if p.is_file() and p.suffix == ".zip"]
-            assert not leftovers, leftovers
+            assert not leftovers()  # deleted when its time was up
+            assert c.get(links[1]).status_code == 404
     finally:
         demo.close()

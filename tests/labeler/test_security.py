@@ -143,6 +143,7 @@ def test_page_session_is_bound_to_its_login(served):
         heartbeat = "streamed"
     assert heartbeat == 403
     assert store.counts() == before  # nothing written: no vote, no lease
-    voted = ui_event(alice, fns["vr-a"], [token], page)  # Alice's page works on, as Alice
+    voted = ui_event(alice, fns["vr-a"], [token, "", False, ""], page)  # Alice's page works on, as Alice
+    # (a click sends the token on screen, the comment, the flag and, without logins, the name)
     assert voted["success"] and voted["output"]["data"][0] != token
     assert store.counts()["votes"] == before["votes"] + 1 and store.votes()[-1]["annotator"] == "alice"
