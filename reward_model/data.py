@@ -200,10 +200,17 @@ class PairDataset(torch.utils.data.Dataset):
         return pair
 
 
-def collate_pairs(model, pairs: list[dict]) -> dict:
-    """A batch of pairs as model inputs (k = 2: chosen then rejected per image) plus `label`."""
+def collate_pairs(model, pairs: list[dict], transplant=None) -> dict:
+    """A batch of pairs as model inputs (k = 2: chosen then rejected per image) plus `label`.
+
+    With `transplant(output, row)` (the task's), a third output per image (k = 3): the next pair's chosen output
+    carried onto this pair's input, a free negative for the in-batch contrastive term."""
     rows = [{"image": p["image"]} for p in pairs]
-    outputs = [o for p in pairs for o in (p["chosen"], p["rejected"])]
+    if transplant is not None and len(pairs) > 1:
+        outputs = [o for i, p in enumerate(pairs) for o in (
+            p["chosen"], p["rejected"], transplant(pairs[(i + 1) % len(pairs)]["chosen"], rows[i]))]
+    else:
+        outputs = [o for p in pairs for o in (p["chosen"], p["rejected"])]
     batch = model.inputs(rows, outputs)
     batch["label"] = torch.tensor([p["label"] for p in pairs], dtype=torch.float32)
     return batch

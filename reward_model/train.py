@@ -54,9 +54,10 @@ class TrainRewardConfig(RewardModelConfig):
                                                            "outputs by the same random flip or quarter turn (only "
                                                            "for tasks whose preferences survive it: colorization, "
                                                            "not captioning); none; auto: flips where they may"})
-    contrastive_coef: float = field(default=1.0, metadata={"help": "text outputs: weight of an in-batch term where "
-                                                                    "each image's chosen caption must outscore the "
-                                                                    "other images' chosen captions (0: off)"})
+    contrastive_coef: float = field(default=1.0, metadata={
+        "help": "weight of an in-batch term where each input's chosen output must outscore outputs made for other "
+                "inputs: captions, every other image's chosen caption; images, another pair's chosen colours carried "
+                "onto this input (the task's transplant) (0: off)"})
     # evaluation and run
     eval_fraction: float = field(default=0.1, metadata={"help": "share of input images held out"})
     eval_every: int = field(default=50, metadata={"help": "evaluate (and maybe checkpoint) every N steps"})
@@ -153,10 +154,12 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     text_outputs = get_task(task).OUTPUT == "text"  # the in-batch contrastive term compares captions
     model = build_reward_model(RewardModelConfig.of(cfg))
     collate = partial(collate_pairs, model)  # model.inputs only preprocesses: safe to bind before wrapping
+    transplanted = not text_outputs and cfg.contrastive_coef > 0  # image outputs: a carried-over negative per pair
+    train_collate = partial(collate_pairs, model, transplant=get_task(task).transplant) if transplanted else collate
     gen = torch.Generator().manual_seed(cfg.seed)
     train_set = PairDataset(ds, train_idx, task, augment=augment, seed=cfg.seed)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
-                                               collate_fn=collate, generator=gen)
+                                               collate_fn=train_collate, generator=gen)
     eval_loader = torch.utils.data.DataLoader(PairDataset(ds, eval_idx, task), batch_size=2 * cfg.batch_size,
                                               collate_fn=collate)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -204,17 +207,22 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
 
 
 def pair_loss(model, batch: dict, cfg: TrainRewardConfig, text_outputs: bool, autocast=nullcontext) -> torch.Tensor:
-    """The Bradley–Terry loss of a batch of collated pairs (its `label` popped), plus for text outputs the in-batch
-    contrastive term: each image's chosen caption must outscore the other images' chosen captions."""
+    """The Bradley–Terry loss of a batch of collated pairs (its `label` popped), plus the in-batch contrastive term:
+    text outputs, each image's chosen caption must outscore the other images' chosen captions; image outputs (collated
+    with a transplanted third output per pair), each chosen output must outscore the one carried over from another."""
     label = batch.pop("label")
-    contrast = cfg.contrastive_coef if text_outputs and len(label) > 1 else 0.0
-    if contrast:
+    n_outputs = len(batch["captions"]) if text_outputs else len(batch["pixel_values"])
+    contrast = cfg.contrastive_coef if len(label) > 1 and (text_outputs or n_outputs == 3 * len(label)) else 0.0
+    if contrast and text_outputs:
         batch["captions"] = with_other_captions(batch["captions"])
     with autocast():
         r = model(**batch).float()
     if contrast:
-        r = r.view(len(label), -1)  # per image: chosen, rejected, then every image's chosen caption
-        others = torch.nn.functional.cross_entropy(r[:, 2:], torch.arange(len(label), device=r.device))
+        r = r.view(len(label), -1)  # per image: chosen, rejected, then the outputs made for other images
+        if text_outputs:  # one chosen caption per image of the batch: which one is this image's?
+            others = torch.nn.functional.cross_entropy(r[:, 2:], torch.arange(len(label), device=r.device))
+        else:  # chosen ≻ transplanted, as a Bradley–Terry preference
+            others = bradley_terry_loss(r[:, 0], r[:, 2])
         r = r[:, :2].reshape(-1)
     loss = bradley_terry_loss(r[0::2], r[1::2], label, cfg.margin, cfg.center_rewards_coefficient)
     return loss + contrast * others if contrast else loss

@@ -16,9 +16,10 @@ from reward_model.evaluate import evaluate_reward
 from reward_model.simulate import save_export, simulated_pairs
 from reward_model.train import TrainRewardConfig, train_reward
 
-# A tiny ViT (LayerNorm, no BatchNorm: per-process batch statistics would differ from one process by design).
+# A tiny ViT (LayerNorm, no BatchNorm: per-process batch statistics would differ from one process by design), and no
+# in-batch contrastive term: its negatives come from each process's own batch, so it differs from one process too.
 TINY = dict(task="colorization", encoder="vit", vit_hidden=32, vit_layers=1, hidden_size=16, eval_fraction=0.25,
-            max_steps=4, eval_every=4, lr=1e-3, progress=False)
+            max_steps=4, eval_every=4, lr=1e-3, progress=False, contrastive_coef=0.0)
 
 DRIVER = textwrap.dedent(
     """

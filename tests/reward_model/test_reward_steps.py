@@ -68,3 +68,41 @@ def test_evaluate_and_checkpoint_keeps_only_a_better_model(tmp_path):
 
     _, best = evaluate_and_checkpoint(model, None, accelerator, tmp_path / "c", 7, [], unbeatable)
     assert best["step"] == 7 and (tmp_path / "c" / "reward_config.json").is_file()  # no held-out pairs: the latest
+
+
+def test_image_outputs_add_a_transplanted_negative_per_pair():
+    from vrlhf.tasks import get_task
+
+    torch.manual_seed(0)
+    model = build_reward_model("colorization", **TINY).eval()
+    batch = pairs("colorization", 4, seed=3)
+    transplant = get_task("colorization").transplant
+    collated = collate_pairs(model, batch, transplant=transplant)
+    assert collated["pixel_values"].shape[0] == 3 * 4  # chosen, rejected, another pair's chosen carried over
+    cfg = TrainRewardConfig(task="colorization", contrastive_coef=0.5)
+    with torch.no_grad():
+        with_term = pair_loss(model, collated, cfg, text_outputs=False)
+        carried = [transplant(batch[(i + 1) % 4]["chosen"], {"image": p["image"]}) for i, p in enumerate(batch)]
+        rows = [{"image": p["image"]} for p in batch]
+        r = model(**model.inputs(rows, [o for p, c in zip(batch, carried) for o in (p["chosen"], p["rejected"], c)]))
+        r = r.view(4, 3)
+    label = torch.tensor([p["label"] for p in batch])
+    expected = bradley_terry_loss(r[:, 0], r[:, 1], label) + 0.5 * bradley_terry_loss(r[:, 0], r[:, 2])
+    torch.testing.assert_close(with_term, expected)
+
+
+def test_colorization_transplant_keeps_this_inputs_light_and_the_others_colours():
+    import numpy as np
+    from skimage.color import rgb2lab
+
+    from vrlhf.shapes import make_shapes
+    from vrlhf.tasks import get_task
+
+    mine, other = make_shapes(2, seed=4)
+    carried = get_task("colorization").transplant(other["image"], mine)
+    lab, mine_lab, other_lab = (rgb2lab(np.asarray(im, dtype=float) / 255) for im in (carried, mine["image"],
+                                                                                     other["image"]))
+    assert np.abs(lab[..., 0] - mine_lab[..., 0]).mean() < 1.5  # this input's structure
+    chroma = lambda x: np.hypot(x[..., 1], x[..., 2])  # noqa: E731
+    assert np.corrcoef(chroma(lab).ravel(), chroma(other_lab).ravel())[0, 1] > 0.8  # colour where the other had it
+    assert np.corrcoef(chroma(lab).ravel(), chroma(mine_lab).ravel())[0, 1] < 0.5

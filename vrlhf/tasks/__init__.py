@@ -22,7 +22,7 @@ CONTRACT = (
     # rows and policies
     "row_problem", "new_policy", "load_policy", "pixel_values",
     # outputs: tokens <-> outputs, teacher-forcing targets, what people see
-    "decode", "reference_tokens", "heldout_targets", "ideal_outputs", "render", "show_input",
+    "decode", "reference_tokens", "heldout_targets", "ideal_outputs", "render", "show_input", "transplant",
     # rewards and metrics
     "metric_reward", "eval_metrics",
 )

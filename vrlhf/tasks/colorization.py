@@ -143,6 +143,18 @@ def ideal_outputs(policy: SequencePolicy, rows: list[dict], rng: np.random.Gener
     return decode(policy, rows, tokens)
 
 
+def transplant(output: Image.Image, row: dict) -> Image.Image:
+    """Another input's colorization carried onto `row`: its colours (ab, resized) on this input's own L, as `decode`
+    merges them. Colour lands where the other image had its shapes: almost surely a worse colorization of this one."""
+    lab = _lab(row["image"])
+    h, w = lab.shape[:2]
+    lab[..., 1:] = _lab(output.resize((w, h), Image.BILINEAR))[..., 1:]
+    with warnings.catch_warnings():  # out-of-gamut ab is clipped to sRGB on purpose
+        warnings.simplefilter("ignore")
+        rgb = lab2rgb(lab)
+    return Image.fromarray((rgb.clip(0, 1) * 255).round().astype(np.uint8))
+
+
 def decode(policy: SequencePolicy, rows: list[dict], tokens: torch.Tensor, k: int = 1) -> list[Image.Image]:
     """Tokens (B*k, grid²) -> RGB images at each input's full resolution: upsampled ab merged with the original L."""
     grid = policy.meta["grid"]
