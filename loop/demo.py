@@ -119,7 +119,7 @@ def _label(store, task_name: str, rows_by_id: dict, cfg: DemoConfig) -> dict:
 
 
 def serve_for_people(cfg: DemoConfig) -> None:
-    from labeler.app import serve
+    from labeler.app import load_guidelines, serve
     from labeler.sampling import sample_round
     from labeler.store import Store
     from vrlhf.data import load_rows
@@ -127,7 +127,9 @@ def serve_for_people(cfg: DemoConfig) -> None:
     workdir = Path(cfg.workdir).resolve()
     shapes = ensure_shapes(cfg, workdir)
     db = workdir / "labels.sqlite"
-    store = Store(str(db))
+    store = Store(str(db), overlap=getattr(cfg, "overlap", 1))  # --overlap N: agreement (alpha) can be measured
+    guides = Path(__file__).resolve().parents[1] / "data" / "demo" / "guidelines"  # what "better" means, per task
+    guidelines = load_guidelines([f"{t}={guides / t}.md" for t in task_names(cfg) if (guides / f"{t}.md").is_file()])
     rows = load_rows(shapes / "test")
     for task_name in task_names(cfg):
         if not any(r["task"] == task_name for r in store.rounds()):
@@ -138,7 +140,8 @@ def serve_for_people(cfg: DemoConfig) -> None:
     port = cfg.port or 7860
     print(f"""
 The labeling app is starting on http://{cfg.host}:{port}  (Ctrl+C to stop)
-Pick the better caption / colorization with the keys shown on the buttons. Then, in another terminal, one round:
+Pick the better caption / colorization with the keys shown on the buttons; the guidelines (G) say what better
+means. You are the admin (no logins on 127.0.0.1): Stats & export shows agreement and exports. Or, one round:
 
   vrlhf export --db {db} --out {workdir}/export-captioning --task captioning
   vrlhf train-reward --task captioning --data {workdir}/export-captioning --out {workdir}/rm-captioning
@@ -149,7 +152,7 @@ Pick the better caption / colorization with the keys shown on the buttons. Then,
 
 Or the rounds headless, with simulated annotators: vrlhf demo --simulate
 """, flush=True)
-    serve(store, cfg.host, port)
+    serve(store, cfg.host, port, guidelines=guidelines)
 
 
 def main(argv: list[str] | None = None) -> int:
