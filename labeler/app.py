@@ -295,7 +295,8 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
                     f"Download {html.escape(path.name)} ({size:.1f} MB)</a>")
             return gr.update(value=said, visible=True), link
 
-        ui = dict(api_visibility="private", concurrency_limit=None)
+        # Page events off the queue: a click is one POST to run/predict (no queue round trip, no event stream).
+        ui = dict(api_visibility="private", concurrency_limit=None, queue=False)
         comparison_inputs = [shown, comment, flag, name_box]
         demo.load(page_event(on_load, len(full), 1), None, full, **ui)
 

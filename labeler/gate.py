@@ -10,10 +10,13 @@ gate checks every call, API or page event, against its function: exactly as many
 its type (integers, booleans, strings of at most MAX_TEXT characters or a text box's max_length, a dropdown's own
 choices), and refuses anything else with 422 in Gradio's validation shape (`gradio_client` raises `ValidationError`
 with the message) plus an "error" line for plain HTTP. A request on another login's session is refused (403) before
-its arguments are looked at. Page events run only through the queue (`queue/join`); `run`/`call` serve the API.
+its arguments are looked at. By name, `run`/`call` serve only the public API (next, vote, undo); a page event is
+called by its fn_index, through `run/predict` when it is off the queue (ours are: one POST, no event stream).
 
-It also tells the login check (labeler.users) the client's address, for its per-address limit on failures, and
-serves our own login page (labeler/page.py: a sentence for every refusal) to anyone not logged in under `--auth`.
+It also tells the login check (labeler.users) the client's address, for its per-address limit on failures, serves
+our own login page (labeler/page.py: a sentence for every refusal) to anyone not logged in under `--auth`, and,
+without `--auth`, refuses requests relayed by a proxy (X-Forwarded-For, Forwarded, X-Real-IP): a loopback-only
+server behind a public proxy would otherwise serve everyone without a login.
 An ASGI middleware (`launch(app_kwargs={"middleware": [Middleware(Gate)]})`), so it runs before Gradio parses
 anything.
 """
@@ -34,6 +37,9 @@ MAX_BODY = 64 * 1024  # an event or API call is a few hundred bytes; uploads hav
 MAX_SESSIONS = 100_000  # bound sessions remembered (oldest forgotten first)
 MAX_TEXT = 256  # longest string any argument may carry (a text box with a max_length: that)
 FOREIGN = "this page session belongs to another login: reload the page"
+PROXY_HEADERS = {b"x-forwarded-for", b"forwarded", b"x-real-ip"}
+NO_LOGINS_BEHIND_A_PROXY = ("this labeling server has no logins, so it serves only its own machine, not requests "
+                            "relayed by a proxy: start it with --auth users.json to serve people through one")
 
 
 class Gate:
@@ -47,9 +53,12 @@ class Gate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        auth = getattr(scope.get("app"), "auth", None) is not None
+        if not auth and any(name in PROXY_HEADERS for name, _ in scope.get("headers", [])):
+            return await respond(send, 403, NO_LOGINS_BEHIND_A_PROXY)  # loopback-only must not mean "the world"
         if API not in scope["path"]:
-            if (scope["path"] in ("", "/") and scope["method"] in ("GET", "HEAD")
-                    and getattr(scope.get("app"), "auth", None) is not None and login_of(scope) is None):
+            if (scope["path"] in ("", "/") and scope["method"] in ("GET", "HEAD") and auth
+                    and login_of(scope) is None):
                 expired = "expired=1" in scope.get("query_string", b"").decode()
                 return await respond_html(send, login_page(expired), head=scope["method"] == "HEAD")
             address = CLIENT_ADDRESS.set((scope.get("client") or (None,))[0])  # for the login check's limits
@@ -94,17 +103,21 @@ class Gate:
     def check_call(self, blocks, route: str, payload: dict) -> tuple | None:
         """None when `payload` calls an existing function with exactly its arguments, else (status, error, field)."""
         fn_index = payload.get("fn_index")
-        public = route != "queue/join"  # page events go through the queue; run/call serve the public API only
+        direct = route != "queue/join"
         if route == "queue/join" or fn_index is not None:
             if not isinstance(fn_index, int) or isinstance(fn_index, bool):
                 return 422, "fn_index must be an integer", "fn_index"
             if fn_index not in blocks.fns:
                 return 404, f"no event with fn_index {fn_index}", "fn_index"
             fn = blocks.fns[fn_index]
-        else:
+            # A page event off the queue is one POST to run/predict (how Gradio's page sends it); a queued one only
+            # goes through queue/join.
+            allowed = fn.api_visibility == "public" or not (direct and fn.queue)
+        else:  # by name: the public API only
             name = route.split("/", 1)[1] if "/" in route else ""
             fn = next((f for f in blocks.fns.values() if f.api_name == name), None)
-        if fn is None or (public and fn.api_visibility != "public"):
+            allowed = fn is not None and fn.api_visibility == "public"
+        if fn is None or not allowed:
             return 404, f"no API endpoint {route.split('/', 1)[-1][:40]!r}: use next, vote or undo", "api_name"
         data = payload.get("data")
         if not isinstance(data, list):

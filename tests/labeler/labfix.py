@@ -98,14 +98,20 @@ def ui_fns(client) -> dict[str, int]:
 
 
 def ui_event(client, fn_index: int, data: list, session_hash: str) -> dict:
-    """Run one page event through Gradio's queue (join, then read the session's stream until it completes).
+    """Run one page event as the page sends it: one POST to run/predict for an event off the queue (the labeler's
+    are), else join Gradio's queue and read the session's stream until the event completes.
 
-    Returns the `process_completed` message, or {"refused": status, "text": ...} when the server refuses the join
-    or the stream."""
+    Returns the `process_completed` message ({"success", "output": {"data": [...]}}), or {"refused": status, "text":
+    ...} when the server refuses the call, the join or the stream."""
     import json
 
-    r = client.post("gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session_hash,
-                                                   "event_data": None, "trigger_id": None})
+    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    if not _queued(client, fn_index):
+        r = client.post("gradio_api/run/predict", json=body)
+        if r.status_code != 200:
+            return {"refused": r.status_code, "text": r.text}
+        return {"msg": "process_completed", "success": True, "output": r.json()}
+    r = client.post("gradio_api/queue/join", json=body)
     if r.status_code != 200:
         return {"refused": r.status_code, "text": r.text}
     event_id = r.json()["event_id"]
@@ -119,3 +125,11 @@ def ui_event(client, fn_index: int, data: list, session_hash: str) -> dict:
                 if msg.get("msg") == "process_completed" and msg.get("event_id") == event_id:
                     return msg
     raise RuntimeError("the event stream ended before the event completed")
+
+
+def _queued(client, fn_index: int) -> bool:
+    """Whether page event `fn_index` runs on Gradio's queue (from the app's config; unknown ids: yes)."""
+    if not hasattr(client, "_vrlhf_queued"):
+        deps = client.get("config").json()["dependencies"]
+        client._vrlhf_queued = {dep.get("id", i): dep.get("queue", True) is not False for i, dep in enumerate(deps)}
+    return client._vrlhf_queued.get(fn_index, True)

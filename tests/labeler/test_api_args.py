@@ -57,6 +57,10 @@ def test_wrong_arguments_are_refused_and_nothing_secret_is_logged(tmp_path):
             "load, an argument": lambda: join(fns["load"], [token]),
             "export, unknown format": lambda: join(fns["vr-export"], [token]),
             "unknown fn_index": lambda: join(10_000, [token]),
+            "click as the page sends it, 1 argument": lambda: c.post("gradio_api/run/predict", json={
+                "data": [token], "fn_index": fns["vr-a"], "session_hash": page}),
+            "click as the page sends it, a number as the flag": lambda: c.post("gradio_api/run/predict", json={
+                "data": [token, "", 3, ""], "fn_index": fns["vr-a"], "session_hash": page}),
             "fn_index as text": lambda: join(str(fns["vr-a"]), [token]),
         }
         for what, send in bad.items():

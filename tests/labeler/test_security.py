@@ -84,6 +84,17 @@ def test_no_auth_only_on_loopback(tmp_path, capsys):
     store = Store(tmp_path / "x.sqlite")
     with pytest.raises(LabelError, match="without --auth"):
         serve(store, host="0.0.0.0", block=False)
+    fill(store, 1, k=2)
+    demo, url = serve(store, port=free_port(), block=False, quiet=True)
+    try:  # nor through a proxy on the same machine: relayed requests are refused, direct ones served
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            for r in (httpx.get(url, headers={header: "203.0.113.9"}),
+                      httpx.post(url + "gradio_api/run/next", json={"data": ["eve"]}, headers={header: "for=x"})):
+                assert r.status_code == 403 and "start it with --auth" in r.json()["error"], (header, r.text)
+        assert store.counts()["assignments"] == 0
+        assert httpx.post(url + "gradio_api/run/next", json={"data": ["kim"]}).json()["data"][0]["view"]
+    finally:
+        demo.close()
     from vrlhf.cli import main as vrlhf_main
 
     assert vrlhf_main(["label", "--db", str(tmp_path / "x.sqlite"), "--host", "192.168.1.5"]) == 2
