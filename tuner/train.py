@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-import os
 import sys
 import time
 from collections import defaultdict
@@ -459,7 +458,6 @@ class MetricsLog:
 
 
 if __name__ == "__main__":  # torchrun -m tuner.train ...
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vrlhf.errors import run_command
 
     sys.exit(run_command("tuner.train", main))

@@ -6,8 +6,10 @@ import importlib
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Hub access is the user's choice: `--policy owner/name` downloads unless HF_HUB_OFFLINE=1 is set (the Makefile, the
+# tests and the demo set it; the demo's models and data are all local).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+OFFLINE_COMMANDS = {"demo"}
 
 COMMANDS = {
     "data": ("vrlhf.shapes:main", "generate the embedded shapes dataset: vrlhf data shapes --n N --out DIR"),
@@ -19,7 +21,8 @@ COMMANDS = {
     "export": ("labeler.export:main", "export preference pairs (hf | jsonl | parquet)"),
     "train-reward": ("reward_model.train:main", "Bradley-Terry reward model training on an export"),
     "eval-reward": ("reward_model.evaluate:main", "reward model accuracy, margin and calibration on an export"),
-    "tune": ("tuner.train:main", "REINFORCE tuning against metric and learned rewards"),
+    "tune": ("tuner.train:main", "REINFORCE tuning against metric and learned rewards (VLMs: TRL's RLOO or GRPO)"),
+    "dpo": ("tuner.dpo:main", "DPO of a vision-language model directly on exported preference pairs (TRL)"),
     "demo": ("loop.demo:main", "the loop on the embedded default: the labeling app, or --simulate rounds headless"),
 }
 
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"vrlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if name in OFFLINE_COMMANDS:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
 
     transformers.logging.set_verbosity_error()  # our padding after EOS is masked; HF's padding advice is noise here

@@ -1,7 +1,8 @@
-"""A sequence policy over any Hugging Face image-to-sequence model: exact sampling and teacher-forced log-probs.
+"""A sequence policy over any Hugging Face image-to-text model: exact sampling and teacher-forced log-probs.
 
-Supported families: `VisionEncoderDecoderModel` (e.g. ViT + GPT2), `BlipForConditionalGeneration` and
-`GitForCausalLM`. We run our own ancestral-sampling loop instead of `generate()` so that
+Supported families (one small adapter each, in `vrlhf/families/`): `VisionEncoderDecoderModel` (e.g. ViT + GPT2),
+`BlipForConditionalGeneration`, `GitForCausalLM`, and the decoder-only VLMs LLaVA, Idefics3 (SmolVLM) and PaliGemma,
+which answer a fixed prompt. We run our own ancestral-sampling loop instead of `generate()` so that
 
 - samples come from the full distribution at the given temperature (no hidden top-k 50, no processors),
 - each image is encoded once and its encoder states / KV cache are shared by its k samples,
@@ -16,22 +17,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    BlipForConditionalGeneration,
-    GitForCausalLM,
-    PreTrainedModel,
-    VisionEncoderDecoderModel,
-)
-from transformers.modeling_outputs import BaseModelOutput
+from transformers import PreTrainedModel
 
-POLICY_FILE = "policy.json"
-FAMILIES = {
-    "vision-encoder-decoder": VisionEncoderDecoderModel,
-    "blip": BlipForConditionalGeneration,
-    "git": GitForCausalLM,
-}
+from vrlhf.errors import ModelError
+from vrlhf.families import adapter_of
+
+POLICY_FILE = "policy.json"  # written on save; read when present (our own policies), never required
+DEFAULT_MAX_NEW_TOKENS = 32  # a caption's budget when neither policy.json nor the generation config sets one
 
 
 @dataclass
@@ -49,48 +41,69 @@ class Samples:
 
 
 def family_of(model: PreTrainedModel) -> str:
-    for name, cls in FAMILIES.items():
-        if isinstance(model, cls):
-            return name
-    raise TypeError(f"unsupported model class {type(model).__name__}; supported: {[c.__name__ for c in FAMILIES.values()]}")
+    """The model's family (its `config.model_type`); TypeError for a model class no adapter serves."""
+    adapter_of(model)
+    return getattr(model, "get_base_model", lambda: model)().config.model_type
 
 
 class SequencePolicy:
-    """Wraps an HF image-to-sequence model; `meta` holds what the task needs to pre/post-process (saved as policy.json)."""
+    """Wraps an HF image-to-text model; `meta` holds what the task needs to pre/post-process (saved in policy.json).
+
+    `processor` / `image_processor`: the model's own preprocessing (a VLM needs its processor); a policy without an
+    image processor normalises with `meta` (our own older policies). `eos_token_id` may be a list: every id in it
+    ends a sequence (`stop_token_ids`), the first is the one appended to training targets. `start_token_id` is None
+    for a VLM, whose prompt starts the answer (`prompt_ids`, computed by its adapter)."""
 
     def __init__(
         self,
         model: PreTrainedModel,
         tokenizer=None,
         *,
-        start_token_id: int,
-        eos_token_id: int | None,
+        start_token_id: int | None,
+        eos_token_id: int | list[int] | None,
         pad_token_id: int,
         max_new_tokens: int,
         meta: dict | None = None,
+        processor=None,
+        image_processor=None,
     ):
         self.model = model
-        self.tokenizer = tokenizer
+        self.adapter = adapter_of(model)
         self.family = family_of(model)
+        self.processor = processor
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
+        self.image_processor = image_processor if image_processor is not None else getattr(
+            processor, "image_processor", None)
         self.start_token_id = start_token_id
-        self.eos_token_id = eos_token_id
+        stops = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [] if eos_token_id is None else [
+            eos_token_id]
+        self.stop_token_ids = tuple(int(t) for t in stops)
+        self.eos_token_id = self.stop_token_ids[0] if self.stop_token_ids else None
         self.pad_token_id = pad_token_id
         self.max_new_tokens = max_new_tokens
         self.meta = dict(meta or {})
+        self.prompt_ids = None  # (1, P) for a VLM
+        self.adapter.prepare(self)
 
     # ---- persistence -------------------------------------------------------------------------------------------
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write a standard model directory: config + safetensors (+ tokenizer) + policy.json."""
+        """Write a standard model directory: config + safetensors + processor or tokenizer (+ image processor) +
+        policy.json (our ids, budget and meta: what `from_pretrained` would otherwise derive from the config)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out, safe_serialization=True)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(out)
+        if self.processor is not None:
+            self.processor.save_pretrained(out)
+        else:
+            for part in (self.tokenizer, self.image_processor):
+                if part is not None:
+                    part.save_pretrained(out)
+        stops = list(self.stop_token_ids)
         spec = dict(
             family=self.family,
             start_token_id=self.start_token_id,
-            eos_token_id=self.eos_token_id,
+            eos_token_id=stops[0] if len(stops) == 1 else (stops or None),
             pad_token_id=self.pad_token_id,
             max_new_tokens=self.max_new_tokens,
             meta=self.meta,
@@ -100,57 +113,39 @@ class SequencePolicy:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **model_kwargs) -> "SequencePolicy":
-        path = Path(path)
-        spec_file = path / POLICY_FILE
-        if not spec_file.is_file():
-            raise FileNotFoundError(f"{path}: not a policy directory (no {POLICY_FILE})")
-        spec = json.loads(spec_file.read_text())
-        config = AutoConfig.from_pretrained(path)
-        model_cls = FAMILIES.get(config.model_type)
-        if model_cls is None:
-            raise ValueError(f"{path}: unsupported model_type {config.model_type!r}")
-        model = model_cls.from_pretrained(path, **model_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
-        spec.pop("family", None)
-        return cls(model, tokenizer, **spec)
+        """A policy from a local model directory or a hub id of a supported family (ModelError, one line, if not).
 
-    # ---- the family-specific pieces: encode once, one decoding step, teacher-forced logits ----------------------
+        The model's own processor, tokenizer and image processor come with it; start/stop/pad ids come from its
+        config and generation config, unless a policy.json (written by `save`) is there to say them."""
+        from vrlhf import families
+
+        model, adapter = families.load_model(path, **model_kwargs)
+        processor, tokenizer, image_processor = families.load_processing(path, adapter)
+        spec_file = Path(path) / POLICY_FILE
+        if spec_file.is_file():
+            try:
+                spec = json.loads(spec_file.read_text())
+                spec.pop("family", None)
+                return cls(model, tokenizer, processor=processor, image_processor=image_processor, **spec)
+            except (ValueError, TypeError) as error:
+                raise ModelError(f"{spec_file}: not a policy file this code reads ({error})") from None
+        start, stops, pad = adapter.special_ids(model, tokenizer)
+        if start is None and adapter is not families.vlm:
+            raise ModelError(f"{path}: no start token in its config or generation config (decoder_start_token_id "
+                             f"or bos_token_id)")
+        if not stops or pad is None:
+            raise ModelError(f"{path}: no end-of-sequence or pad token id in its config, generation config or "
+                             f"tokenizer")
+        policy = cls(model, tokenizer, start_token_id=start, eos_token_id=stops, pad_token_id=pad,
+                     max_new_tokens=DEFAULT_MAX_NEW_TOKENS, processor=processor, image_processor=image_processor)
+        policy.max_new_tokens = default_budget(policy)
+        return policy
+
+    # ---- the family-specific pieces live in the adapter (vrlhf/families/) ---------------------------------------
 
     def _encode(self, pixel_values: torch.Tensor):
-        """Image -> what the decoder attends to, once per image: (B, S, H) states (GIT keeps pixels; see _prefill)."""
-        if self.family == "vision-encoder-decoder":
-            return self.model.encoder(pixel_values=pixel_values).last_hidden_state
-        if self.family == "blip":
-            return self.model.vision_model(pixel_values=pixel_values).last_hidden_state
-        return pixel_values
-
-    def _decode(self, context: torch.Tensor, input_ids: torch.Tensor, cache=None, position: int = 0):
-        """One decoder pass over `input_ids` (N, t) given context rows aligned with them. Returns logits, cache."""
-        use_cache = cache is not None or input_ids.shape[1] == 1
-        if self.family == "vision-encoder-decoder":
-            out = self.model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=context),
-                decoder_input_ids=input_ids,
-                cache=cache,
-                use_cache=use_cache,
-            )
-            return out.logits, out.cache
-        if self.family == "blip":
-            out = self.model.text_decoder(
-                input_ids=input_ids, encoder_hidden_states=context, cache=cache, use_cache=use_cache
-            )
-            return out.logits, out.cache
-        # GIT: image tokens live in the cache after the first pass; text positions count from 0 after them.
-        positions = torch.arange(position, position + input_ids.shape[1], device=input_ids.device)
-        positions = positions.unsqueeze(0).expand(input_ids.shape[0], -1)
-        out = self.model(
-            input_ids=input_ids,
-            pixel_values=context if cache is None else None,
-            position_ids=positions,
-            cache=cache,
-            use_cache=use_cache,
-        )
-        return out.logits[:, -input_ids.shape[1] :], out.cache
+        """Image -> what the decoder needs of it, once per image (B rows)."""
+        return self.adapter.encode(self, pixel_values)
 
     # ---- sampling ----------------------------------------------------------------------------------------------
 
@@ -169,13 +164,13 @@ class SequencePolicy:
         batch = pixel_values.shape[0]
         n = batch * k
         device = pixel_values.device
-        context = self._encode(pixel_values)  # (B, S, H): each image encoded once
-        start = torch.full((batch, 1), self.start_token_id, dtype=torch.long, device=device)
-        logits, cache = self._decode(context, start)
+        context = self._encode(pixel_values)  # each image encoded once
+        logits, cache, context = self.adapter.first_step(self, context)  # (B, V)
         # Share the prefix with the k samples: repeat the cache and context rows, image-major.
         cache.batch_repeat_interleave(k)
-        context = context.repeat_interleave(k, dim=0) if self.family != "git" else None
-        logits = logits[:, -1].repeat_interleave(k, dim=0)  # (N, V)
+        context = context.repeat_interleave(k, dim=0) if context is not None else None
+        logits = logits.repeat_interleave(k, dim=0)  # (N, V)
+        stops = torch.tensor(self.stop_token_ids, dtype=torch.long, device=device)
 
         tokens = torch.full((n, max_new_tokens), self.pad_token_id, dtype=torch.long, device=device)
         token_log_probs = torch.zeros((n, max_new_tokens), device=device)
@@ -192,13 +187,11 @@ class SequencePolicy:
             tokens[:, t] = next_token
             mask[:, t] = ~finished
             token_log_probs[:, t] = torch.where(finished, 0.0, log_p.gather(1, next_token[:, None]).squeeze(1))
-            if self.eos_token_id is not None:
-                finished |= next_token == self.eos_token_id
+            finished |= torch.isin(next_token, stops)
             steps = t + 1
             if finished.all() or steps == max_new_tokens:
                 break
-            logits, cache = self._decode(context, next_token[:, None], cache, position=t + 1)
-            logits = logits[:, -1]
+            logits, cache = self.adapter.next_step(self, context, next_token[:, None], cache, t + 1)
         return Samples(tokens[:, :steps], mask[:, :steps], token_log_probs[:, :steps], finished)
 
     def greedy(self, pixel_values: torch.Tensor, max_new_tokens: int | None = None) -> Samples:
@@ -215,16 +208,7 @@ class SequencePolicy:
         n, length = tokens.shape
         if n != batch * k:
             raise ValueError(f"tokens has {n} rows, expected images × k = {batch} × {k}")
-        start = torch.full((n, 1), self.start_token_id, dtype=torch.long, device=tokens.device)
-        inputs = torch.cat([start, tokens[:, :-1]], dim=1)  # (N, T): shifted right
-        context = self._encode(pixel_values)
-        if self.family == "git":
-            # GIT tiles image features over the batch (row r sees image r % B): feed sample-major, then undo.
-            order = torch.arange(n, device=tokens.device).view(batch, k).t().reshape(-1)
-            logits, _ = self._decode(context, inputs[order])
-            logits = logits[torch.argsort(order)]
-        else:
-            logits, _ = self._decode(context.repeat_interleave(k, dim=0), inputs)
+        logits = self.adapter.teacher_forced_logits(self, pixel_values, tokens, k)  # (N, T, V)
         log_p = F.log_softmax(logits.float() / temperature, dim=-1)  # (N, T, V)
         picked = log_p.gather(2, tokens[:, :, None]).squeeze(2)
         return picked * mask
@@ -251,3 +235,17 @@ class SequencePolicy:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def default_budget(policy: SequencePolicy) -> int:
+    """Tokens a caption may take when nothing says: the generation config's max_new_tokens, else
+    DEFAULT_MAX_NEW_TOKENS, within the positions the text model has left after the start token or prompt."""
+    model = policy.model
+    wanted = getattr(model.generation_config, "max_new_tokens", None) or DEFAULT_MAX_NEW_TOKENS
+    config = model.config
+    text = getattr(config, "decoder", None) or getattr(config, "text_config", None) or config
+    limit = getattr(text, "n_positions", None) or getattr(text, "max_position_embeddings", None)
+    if limit is None:
+        return wanted
+    used = policy.prompt_ids.shape[1] if policy.prompt_ids is not None else 1
+    return max(1, min(wanted, limit - used))

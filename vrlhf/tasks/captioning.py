@@ -105,17 +105,28 @@ def new_policy(train_rows: list[dict], **sizes) -> SequencePolicy:
 
 
 def load_policy(path: str | Path) -> SequencePolicy:
+    """A captioning policy from a local model directory or a hub id: one we saved, or any supported checkpoint
+    (VisionEncoderDecoder, BLIP, GIT, LLaVA, Idefics3/SmolVLM, PaliGemma) with its own processor. ModelError (one
+    line) for anything else."""
     try:
         policy = SequencePolicy.from_pretrained(path)
+    except ModelError:
+        raise
     except (OSError, ValueError) as error:
         raise ModelError(f"{path}: cannot load a policy ({str(error).splitlines()[0]})") from None
     if policy.tokenizer is None:
         raise ModelError(f"{path}: a captioning policy needs a tokenizer in its directory")
+    if policy.image_processor is None and "image_size" not in policy.meta:
+        raise ModelError(f"{path}: no image processor (processor_config.json or preprocessor_config.json) to prepare "
+                         f"its images with")
     return policy.eval()
 
 
 def pixel_values(policy: SequencePolicy, images: list[Image.Image]) -> torch.Tensor:
-    """(B, 3, S, S) normalised RGB at the policy's input size."""
+    """The policy's input, (B, ...) with B first: the model's own image processor when it has one (any checkpoint),
+    else (B, 3, S, S) RGB normalised with the numbers in policy.json (our own policies)."""
+    if policy.image_processor is not None:
+        return policy.adapter.pixel_values(policy, [im.convert("RGB") for im in images]).to(policy.device)
     size, mean, std = policy.meta["image_size"], policy.meta["image_mean"], policy.meta["image_std"]
     arrays = [np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
               for im in images]
@@ -127,20 +138,29 @@ def pixel_values(policy: SequencePolicy, images: list[Image.Image]) -> torch.Ten
 
 
 def decode(policy: SequencePolicy, rows: list[dict], tokens: torch.Tensor, k: int = 1) -> list[Caption]:
-    """Tokens (B*k, T) -> captions, cut at the first EOS; `Caption.finished` records whether EOS came."""
-    eos = policy.eos_token_id
+    """Tokens (B*k, T) -> captions, cut at the first EOS (any stop id); `Caption.finished` records whether it came."""
+    stops = set(policy.stop_token_ids)
     special = set(policy.tokenizer.all_special_ids)
     captions = []
     for row in tokens.tolist():
-        finished = eos in row
-        words = row[: row.index(eos)] if finished else row
-        captions.append(Caption(policy.tokenizer.decode([t for t in words if t not in special]).strip(), finished))
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        words = row if end is None else row[:end]
+        text = policy.tokenizer.decode([t for t in words if t not in special], skip_special_tokens=True)
+        captions.append(Caption(text.strip(), end is not None))
     return captions
+
+
+def _target_text(policy: SequencePolicy, caption: str) -> str:
+    """A caption as the tokenizer should read it: normalised words for our word-level vocabulary (it knows no
+    punctuation or capitals), the caption as written for a subword tokenizer (a pretrained model's)."""
+    core = getattr(policy.tokenizer, "backend_tokenizer", None)
+    word_level = core is not None and type(core.model).__name__ == "WordLevel"
+    return tokenize(caption) if word_level else caption.strip()
 
 
 def encode_captions(policy: SequencePolicy, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Captions -> (tokens, mask) with EOS appended, padded: the teacher-forcing targets."""
-    ids = [policy.tokenizer(tokenize(c), add_special_tokens=False)["input_ids"][: policy.max_new_tokens - 1]
+    ids = [policy.tokenizer(_target_text(policy, c), add_special_tokens=False)["input_ids"][: policy.max_new_tokens - 1]
            for c in captions]
     ids = [seq + [policy.eos_token_id] for seq in ids]
     length = max(map(len, ids))

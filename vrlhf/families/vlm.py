@@ -1,0 +1,103 @@
+"""Decoder-only vision-language models (`AutoModelForImageTextToText`): LLaVA, Idefics3 (SmolVLM's architecture),
+PaliGemma. A caption is the model's answer to a fixed prompt about the image ("Describe the image.").
+
+The prompt, with its image placeholder tokens, is the same for every image: its token ids are computed once per
+policy (`prepare`) through the model's own processor and chat template, exactly as TRL tokenises a conversational
+prompt. So the policy's input stays one pixel tensor per image, and sampling, teacher forcing and TRL all see the
+same tokens. That needs a fixed number of image tokens per image: Idefics3 is run on one tile per image (image
+splitting off, the image resized to the vision encoder's square), LLaVA and PaliGemma have a fixed size anyway.
+
+"Encode once" is the prefill: prompt + image run once per image, and its cache is repeated for the k samples.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from transformers import (
+    Idefics3ForConditionalGeneration,
+    LlavaForConditionalGeneration,
+    PaliGemmaForConditionalGeneration,
+)
+
+MODEL_CLASSES = {
+    "llava": LlavaForConditionalGeneration,
+    "idefics3": Idefics3ForConditionalGeneration,
+    "paligemma": PaliGemmaForConditionalGeneration,
+}
+DEFAULT_PROMPT = "Describe the image."
+
+
+def special_ids(model, tokenizer) -> tuple[int | None, list[int], int]:
+    """(None: the prompt starts the answer, stop ids from the generation config, pad)."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    pad = next((p for p in (model.generation_config.pad_token_id, tokenizer.pad_token_id) if p is not None), eos[0])
+    return None, eos, pad
+
+
+def messages(prompt: str, image=None) -> list[dict]:
+    """The conversational prompt TRL and chat templates expect: one user turn, the image, then the question."""
+    picture = {"type": "image"} if image is None else {"type": "image", "image": image}
+    return [{"role": "user", "content": [picture, {"type": "text", "text": prompt}]}]
+
+
+def prepare(policy) -> None:
+    """The prompt's token ids (1, P), through the processor (and its chat template, when the model has one)."""
+    processor = policy.processor
+    if getattr(processor.image_processor, "do_image_splitting", False):
+        processor.image_processor.do_image_splitting = False  # one tile per image: the same prompt for every image
+    prompt = policy.meta.setdefault("prompt", DEFAULT_PROMPT)
+    blank = Image.new("RGB", (64, 64))
+    if getattr(processor, "chat_template", None):
+        batch = processor.apply_chat_template([messages(prompt, blank)], add_generation_prompt=True, tokenize=True,
+                                              return_dict=True, return_tensors="pt")
+    else:  # PaliGemma: no chat template; its processor expands "<image>" + prompt to image tokens + BOS + prompt + "\n"
+        batch = processor(text=[processor.image_token + prompt], images=[blank], return_tensors="pt")
+    policy.prompt_ids = batch["input_ids"][:1].long()  # (1, P)
+
+
+def _extras(policy, rows: int, prompt: int, answer: int) -> dict:
+    """PaliGemma attends bidirectionally over the prefix (token type 0) and causally over the answer (1)."""
+    if policy.family != "paligemma":
+        return {}
+    device = policy.prompt_ids.device
+    return {"token_type_ids": torch.cat([torch.zeros(rows, prompt, dtype=torch.long, device=device),
+                                         torch.ones(rows, answer, dtype=torch.long, device=device)], dim=1)}
+
+
+def pixel_values(policy, images: list) -> torch.Tensor:
+    """RGB images -> (B, ...) through the model's image processor, one image per row (Idefics3: (B, 1, C, H, W))."""
+    nested = hasattr(policy.image_processor, "do_image_splitting")  # Idefics3 reads a list of images per row
+    return policy.image_processor([[im] for im in images] if nested else images, return_tensors="pt")["pixel_values"]
+
+
+def encode(policy, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The image enters with the prompt in the first pass: the context is the pixels themselves."""
+    return pixel_values
+
+
+def first_step(policy, pixel_values: torch.Tensor):
+    """Prefill prompt + image, once per image -> (logits of the first answer token (B, V), cache, None)."""
+    prompt = policy.prompt_ids.to(pixel_values.device)
+    rows, length = pixel_values.shape[0], prompt.shape[1]
+    out = policy.model(input_ids=prompt.expand(rows, -1), pixel_values=pixel_values, use_cache=True,
+                       logits_to_keep=1, **_extras(policy, rows, length, 0))
+    return out.logits[:, -1], out.cache, None
+
+
+def next_step(policy, context, tokens: torch.Tensor, cache, position: int):
+    out = policy.model(input_ids=tokens, cache=cache, use_cache=True)
+    return out.logits[:, -1], out.cache
+
+
+def teacher_forced_logits(policy, pixel_values: torch.Tensor, tokens: torch.Tensor, k: int) -> torch.Tensor:
+    """Prompt + tokens in one pass; the logits at the last prompt position and after predict tokens (N, T)."""
+    prompt = policy.prompt_ids.to(tokens.device)
+    rows, length, steps = tokens.shape[0], prompt.shape[1], tokens.shape[1]
+    inputs = torch.cat([prompt.expand(rows, -1), tokens[:, :-1]], dim=1)  # (N, P + T - 1)
+    out = policy.model(input_ids=inputs, pixel_values=pixel_values.repeat_interleave(k, dim=0), use_cache=False,
+                       logits_to_keep=steps, **_extras(policy, rows, length, steps - 1))
+    return out.logits  # (N, T, V)
