@@ -164,7 +164,12 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
                         undo = gr.Button("Undo last [U]", elem_id="vr-undo")
             with gr.Tab("Stats & export", id="stats", visible=not auth, elem_id="vr-stats-tab") as stats_tab:
                 admin_msg = gr.Markdown(elem_id="vr-admin-msg")
-                refresh = gr.Button("Refresh", elem_id="vr-refresh")
+                with gr.Row(equal_height=True):
+                    export_task = gr.Dropdown(export_choices, value=ALL, label="Export", elem_id="vr-export-task")
+                    fmt = gr.Dropdown(list(FORMATS), value="hf", label="Format", elem_id="vr-format")
+                    export_btn = gr.Button("Export preferences", elem_id="vr-export", variant="primary")
+                download = gr.HTML(elem_id="vr-download")
+                refresh = gr.Button("Refresh statistics", elem_id="vr-refresh", size="sm")
                 summary = gr.Markdown(elem_id="vr-summary")
                 per_annotator = gr.Dataframe(stats.per_annotator([]), interactive=False, elem_id="vr-per-annotator",
                                              label="Per annotator (agreement: the share of their judgments that "
@@ -174,11 +179,6 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
                 notes = gr.Dataframe(stats.notes([]), interactive=False, label="Comments and flags",
                                      elem_id="vr-notes")
                 labels = gr.Dataframe(stats.label_mix([]), interactive=False, label="Label distribution")
-                with gr.Row(equal_height=True):
-                    export_task = gr.Dropdown(export_choices, value=ALL, label="Export", elem_id="vr-export-task")
-                    fmt = gr.Dropdown(list(FORMATS), value="hf", label="Format", elem_id="vr-format")
-                    export_btn = gr.Button("Export preferences", elem_id="vr-export", variant="primary")
-                download = gr.HTML(elem_id="vr-download")
 
         # Outputs of every comparison event (`core`), and of the events that open a page (`full`). The lease token
         # comes first, the message line second (page_event writes its sentences there).
@@ -283,9 +283,11 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
             folder = Path(tempfile.mkdtemp(prefix="vrlhf-download-"))  # removed once downloaded (labeler.downloads)
             try:
                 path, pairs = export_archive(store, folder, format_, None if task == ALL else task)
-            except BaseException:
+            except BaseException as e:
                 shutil.rmtree(folder, ignore_errors=True)
-                raise
+                if not isinstance(e, LabelError):
+                    raise
+                return gr.update(value=f"Nothing was exported: {e}.", visible=True), ""  # and no stale link
             token = downloads.add(path, getattr(request, "username", None) if auth else None)
             size = path.stat().st_size / 1e6
             what = ", ".join(f"{t}: {n} pairs" for t, n in pairs.items())

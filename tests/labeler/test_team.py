@@ -10,6 +10,7 @@ import tempfile
 import time
 import zipfile
 
+import httpx
 import pytest
 from labfix import fill, free_port, http_login, ui_event, ui_fns
 
@@ -200,6 +201,15 @@ def test_an_empty_name_says_what_to_do_and_the_box_stays_usable(solo, browser):
     page.click("#vr-start")
     page.wait_for_selector("#vr-view .vr-cmp")
     page.close()
+
+
+def test_an_export_with_nothing_to_export_says_so_and_offers_no_link(solo):
+    store, url = solo
+    assert store.counts()["votes"] == 0
+    with httpx.Client(base_url=url, timeout=30) as c:
+        said, link = ui_event(c, ui_fns(c)["vr-export"], ["all", "hf"], "solo-admin")["output"]["data"]
+    assert said["value"].startswith("Nothing was exported: nothing to export: 0 colorization votes make no "
+                                    "preference pair") and link == ""
 
 
 def test_a_phone_shows_candidates_at_least_as_wide_as_the_input(solo, browser):
