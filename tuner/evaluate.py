@@ -21,8 +21,13 @@ from vrlhf.errors import ConfigError
 class EvalConfig:
     task: str = field(default="", metadata={"help": "the policy's task (a vrlhf.tasks module: captioning, "
                                                     "colorization)"})
-    policy: str = field(default="", metadata={"help": "policy model directory"})
-    data: str = field(default="", metadata={"help": "evaluation dataset (image folder, COCO JSON or saved HF dataset)"})
+    policy: str = field(default="", metadata={"help": "policy: a model directory (ours, or any supported Hugging "
+                                                      "Face captioner / VLM) or a hub id"})
+    data: str = field(default="", metadata={"help": "evaluation dataset: image folder, COCO JSON, saved HF dataset or "
+                                                    "a hub dataset id (ID or ID:SPLIT)"})
+    image_column: str = field(default="image", metadata={"help": "image column of a Hugging Face --data"})
+    caption_column: str = field(default="", metadata={"help": "caption column of a Hugging Face --data; empty: "
+                                                              "captions, caption or text"})
     limit: int = field(default=0, metadata={"help": "evaluate on the first N rows only (0: all)"})
     best_of: int = field(default=0, metadata={"help": "also draw N samples per input and keep the one --reward "
                                                       "scores highest (0: greedy decoding only)"})
@@ -50,7 +55,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         raise ConfigError("--best_of N needs N >= 1 and a --reward to choose with (e.g. --reward learned:DIR)")
     task = get_task(cfg.task)
     specs = parse_reward_specs(cfg.reward) if cfg.best_of else []  # bad specs fail before any loading
-    rows = load_rows(cfg.data, strict=cfg.strict, limit=cfg.limit or None, check=task.row_problem)
+    rows = load_rows(cfg.data, strict=cfg.strict, limit=cfg.limit or None, check=task.row_problem,
+                     image_column=cfg.image_column, caption_column=cfg.caption_column)
     reward = build_reward(task, specs, rows) if specs else None
     policy = task.load_policy(cfg.policy)
     results = {"greedy": task.eval_metrics(rows, greedy_outputs(task, policy, rows, progress=not cfg.json))}

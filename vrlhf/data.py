@@ -1,8 +1,13 @@
-"""Loaders that turn an image folder, a COCO captions file or a saved Hugging Face dataset into Rows.
+"""Loaders that turn an image folder, a COCO captions file or a Hugging Face dataset into Rows.
 
     load_rows("data/shapes/train")                      # image folder: images + metadata.jsonl
     load_rows("captions.json", image_dir="val2017/")     # COCO captions (or a folder holding captions.json)
     load_rows("saved_dataset/")                          # datasets.Dataset.save_to_disk
+    load_rows("owner/name:validation")                   # a hub dataset id (":SPLIT" when it has several splits)
+    load_rows(dataset, image_column="img", caption_column="sentences")   # a `datasets.Dataset` already loaded
+
+A Hugging Face dataset needs an image column (`image_column`, default "image") and, for captioning, a caption column
+(`caption_column`: a string or a list of strings per row; default: the first of captions, caption, text).
 
 Every loader returns Rows (docs/ARCHITECTURE.md): `{"id", "image" (RGB), "captions", "attributes", ...}`.
 A missing or unreadable image is skipped and counted in one summary line on stderr, or raises `DataError`
@@ -22,16 +27,27 @@ from pathlib import Path
 from PIL import Image
 
 from vrlhf.errors import DataError
+from vrlhf.hub import is_hub_id
 
 
-def load_rows(path: str | Path, strict: bool = False, limit: int | None = None,
-              image_dir: str | Path | None = None, check: Callable[[dict], str | None] | None = None) -> list[dict]:
+def load_rows(path, strict: bool = False, limit: int | None = None, image_dir: str | Path | None = None,
+              check: Callable[[dict], str | None] | None = None, image_column: str = "image",
+              caption_column: str = "") -> list[dict]:
     """Rows from `path`, whose format is detected (see the module docstring); at most `limit` rows.
 
+    `path` is a file or folder, a hub dataset id (`owner/name` or `owner/name:split`), or a `datasets.Dataset`.
     `image_dir` is where COCO `file_name`s live (default: the folder of the JSON file).
     `check(row) -> problem | None` (a task's `row_problem`) refuses a row the task cannot use: a `DataError` naming
     the file and row, raised as the rows are read, before anything else is done with them.
+    `image_column` / `caption_column` name a Hugging Face dataset's columns (see the module docstring).
     """
+    columns = dict(image_column=image_column, caption_column=caption_column)
+    if not isinstance(path, (str, Path)):  # a datasets.Dataset (or a one-split DatasetDict) in memory
+        origin = getattr(path, "info", None) and path.info.dataset_name or f"<{type(path).__name__}>"
+        return _load(_dataset_records(_one_split(path, origin), origin, None, **columns), origin, strict, limit, check)
+    if not Path(path).exists() and is_hub_id(path):
+        return _load(_dataset_records(_hub_dataset(str(path)), str(path), None, **columns), str(path), strict, limit,
+                     check)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
@@ -42,7 +58,7 @@ def load_rows(path: str | Path, strict: bool = False, limit: int | None = None,
             return _load(_coco(path / "captions.json", Path(image_dir or path)), path / "captions.json", strict, limit,
                          check)
         if any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
-            return _load(_hf_dataset(path), path, strict, limit, check)
+            return _load(_dataset_records(_saved_dataset(path), path, path, **columns), path, strict, limit, check)
         subfolders = sorted(p.name for p in path.iterdir() if p.is_dir())
         hint = f" (subfolders: {', '.join(subfolders)}; point at one of them?)" if subfolders else ""
         raise DataError(f"{path}: no metadata.jsonl (image folder), captions.json (COCO) or saved Hugging Face "
@@ -65,13 +81,20 @@ def split_rows(rows: list[dict], test_fraction: float) -> tuple[list[dict], list
     return [r for i, r in enumerate(rows) if i not in test], [r for i, r in enumerate(rows) if i in test]
 
 
-def load_split(path: str | Path, test_fraction: float, **load) -> tuple[list[dict], list[dict]]:
-    """(train, test) rows of a dataset: `path/train` and `path/test` when both exist, else `split_rows` of `path`.
-    `load` goes to `load_rows` (strict, check, ...)."""
-    root = Path(path)
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        return load_rows(root / "train", **load), load_rows(root / "test", **load)
-    return split_rows(load_rows(root, **load), test_fraction)
+def load_split(path, test_fraction: float, **load) -> tuple[list[dict], list[dict]]:
+    """(train, test) rows of a dataset: its train and test parts when it has both (folders `path/train` and
+    `path/test`, as `vrlhf data shapes` and `DatasetDict.save_to_disk` write them, or the splits of a hub or
+    in-memory dataset), else `split_rows` of `path`. `load` goes to `load_rows` (strict, check, columns, ...)."""
+    if isinstance(path, (str, Path)):
+        root = Path(path)
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            return load_rows(root / "train", **load), load_rows(root / "test", **load)
+        if not root.exists() and is_hub_id(path) and ":" not in str(path):
+            if {"train", "test"} <= set(_hub_dataset(str(path), whole=True)):
+                return load_rows(f"{path}:train", **load), load_rows(f"{path}:test", **load)
+    elif hasattr(path, "keys") and {"train", "test"} <= set(path.keys()):  # a DatasetDict in memory
+        return load_rows(path["train"], **load), load_rows(path["test"], **load)
+    return split_rows(load_rows(path, **load), test_fraction)
 
 
 def _id_hash(row_id) -> int:
@@ -169,34 +192,73 @@ def _coco(path: Path, image_dir: Path) -> Iterator[Record]:
         print(f"{path}: ignored {orphans} captions whose image_id is not in 'images'", file=sys.stderr)
 
 
-def _hf_dataset(path: Path) -> Iterator[Record]:
+def _one_split(dataset, origin) -> object:
+    import datasets
+
+    if isinstance(dataset, datasets.DatasetDict):
+        if len(dataset) != 1:
+            raise DataError(f"{origin}: a dataset with splits {', '.join(dataset)}; point at {origin}/<split>"
+                            + (" (or ID:SPLIT for a hub id)" if isinstance(origin, str) and is_hub_id(origin) else ""))
+        dataset = next(iter(dataset.values()))
+    return dataset
+
+
+def _saved_dataset(path: Path):
     import datasets  # slow to import; only this format needs it
 
     try:
         dataset = datasets.load_from_disk(str(path))
     except Exception as error:
         raise DataError(f"{path}: cannot load the saved dataset ({str(error).splitlines()[0]})") from None
-    if isinstance(dataset, datasets.DatasetDict):
-        if len(dataset) != 1:
-            raise DataError(f"{path}: a dataset with splits {', '.join(dataset)}; point at {path}/<split>")
-        dataset = next(iter(dataset.values()))
-    if "image" not in dataset.column_names:
-        raise DataError(f"{path}: no 'image' column (columns: {', '.join(dataset.column_names)})")
-    if isinstance(dataset.features["image"], datasets.Image):
-        dataset = dataset.cast_column("image", datasets.Image(decode=False))  # decode here, to report failures
+    return _one_split(dataset, path)
+
+
+def _hub_dataset(name: str, whole: bool = False):
+    """`owner/name` or `owner/name:split` through `datasets.load_dataset` (downloads unless HF_HUB_OFFLINE is set).
+    `whole`: the DatasetDict of every split, to look at its split names."""
+    import datasets
+
+    from vrlhf.hub import unreachable
+
+    repo, _, split = name.partition(":")
+    try:
+        dataset = datasets.load_dataset(repo, split=split or None)
+    except Exception as error:  # offline, unknown id, unknown split, no connection: all are one line here
+        if split and "split" in str(error).lower():
+            raise DataError(f"{name}: no split {split!r} ({str(error).strip().splitlines()[0]})") from None
+        raise DataError(unreachable("dataset", repo, error)) from None
+    return dataset if whole else _one_split(dataset, name)
+
+
+def _dataset_records(dataset, origin, base: Path | None, image_column: str = "image",
+                     caption_column: str = "") -> Iterator[Record]:
+    """Records of a `datasets.Dataset`: the image from `image_column`, the captions from `caption_column` (or the
+    first of captions, caption, text); image paths in the data are relative to `base`."""
+    import datasets
+
+    names = dataset.column_names
+    if image_column not in names:
+        raise DataError(f"{origin}: no image column {image_column!r} (columns: {', '.join(names)}; "
+                        f"name the image column with --image_column)")
+    if caption_column and caption_column not in names:
+        raise DataError(f"{origin}: no caption column {caption_column!r} (columns: {', '.join(names)}; "
+                        f"name the caption column with --caption_column)")
+    if isinstance(dataset.features[image_column], datasets.Image):
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))  # decode here, to report failures
+    base = Path(base) if base is not None else Path()
     for index, record in enumerate(dataset):
-        number, where = index + 1, f"{path}: row {index + 1}"
-        image = record.pop("image")
+        number, where = index + 1, f"{origin}: row {index + 1}"
+        image = record.pop(image_column)
         if isinstance(image, dict):  # {"bytes", "path"}
-            source = image.get("bytes") or (path / image["path"] if image.get("path") else b"")
+            source = image.get("bytes") or (base / image["path"] if image.get("path") else b"")
             name = image.get("path") or f"<image of row {number}>"
         elif isinstance(image, str):
-            source, name = path / image, image
+            source, name = base / image, image
         else:
-            raise DataError(f"{where}: unsupported image value {type(image).__name__}")
+            raise DataError(f"{where}: unsupported image value {type(image).__name__} in column {image_column!r}")
         attributes = record.get("attributes")
         if isinstance(attributes, str):
             attributes = json.loads(attributes)
-        row = {**record, "id": str(record.get("id", index)), "captions": _captions(record, where),
-               "attributes": attributes}
+        captions = _captions({"captions": record[caption_column]} if caption_column else record, where)
+        row = {**record, "id": str(record.get("id", index)), "captions": captions, "attributes": attributes}
         yield number, name, source, row

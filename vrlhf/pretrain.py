@@ -53,13 +53,18 @@ class PretrainConfig:
     mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)"})
     strict: bool = field(default=False, metadata={
         "help": "fail on a missing or unreadable image (default: skip and count)"})
-    init: str = field(default="", metadata={"help": "start from this policy directory instead of a fresh model"})
+    init: str = field(default="", metadata={"help": "start from this policy instead of a fresh model: a directory "
+                                                    "(ours, or any supported captioner / VLM) or a hub id"})
+    image_column: str = field(default="image", metadata={"help": "image column of a Hugging Face --data"})
+    caption_column: str = field(default="", metadata={"help": "caption column of a Hugging Face --data; empty: "
+                                                              "captions, caption or text"})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
 
 def split_data(cfg: PretrainConfig) -> tuple[list[dict], list[dict]]:
     """(train, held-out) rows: DATA/train and DATA/test, or the split every stage uses (`vrlhf.data.split_rows`)."""
-    return load_split(cfg.data, cfg.test_fraction, strict=cfg.strict, check=get_task(cfg.task).row_problem)
+    return load_split(cfg.data, cfg.test_fraction, strict=cfg.strict, check=get_task(cfg.task).row_problem,
+                      image_column=cfg.image_column, caption_column=cfg.caption_column)
 
 
 def build(cfg: PretrainConfig, train_rows: list[dict]):
