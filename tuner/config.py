@@ -9,13 +9,24 @@ from dataclasses import dataclass, field
 class TuneConfig:
     # ---- what to tune, on what ----
     task: str = field(default="captioning", metadata={"help": "task module: captioning | colorization"})
-    policy: str = field(default="", metadata={"help": "starting policy directory (SequencePolicy.from_pretrained)"})
+    policy: str = field(default="", metadata={
+        "help": "starting policy: a directory (ours, or any supported Hugging Face captioner / VLM) or a hub id"})
+    backend: str = field(default="auto", metadata={
+        "help": "ours (our REINFORCE loop, any family) | trl (TRL's RLOOTrainer for --baseline loo, GRPOTrainer for "
+                "group_norm; decoder-only VLMs) | auto: trl for a decoder-only VLM, ours otherwise"})
+    prompt: str = field(default="", metadata={
+        "help": "a VLM's question about each image; empty: the policy's own (policy.json), else 'Describe the image.'"})
     data: str = field(default="", metadata={
         "help": "DIR with train/ and test/ (as `vrlhf data shapes` writes), or one folder vrlhf.data.load_rows reads"})
     out: str = field(default="runs/tune", metadata={
         "help": "run directory: config, metrics.jsonl, checkpoints, final/"})
     eval_data: str = field(default="", metadata={"help": "held-out rows; empty: DATA/test, or else the rows of "
                                                          "--data that test_fraction holds out"})
+    image_column: str = field(default="image", metadata={
+        "help": "image column of a Hugging Face dataset (--data / --eval_data: a saved or hub dataset)"})
+    caption_column: str = field(default="", metadata={
+        "help": "caption column of a Hugging Face dataset (a string or a list of strings); empty: captions, caption "
+                "or text"})
     eval_size: int = field(default=200, metadata={"help": "number of held-out rows evaluated (greedy decoding)"})
     test_fraction: float = field(default=0.1, metadata={
         "help": "held-out fraction when --data has no test/ split, chosen by a hash of the row id: the rows `vrlhf "

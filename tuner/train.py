@@ -36,6 +36,7 @@ from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
 from tuner.rewards import NORMALIZATIONS, RewardMix, build_reward, parse_reward_specs
 from vrlhf.errors import ConfigError
+from vrlhf.hub import is_hub_id
 from vrlhf.policy import Samples, SequencePolicy
 from vrlhf.rundir import RunDir
 
@@ -49,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def tune(cfg: TuneConfig):
     """Run the tuning described by `cfg`; returns (tuned policy, final held-out metrics on the main process)."""
+    from tuner.trl_backend import tune_with_trl, uses_trl
+
+    check_config(cfg)
+    if uses_trl(cfg):  # a decoder-only VLM: TRL's RLOO / GRPO with our rewards (tuner/trl_backend.py)
+        return tune_with_trl(cfg)
     t = setup(cfg)
     accelerator, task, policy, state, out = t.accelerator, t.task, t.policy, t.state, Path(cfg.out)
     show_rows = t.eval_rows[: cfg.num_show]
@@ -154,6 +160,10 @@ def setup(cfg: TuneConfig) -> Tuning:
 
     torch.manual_seed(cfg.seed)
     policy = task.load_policy(cfg.policy)
+    if cfg.prompt:
+        from vrlhf.families.vlm import set_prompt
+
+        set_prompt(policy, cfg.prompt)
     policy.model.to(accelerator.device)
     reference = kl_anchor(cfg, task, policy)
     if cfg.lora_r:
@@ -344,7 +354,7 @@ def check_config(cfg: TuneConfig) -> None:
         problems.append(str(error))
     for name in ("policy", "data") + tuple(name for name in ("eval_data", "kl_reference") if getattr(cfg, name)):
         path = getattr(cfg, name)
-        if not path or not Path(path).exists():
+        if not path or not (Path(path).exists() or is_hub_id(path)):  # a hub id is checked when it is loaded
             problems.append(f"--{name} {path!r} does not exist")
     if cfg.baseline not in BASELINES:
         problems.append(f"baseline {cfg.baseline!r} is not one of {', '.join(BASELINES)}")
@@ -370,12 +380,13 @@ def split_data(cfg: TuneConfig) -> tuple[list[dict], list[dict]]:
     from vrlhf.tasks import get_task
 
     check = get_task(cfg.task).row_problem  # a row the task cannot use fails here, before any model is loaded
+    columns = dict(image_column=cfg.image_column, caption_column=cfg.caption_column)
     if cfg.eval_data:  # every row of --data (or DATA/train) trains
         root = Path(cfg.data)
         split = (root / "train").is_dir() and (root / "test").is_dir()
-        train_rows = load_rows(root / "train" if split else root, check=check)
-        return train_rows, load_rows(cfg.eval_data, check=check)[: cfg.eval_size]
-    train_rows, held_out = load_split(cfg.data, cfg.test_fraction, check=check)
+        train_rows = load_rows(root / "train" if split else cfg.data, check=check, **columns)
+        return train_rows, load_rows(cfg.eval_data, check=check, **columns)[: cfg.eval_size]
+    train_rows, held_out = load_split(cfg.data, cfg.test_fraction, check=check, **columns)
     return train_rows, held_out[: cfg.eval_size]
 
 

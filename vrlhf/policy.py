@@ -68,8 +68,7 @@ class SequencePolicy:
         image_processor=None,
     ):
         self.model = model
-        self.adapter = adapter_of(model)
-        self.family = family_of(model)
+        self.family = family_of(model)  # TypeError for a model no adapter serves
         self.processor = processor
         self.tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
         self.image_processor = image_processor if image_processor is not None else getattr(
@@ -84,6 +83,11 @@ class SequencePolicy:
         self.meta = dict(meta or {})
         self.prompt_ids = None  # (1, P) for a VLM
         self.adapter.prepare(self)
+
+    @property
+    def adapter(self):
+        """The family's adapter module (vrlhf/families/), looked up from the model (so a policy deep-copies)."""
+        return adapter_of(self.model)
 
     # ---- persistence -------------------------------------------------------------------------------------------
 

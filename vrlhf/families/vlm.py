@@ -59,6 +59,12 @@ def prepare(policy) -> None:
     policy.prompt_ids = batch["input_ids"][:1].long()  # (1, P)
 
 
+def set_prompt(policy, prompt: str) -> None:
+    """Ask the VLM another question about each image (saved with the policy in policy.json)."""
+    policy.meta["prompt"] = prompt
+    prepare(policy)
+
+
 def _extras(policy, rows: int, prompt: int, answer: int) -> dict:
     """PaliGemma attends bidirectionally over the prefix (token type 0) and causally over the answer (1)."""
     if policy.family != "paligemma":
