@@ -115,3 +115,66 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ---- TRL's vision preference format -----------------------------------------------------------------------------
+# What TRL documents for vision preference data (docs: "Dataset formats", "Vision datasets"; DPOTrainer trains on it):
+#     {"images": [PIL image], "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": Q}]}],
+#      "chosen": [{"role": "assistant", "content": [{"type": "text", "text": A}]}], "rejected": [... B ...]}
+
+TRL_PROMPT = "Describe the image."  # the question a caption answers (a VLM policy's default prompt)
+
+
+def trl_preference_features(extra: dict | None = None):
+    """The `datasets.Features` of TRL's conversational vision preference format (+ `extra` columns)."""
+    import datasets
+
+    def turn():
+        return [{"role": datasets.Value("string"),
+                 "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}]}]
+
+    return datasets.Features({"images": [datasets.Image()], "prompt": turn(), "chosen": turn(), "rejected": turn(),
+                              **(extra or {})})
+
+
+def is_trl_preferences(dataset) -> bool:
+    """Whether a dataset already holds TRL's conversational preference columns (an image column + messages)."""
+    import datasets
+
+    names = set(dataset.column_names)
+    if not ({"prompt", "chosen", "rejected"} <= names and {"images", "image"} & names):
+        return False
+    return not isinstance(dataset.features["chosen"], datasets.Value)  # messages, not plain text
+
+
+def to_trl_preferences(pairs, prompt: str = TRL_PROMPT, keep: tuple[str, ...] = ()):
+    """Caption preference pairs (an export's `image`, `chosen`, `rejected`, `label` columns, as `vrlhf export`
+    writes them) in TRL's vision preference format, asking each image `prompt`. Ties (label 0.5) have no chosen
+    side and are left out. Only TRL's four columns by default (its DPO collator refuses any other key); `keep`
+    names export columns to carry along (e.g. `label`, `annotator`, for inspection). DataError for pairs whose
+    outputs are not text."""
+    import datasets
+
+    from vrlhf.errors import DataError
+
+    names = pairs.column_names
+    missing = [c for c in ("image", "chosen", "rejected") if c not in names]
+    if missing:
+        raise DataError(f"preference pairs lack column(s) {', '.join(missing)} (have: {', '.join(names)})")
+    for side in ("chosen", "rejected"):
+        if pairs.features[side] != datasets.Value("string"):
+            raise DataError(f"preference pairs: {side!r} holds {pairs.features[side]}, not caption text (TRL's "
+                            f"preference format is for text answers)")
+    labels = pairs["label"] if "label" in names else [1.0] * len(pairs)
+    rows = [i for i, label in enumerate(labels) if label is None or float(label) != 0.5]
+    pairs = pairs.select(rows)
+    kept = {c: pairs.features[c] for c in keep if c in names}
+    question = [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": prompt}]}]
+
+    def answer(text):
+        return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+    columns = {"images": [[image] for image in pairs["image"]], "prompt": [question] * len(pairs),
+               "chosen": [answer(t) for t in pairs["chosen"]], "rejected": [answer(t) for t in pairs["rejected"]],
+               **{c: pairs[c] for c in kept}}
+    return datasets.Dataset.from_dict(columns, features=trl_preference_features(kept))

@@ -1,0 +1,214 @@
+"""`vrlhf dpo`: a vision-language model trained directly on people's clicks with TRL's DPOTrainer (no reward model).
+
+    vrlhf export --db work/labels.db --out work/export --task captioning
+    vrlhf dpo --policy runs/smolvlm --data work/export --out runs/dpo [--eval_data work/shapes/test]
+
+`--data` is a caption export of `vrlhf export` (any format; ties, which have no chosen side, are left out), or a
+preference dataset already in TRL's vision format (a saved dataset or a hub id: `images`, conversational `prompt`,
+`chosen`, `rejected`). Exports are converted by `vrlhf.exports.to_trl_preferences`, asking each image the policy's
+own prompt (the question it was sampled with). The run directory is the tuner's: config.yaml, metrics.jsonl (TRL's
+DPO logs: loss, rewards/margins, rewards/accuracies, ...; `eval/...` lines before and after when --eval_data is
+given), progress.json, final/ (a policy directory).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vrlhf.config import parse_config
+from vrlhf.errors import ConfigError, DataError
+
+
+@dataclass
+class DPOTuneConfig:
+    policy: str = field(default="", metadata={"help": "the VLM to train: a model directory or a hub id (LLaVA, "
+                                                      "Idefics3/SmolVLM; needs a chat template)"})
+    data: str = field(default="", metadata={"help": "caption preference pairs: an export of `vrlhf export`, or a "
+                                                    "TRL vision preference dataset (saved, or a hub id)"})
+    out: str = field(default="runs/dpo", metadata={"help": "run directory: config, metrics.jsonl, final/"})
+    task: str = field(default="captioning", metadata={"help": "the export's task (text outputs)"})
+    prompt: str = field(default="", metadata={"help": "the question each image is asked; empty: the policy's own "
+                                                      "(policy.json), else 'Describe the image.'"})
+    beta: float = field(default=0.1, metadata={"help": "DPO's β: how far the policy may move from the reference"})
+    loss_type: str = field(default="sigmoid", metadata={"help": "TRL DPO loss: sigmoid (DPO) | ipo | hinge | ..."})
+    steps: int = field(default=100, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=8, metadata={"help": "preference pairs per optimiser step (all processes)"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimiser step on each process"})
+    lr: float = field(default=5e-6, metadata={"help": "AdamW learning rate (constant after warm-up)"})
+    warmup_steps: int = field(default=5, metadata={"help": "linear learning-rate warm-up steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0: off"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on all linear layers; 0: train every weight"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    merge_lora: bool = field(default=True, metadata={"help": "merge LoRA into final/ (else save the adapter)"})
+    eval_data: str = field(default="", metadata={"help": "held-out rows with references: greedy metrics before and "
+                                                         "after (empty: none)"})
+    eval_size: int = field(default=200, metadata={"help": "held-out rows evaluated"})
+    image_column: str = field(default="image", metadata={"help": "image column of a Hugging Face --eval_data"})
+    caption_column: str = field(default="", metadata={"help": "caption column of a Hugging Face --eval_data; "
+                                                              "empty: captions, caption or text"})
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (GPU only)"})
+    save_every: int = field(default=0, metadata={"help": "TRL checkpoint every N steps in checkpoints/; 0: off"})
+    log_with: str = field(default="none", metadata={"help": "TRL report_to: none | tensorboard | wandb"})
+    seed: int = field(default=0, metadata={"help": "seed of the pair order"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    dpo(parse_config(DPOTuneConfig, argv, prog="vrlhf dpo"))
+    return 0
+
+
+def dpo(cfg: DPOTuneConfig):
+    """Train `cfg.policy` with DPO on `cfg.data`; returns (policy, final held-out metrics or {})."""
+    from tuner.monitor import evaluate
+    from tuner.trl_backend import log_eval
+    from vrlhf.data import load_rows
+    from vrlhf.families import vlm
+    from vrlhf.rundir import RunDir
+    from vrlhf.tasks import get_task
+
+    check_config(cfg)
+    task = get_task(cfg.task)
+    eval_rows = []
+    if cfg.eval_data:
+        eval_rows = load_rows(cfg.eval_data, check=task.row_problem, image_column=cfg.image_column,
+                              caption_column=cfg.caption_column)[: cfg.eval_size]
+    policy = task.load_policy(cfg.policy)
+    if policy.adapter is not vlm or not getattr(policy.processor, "chat_template", None):
+        raise ConfigError(f"--policy {cfg.policy}: DPO through TRL needs a decoder-only VLM with a chat template "
+                          f"(this is a {policy.family} model{'' if policy.adapter is not vlm else ' without one'})")
+    if cfg.prompt:
+        vlm.set_prompt(policy, cfg.prompt)
+    pairs = preference_pairs(cfg.data, cfg.task, policy.meta["prompt"])
+
+    out = Path(cfg.out)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    rundir = RunDir(out, enabled=main_process)
+    rundir.save_config(cfg)
+    max_new_tokens = policy.max_new_tokens
+    if main_process:
+        log_eval(rundir, evaluate, task, policy, eval_rows, max_new_tokens, step=0)
+    trainer = build_trainer(cfg, policy, pairs, out)
+    trainer.add_callback(_log_callback(rundir, cfg.steps))
+    trainer.train()
+    policy.model = trainer.model
+    if not main_process:
+        return policy, {}
+    final = log_eval(rundir, evaluate, task, policy, eval_rows, max_new_tokens, step=trainer.state.global_step)
+    from tuner.train import save_final
+
+    save_final(cfg, policy, out / "final")
+    print(f"done: {trainer.state.global_step} DPO steps on {len(pairs)} pairs; final policy in {out / 'final'}")
+    return policy, final
+
+
+def check_config(cfg: DPOTuneConfig) -> None:
+    from vrlhf.hub import is_hub_id
+
+    problems = []
+    for name in ("policy", "data") + (("eval_data",) if cfg.eval_data else ()):
+        value = getattr(cfg, name)
+        if not value or not (Path(value).exists() or is_hub_id(value)):
+            problems.append(f"--{name} {value!r} does not exist")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % (world * cfg.grad_accum):
+        problems.append(f"batch_size {cfg.batch_size} is not divisible by processes × grad_accum = "
+                        f"{world} × {cfg.grad_accum}")
+    if cfg.steps < 1 or cfg.beta <= 0:
+        problems.append("steps must be >= 1 and beta > 0")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def preference_pairs(path: str, task: str, prompt: str):
+    """TRL's vision preference dataset from an export of ours (checked as the reward model checks it) or from a
+    dataset already in TRL's format."""
+    import datasets
+
+    from vrlhf.exports import MANIFEST, is_trl_preferences, to_trl_preferences
+    from vrlhf.hub import is_hub_id, unreachable
+
+    local = Path(path)
+    if (local if local.is_dir() else local.parent).joinpath(MANIFEST).is_file():  # our export
+        from reward_model.data import load_export, validate
+
+        export = load_export(local)
+        if is_trl_preferences(export):
+            return export
+        _, keep, notes = validate(export, local, task)
+        for note in notes:
+            print(f"{local}: {note}")
+        pairs = to_trl_preferences(export.select(keep), prompt)
+    else:
+        try:
+            if local.exists():
+                pairs = datasets.load_from_disk(str(local))
+            elif is_hub_id(path):
+                pairs = datasets.load_dataset(path.partition(":")[0], split=path.partition(":")[2] or "train")
+            else:
+                raise DataError(f"--data {path}: no such export or dataset")
+        except (OSError, ValueError, ConnectionError) as error:
+            if isinstance(error, DataError):
+                raise
+            if local.exists():
+                raise DataError(f"--data {path}: not an export (no {MANIFEST}) nor a saved dataset "
+                                f"({str(error).strip().splitlines()[0]})") from None
+            raise DataError(unreachable("dataset", path, error)) from None
+        if isinstance(pairs, datasets.DatasetDict):
+            pairs = pairs["train"] if "train" in pairs else next(iter(pairs.values()))
+        if not is_trl_preferences(pairs):
+            pairs = to_trl_preferences(pairs, prompt)
+    if len(pairs) == 0:
+        raise DataError(f"--data {path}: no preference pairs left (ties have no chosen side)")
+    if "image" in pairs.column_names and "images" not in pairs.column_names:
+        pairs = pairs.rename_column("image", "images").map(lambda row: {"images": [row["images"]]})
+    return pairs.select_columns(["images", "prompt", "chosen", "rejected"])  # TRL's collator takes no other key
+
+
+def build_trainer(cfg: DPOTuneConfig, policy, pairs, out: Path):
+    from trl import DPOConfig, DPOTrainer
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = not torch.cuda.is_available()
+    args = DPOConfig(
+        output_dir=str(out / "checkpoints"), max_steps=cfg.steps, seed=cfg.seed, data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.batch_size // (world * cfg.grad_accum),
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type="constant_with_warmup",
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm or 0.0,
+        beta=cfg.beta, loss_type=[cfg.loss_type], max_length=None,  # cutting would cut image tokens
+        bf16=cfg.mixed_precision == "bf16" and not cpu, fp16=cfg.mixed_precision == "fp16" and not cpu,
+        activation_checkpointing=False, use_cpu=cpu, logging_steps=1,
+        report_to=cfg.log_with or "none", save_strategy="steps" if cfg.save_every else "no",
+        save_steps=cfg.save_every or 500, save_total_limit=2, dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    peft_config = None
+    if cfg.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                 target_modules="all-linear")
+    return DPOTrainer(model=policy.model, args=args, train_dataset=pairs, processing_class=policy.processor,
+                      peft_config=peft_config)
+
+
+def _log_callback(rundir, total: int):
+    from transformers import TrainerCallback
+
+    class DPOLog(TrainerCallback):
+        """TRL's DPO logs, one metrics.jsonl line per step (`learning_rate` as `lr`), and progress.json."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                record = {("lr" if k == "learning_rate" else k): v for k, v in logs.items()
+                          if isinstance(v, (int, float))}
+                rundir.log({"step": state.global_step, **record})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            rundir.progress(state.global_step, total)
+
+    return DPOLog()
