@@ -1,18 +1,29 @@
-"""Vote -> next-comparison latency of `vrlhf label` under 20 concurrent annotators on 127.0.0.1 (p50/p95).
+"""Vote -> next-comparison latency of `vrlhf label` with 20 concurrent annotators: SQLite, PostgreSQL with one app
+server and PostgreSQL with two (p50/p95, 1 s think time and back-to-back), with the machine's load while measuring.
 
-    python bench/bench_labeler.py [--annotators 20] [--votes 30] [--db URL]
+    python bench/bench_labeler.py                       # all three setups; writes bench/results/labeler.{md,json}
+    python bench/bench_labeler.py --setups sqlite --think 1 --votes 10     # a quick look
 
-Starts the app in its own process on a fresh SQLite store (or --db), then each annotator thread votes in a loop;
-one vote call returns the next comparison, so its round trip is the vote -> next latency. Two clients are timed:
-a plain HTTP POST to `/gradio_api/run/vote` (as curl or any language would) and `gradio_client` (which adds
-its own polling, ~50 ms sleeps, and threads per call). Prints a Markdown table.
+Each app server runs in its own process (`python -m labeler.app`, as `vrlhf label`); each annotator is a thread
+voting in a loop. Two clients: `http`, one plain POST to /gradio_api/run/vote that answers with the next comparison
+(what programs and simulated annotators use), and `page`, the page's own click as the browser sends it (one POST to
+/gradio_api/run/predict: the page's events are off Gradio's queue), whose answer carries the next comparison
+rendered, the progress line and the buttons' state. With two servers the annotators are split between them (as a
+sticky proxy would). PostgreSQL: a throw-away server started here (initdb + pg_ctl; /usr/lib/postgresql/15/bin,
+fsync on), or --pg URL.
+
+The load is measured, not assumed: the machine's load average and how busy its CPUs were during each run
+(/proc/stat), and the CPU the app servers spent per vote (/proc/<pid>/stat). Other jobs share the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -25,25 +36,30 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+RESULTS = ROOT / "bench" / "results"
 
 
-def fill(db: str, n: int) -> None:
+# ---- setup ------------------------------------------------------------------------------------------------------
+
+def fill(db: str, media: str, n: int) -> None:
     from PIL import Image
 
     from labeler.store import Store
 
-    store, rng = Store(db), random.Random(0)
+    store, rng = Store(db, media=media), random.Random(0)
     rid = store.add_round("captioning", "bench-policy", 2)
     words = "a red green blue small large circle square triangle left right top bottom".split()
     for i in range(n):
         im = Image.new("RGB", (32, 32), tuple(rng.randrange(256) for _ in range(3)))
         store.add_comparison(rid, f"row-{i}", im, [" ".join(rng.sample(words, 5)) for _ in range(2)])
+    store.close()
 
 
-def start(db: str, port: int) -> subprocess.Popen:
+def start_server(db: str, media: str, port: int) -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "labeler.app", "--db", db, "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "labeler.app", "--db", db, "--media", media, "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
@@ -54,51 +70,127 @@ def start(db: str, port: int) -> subprocess.Popen:
     raise SystemExit("the app did not start")
 
 
+class Postgres:
+    """A throw-away PostgreSQL 15 on loopback (as `postgres` when run as root), one fresh database per setup."""
+
+    def __init__(self):
+        self.base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+        self.port = free_port()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.base, "postgres")
+        self.run(PG_BIN / "initdb", "-D", self.base / "data", "-U", "postgres", "-A", "trust", "--no-sync")
+        # fsync on: a vote acknowledged is a vote on disk, as with SQLite's synchronous=FULL
+        self.run(PG_BIN / "pg_ctl", "-D", self.base / "data", "-w", "-l", self.base / "log", "-o",
+                 f"-h 127.0.0.1 -p {self.port} -k {self.base} -c max_connections=300", "start")
+        self.n = 0
+
+    def run(self, *cmd):
+        subprocess.run(self.as_user + [str(c) for c in cmd], check=True, capture_output=True, cwd=self.base)
+
+    def database(self) -> str:
+        import sqlalchemy as sa
+
+        self.n += 1
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}"
+        admin = sa.create_engine(f"{url}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.exec_driver_sql(f"CREATE DATABASE bench{self.n}")
+        admin.dispose()
+        return f"{url}/bench{self.n}"
+
+    def stop(self):
+        self.run(PG_BIN / "pg_ctl", "-D", self.base / "data", "-m", "fast", "stop")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- clients ----------------------------------------------------------------------------------------------------
+
 class Http:
     """One plain POST per call: `/gradio_api/run/<name>` with {"data": [...]} (the endpoints are off the queue)."""
 
-    def __init__(self, url: str):
-        self.url, self.http = url.rstrip("/"), httpx.Client(timeout=30)
+    def __init__(self, url: str, name: str):
+        self.http, self.name = httpx.Client(base_url=url + "gradio_api/run/", timeout=60), name
 
-    def call(self, name: str, *args):
-        r = self.http.post(f"{self.url}/gradio_api/run/{name}", json={"data": list(args)})
+    def first(self) -> dict | None:
+        return self._call("next", self.name)["view"]
+
+    def vote(self, view: dict, choice: str) -> dict | None:
+        return self._call("vote", view["comparison_id"], view["token"], choice, "", self.name)["view"]
+
+    def _call(self, endpoint: str, *args):
+        r = self.http.post(endpoint, json={"data": list(args)})
         if r.status_code != 200:
             raise RuntimeError(r.text[:200])
         return r.json()["data"][0]
 
 
-class GradioClient:
-    def __init__(self, url: str):
-        from gradio_client import Client
+class Page:
+    """The page's own events, as the browser sends them: one POST to /gradio_api/run/predict with the event's
+    fn_index and the page's session (the labeler's page events are off Gradio's queue)."""
 
-        self.c = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+    def __init__(self, url: str, name: str):
+        self.http, self.name = httpx.Client(base_url=url, timeout=60), name
+        self.session = f"bench-{name}-{random.randrange(1 << 30)}"
+        config = self.http.get("config").json()
+        elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+        self.fns = {}
+        for i, dep in enumerate(config["dependencies"]):
+            for target, _ in dep["targets"]:
+                self.fns.setdefault(elem.get(target), dep.get("id", i))
 
-    def call(self, name: str, *args):
-        return self.c.predict(*args, api_name=f"/{name}")
+    def first(self) -> dict | None:
+        return self._view(self._event("vr-start", [self.name]))
+
+    def vote(self, view: dict, choice: str) -> dict | None:
+        button = {"a": "vr-a", "b": "vr-b"}[choice]
+        return self._view(self._event(button, [view["token"], "", False, self.name]))
+
+    @staticmethod
+    def _view(data: list) -> dict | None:
+        return {"token": data[0]} if data[0] else None  # the first output: the lease token now on screen
+
+    def _event(self, elem: str, data: list) -> list:
+        r = self.http.post("gradio_api/run/predict", json={"data": data, "fn_index": self.fns[elem], "event_data": None,
+                                                          "session_hash": self.session, "trigger_id": None})
+        if r.status_code != 200:
+            raise RuntimeError(r.text[:200])
+        return r.json()["data"]
 
 
-def run(kind, url: str, annotators: int, votes: int, prefix: str, think: float = 0.0) -> list[float]:
+CLIENTS = {"http": ("HTTP API", Http), "page": ("page click", Page)}
+
+
+def run(kind, urls: list[str], annotators: int, votes: int, prefix: str, think: float) -> list[float]:
     latencies: list[float] = []
     lock, errors = threading.Lock(), []
     barrier = threading.Barrier(annotators)
 
     def work(i: int):
         try:
-            client, name, rng = kind(url), f"{prefix}{i}", random.Random(i)
-            view = client.call("next", name)["view"]
+            rng = random.Random(i)
+            client = kind(urls[i % len(urls)], f"{prefix}{i}")
+            view = client.first()
             barrier.wait()
             for _ in range(votes):
                 if view is None:
-                    return
+                    raise RuntimeError("ran out of comparisons")
+                time.sleep(think * rng.uniform(0.5, 1.5))  # looking at the comparison
                 t = time.perf_counter()
-                r = client.call("vote", view["comparison_id"], view["token"], rng.choice("ab"), "", name)
-                dt = time.perf_counter() - t
+                view = client.vote(view, rng.choice("ab"))
                 with lock:
-                    latencies.append(dt)
-                view = r["view"]
-                time.sleep(think * rng.uniform(0.5, 1.5))  # looking at the next comparison
+                    latencies.append(time.perf_counter() - t)
         except Exception as e:  # report, don't hide
             errors.append(repr(e))
+            barrier.abort()
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(annotators)]
     for t in threads:
@@ -110,49 +202,127 @@ def run(kind, url: str, annotators: int, votes: int, prefix: str, think: float =
     return latencies
 
 
+# ---- load -------------------------------------------------------------------------------------------------------
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes have used."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (float(stat[11]) + float(stat[12])) / tick
+    return total
+
+
 def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+    return statistics.quantiles(xs, n=100)[int(q * 100) - 1] * 1000
+
+
+# ---- main -------------------------------------------------------------------------------------------------------
+
+def markdown(rows: list[dict], machine: str, annotators: int, votes: int) -> str:
+    names = {"sqlite": "SQLite", "postgresql": "PostgreSQL, 1 server", "postgresql-2": "PostgreSQL, 2 servers"}
+    lines = [f"`python bench/bench_labeler.py`: vote -> next comparison, {annotators} concurrent annotators x {votes} "
+             f"votes per run, 127.0.0.1; {machine}.", "",
+             "| setup | client | think s | votes | p50 ms | p95 ms | mean ms | votes/s | server CPU ms/vote | "
+             "load avg | CPUs busy |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {names[r['setup']]} | {r['client']} | {r['think_s']:g} | {r['votes']} | {r['p50_ms']} | "
+                     f"{r['p95_ms']} | {r['mean_ms']} | {r['votes_per_s']} | {r['server_cpu_ms_per_vote']} | "
+                     f"{r['load_avg']} | {r['cpu_busy']:.0%} |")
+    lines += ["", "*HTTP API*: one POST to /gradio_api/run/vote, answered with the next comparison. *page click*: the "
+              "page's own button event (one POST to /gradio_api/run/predict), answered with the next comparison "
+              "rendered, the progress line and the buttons. *think s*: mean seconds an annotator looks before voting "
+              "(uniform 0.5x-1.5x; 0 = back-to-back, saturation). *server CPU ms/vote*: CPU time of the app server "
+              "processes per vote. *load avg*: the 1-minute load average at the start and end of the run, averaged. "
+              "*CPUs busy*: the share of the machine's CPUs busy during the run, every process counted (the app "
+              "servers, PostgreSQL, the 20 client threads of this script and other people's jobs)."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setups", nargs="+", default=["sqlite", "postgresql", "postgresql-2"],
+                        choices=["sqlite", "postgresql", "postgresql-2"], help="database and number of app servers")
     parser.add_argument("--annotators", type=int, default=20, help="concurrent annotators (threads)")
-    parser.add_argument("--votes", type=int, default=30, help="votes per annotator and client kind")
-    parser.add_argument("--db", default=None, help="store URL (default: a fresh SQLite file)")
-    parser.add_argument("--port", type=int, default=7871, help="port for the app")
+    parser.add_argument("--votes", type=int, default=25, help="votes per annotator and run")
     parser.add_argument("--think", type=float, nargs="+", default=[1.0, 0.0],
                         help="mean seconds an annotator looks before voting (0: back-to-back, saturation)")
-    parser.add_argument("--clients", nargs="+", default=["http", "gradio_client"], choices=["http", "gradio_client"],
-                        help="which clients to time")
+    parser.add_argument("--clients", nargs="+", default=["http", "page"], choices=list(CLIENTS),
+                        help="http: the API's vote call; page: the page's click through Gradio's queue")
+    parser.add_argument("--pg", default=None, help="PostgreSQL server URL without a database name (default: start one)")
+    parser.add_argument("--out", default=str(RESULTS / "labeler"), help="results file stem (.md and .json); '' = none")
     args = parser.parse_args(argv)
-    db = args.db or str(Path(tempfile.mkdtemp(prefix="bench-labeler-")) / "labels.sqlite")
-    fill(db, len(args.think) * len(args.clients) * args.annotators * (args.votes + 2) + 50)
-    proc = start(db, args.port)
-    url = f"http://127.0.0.1:{args.port}/"
+
+    pg = None
+    rows = []
+    runs = len(args.think) * len(args.clients)
     try:
-        rows = []
-        kinds = {"http": ("HTTP POST", Http), "gradio_client": ("gradio_client", GradioClient)}
-        for think in args.think:
-            for key in args.clients:
-                label, kind = kinds[key]
-                prefix = f"{key}-{think}-"
-                run(kind, url, 2, 3, f"warm-{prefix}")  # warm up imports and the connection pool
-                t0 = time.perf_counter()
-                lat = run(kind, url, args.annotators, args.votes, prefix, think)
-                wall = time.perf_counter() - t0
-                rows.append((label, think, len(lat), pct(lat, 0.5), pct(lat, 0.95), statistics.mean(lat) * 1000,
-                             len(lat) / wall))
+        for setup in args.setups:
+            tmp = Path(tempfile.mkdtemp(prefix="bench-labeler-"))
+            if setup == "sqlite":
+                db = str(tmp / "labels.sqlite")
+            elif args.pg:
+                import sqlalchemy as sa
+
+                name = f"bench{int(time.time())}{setup.replace('-', '')}"
+                with sa.create_engine(f"{args.pg}/postgres", isolation_level="AUTOCOMMIT").connect() as c:
+                    c.exec_driver_sql(f"CREATE DATABASE {name}")
+                db = f"{args.pg}/{name}"
+            else:
+                pg = pg or Postgres()
+                db = pg.database()
+            media = str(tmp / "media")
+            fill(db, media, runs * (args.annotators * (args.votes + 3) + 2 * 3 * 3) + 50)
+            ports = [free_port() for _ in range(2 if setup.endswith("-2") else 1)]
+            servers = [start_server(db, media, port) for port in ports]
+            urls = [f"http://127.0.0.1:{port}/" for port in ports]
+            try:
+                for think in args.think:
+                    for key in args.clients:
+                        label, kind = CLIENTS[key]
+                        prefix = f"{key}-{think}-"
+                        run(kind, urls, 3, 3, f"warm-{prefix}", 0.0)  # warm up imports, caches, connection pools
+                        load0, cpu0, served0 = os.getloadavg()[0], cpu_times(), process_cpu([s.pid for s in servers])
+                        t0 = time.perf_counter()
+                        lat = run(kind, urls, args.annotators, args.votes, prefix, think)
+                        wall = time.perf_counter() - t0
+                        cpu1, served1 = cpu_times(), process_cpu([s.pid for s in servers])
+                        busy = (cpu1[0] - cpu0[0]) / max(1.0, cpu1[1] - cpu0[1])
+                        row = {"setup": setup, "client": label, "think_s": think, "votes": len(lat),
+                               "p50_ms": round(pct(lat, 0.5)), "p95_ms": round(pct(lat, 0.95)),
+                               "mean_ms": round(statistics.mean(lat) * 1000), "votes_per_s": round(len(lat) / wall, 1),
+                               "server_cpu_ms_per_vote": round((served1 - served0) * 1000 / len(lat), 1),
+                               "load_avg": round((load0 + os.getloadavg()[0]) / 2, 1),
+                               "cpu_busy": round(busy, 2)}
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+            finally:
+                for s in servers:
+                    s.kill()
+                    s.wait()
+                shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        proc.kill()
-        proc.wait()
-    print(f"vote -> next comparison, {args.annotators} concurrent annotators, 127.0.0.1, "
-          f"{'SQLite' if db.endswith('.sqlite') else db.split(':')[0]}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}\n")
-    print("| client | think s | votes | p50 ms | p95 ms | mean ms | votes/s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for label, think, n, p50, p95, mean, rate in rows:
-        print(f"| {label} | {think:g} | {n} | {p50:.0f} | {p95:.0f} | {mean:.0f} | {rate:.1f} |")
+        if pg is not None:
+            pg.stop()
+
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, Python "
+               f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}")
+    table = markdown(rows, machine, args.annotators, args.votes)
+    print("\n" + table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out + ".md").write_text(table + "\n")
+        Path(args.out + ".json").write_text(json.dumps({"machine": machine, "annotators": args.annotators,
+                                                        "votes_per_annotator": args.votes, "rows": rows},
+                                                       indent=2) + "\n")
     return 0
 
 
