@@ -187,8 +187,10 @@ def render_view(store, view: dict, rank: list[str], lease_seconds: float, second
 
 def render_done(progress: dict, task: str | None, poll_seconds: float) -> str:
     """The page when nothing is left for this annotator (in the chosen task): why, and what happens next."""
-    scope = progress["tasks"].get(task, {"reserved": 0}) if task else progress
-    reserved = scope.get("reserved", progress.get("remaining", 0) - progress.get("available", 0))
+    if task:
+        reserved = progress["tasks"].get(task, {}).get("reserved", 0)
+    else:
+        reserved = progress["remaining"] - progress["available"]
     others = {t: p["available"] for t, p in progress["tasks"].items() if t != task and p["available"]}
     check = f"This page checks for new comparisons every {poll_seconds:g} s by itself; no need to reload."
     if reserved:

@@ -317,3 +317,17 @@ def test_an_expired_login_says_so_and_logging_in_again_goes_on(tmp_path, browser
     finally:
         page.close()
         demo.close()
+
+
+def test_the_end_page_names_reservations_and_other_tasks_with_work():
+    from labeler.page import render_done
+
+    progress = {"remaining": 5, "available": 3, "tasks": {
+        "captioning": {"count": 9, "remaining": 2, "available": 0, "reserved": 2},
+        "colorization": {"count": 1, "remaining": 3, "available": 3, "reserved": 0}}}
+    one_task = render_done(progress, "captioning", 10)
+    assert "done for now" in one_task and "2 comparisons are still reserved" in one_task
+    assert "Other tasks still have work for you: colorization (3): pick one above." in one_task
+    finished = {"remaining": 0, "available": 0, "tasks": {"captioning": {"count": 9, "remaining": 0, "available": 0,
+                                                                          "reserved": 0}}}
+    assert "All done: nothing left to label. Thank you!" in render_done(finished, None, 10)
