@@ -84,6 +84,26 @@ def test_vlm_runs_prompt_and_image_once_per_image(family, checkpoints, monkeypat
     assert all(shape == (10, 1) for shape in seen[1:])  # then one token per sample from the shared cache
 
 
+@pytest.mark.parametrize("family", VLMS)
+def test_a_vlm_never_samples_its_image_placeholder(family, checkpoints):
+    """A sampled image token would be read as an image slot; it is not a word either: banned from sampling and from
+    teacher forcing alike (so the log-probs stay exact), even when the model prefers it."""
+    policy = TASK.load_policy(checkpoints[family])
+    image = policy.model.config.image_token_id
+    pixels = TASK.pixel_values(policy, images())
+    with torch.no_grad():  # make its logit dominate the first step of the first image (logits are linear in the row)
+        first, _, _ = policy.adapter.first_step(policy, pixels)
+        policy.model.get_output_embeddings().weight[image] *= 1e4 * first[0, image].sign()
+        first, _, _ = policy.adapter.first_step(policy, pixels)
+    assert (first.argmax(dim=-1) == image).any()  # the model itself would emit it (and then fail on it)
+    s = policy.sample(pixels, k=8, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    assert not (s.tokens[s.mask] == image).any() and torch.isfinite(s.log_probs).all()
+    assert torch.allclose(policy.log_prob(pixels, s.tokens, s.mask, k=8), s.log_probs, atol=1e-4, rtol=0)
+    forced, mask = s.tokens.clone(), s.mask.clone()
+    forced[:, -1], mask[:, -1] = image, True  # the last token is predicted, never fed
+    assert torch.isinf(policy.log_prob(pixels, forced, mask, k=8)).all()
+
+
 @pytest.mark.parametrize("family", ["blip", "idefics3"])
 def test_saved_policy_reloads_with_identical_log_probs(family, checkpoints, tmp_path):
     policy = TASK.load_policy(checkpoints[family])

@@ -153,6 +153,7 @@ def build_trainer(cfg, task, policy, reward, train_rows: list[dict], out: Path):
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type="constant_with_warmup",
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm or 0.0,
         beta=cfg.kl_coef, temperature=cfg.temperature, top_k=0, top_p=1.0,
+        generation_kwargs={"suppress_tokens": list(policy.banned_token_ids)} if policy.banned_token_ids else None,
         max_completion_length=cfg.max_new_tokens or policy.max_new_tokens,
         reward_weights=list(reward.weights.values()), disable_dropout=True, remove_unused_columns=False,
         bf16=cfg.mixed_precision == "bf16" and not cpu, fp16=cfg.mixed_precision == "fp16" and not cpu,

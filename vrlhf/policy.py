@@ -83,6 +83,7 @@ class SequencePolicy:
         self.meta = dict(meta or {})
         self.prompt_ids = None  # (1, P) for a VLM
         self.adapter.prepare(self)
+        self.banned_token_ids = tuple(self.adapter.banned_token_ids(self))
 
     @property
     def adapter(self):
@@ -182,7 +183,7 @@ class SequencePolicy:
         finished = torch.zeros(n, dtype=torch.bool, device=device)
         steps = 0
         for t in range(max_new_tokens):
-            log_p = F.log_softmax(logits.float() / temperature, dim=-1)  # (N, V)
+            log_p = F.log_softmax(self._allowed(logits.float()) / temperature, dim=-1)  # (N, V)
             if greedy:
                 next_token = log_p.argmax(dim=-1)
             else:
@@ -213,15 +214,21 @@ class SequencePolicy:
         if n != batch * k:
             raise ValueError(f"tokens has {n} rows, expected images × k = {batch} × {k}")
         logits = self.adapter.teacher_forced_logits(self, pixel_values, tokens, k)  # (N, T, V)
-        log_p = F.log_softmax(logits.float() / temperature, dim=-1)  # (N, T, V)
+        log_p = F.log_softmax(self._allowed(logits.float()) / temperature, dim=-1)  # (N, T, V)
         picked = log_p.gather(2, tokens[:, :, None]).squeeze(2)
-        return picked * mask
+        return torch.where(mask, picked, 0.0)
 
     def log_prob(
         self, pixel_values: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, k: int = 1, temperature: float = 1.0
     ) -> torch.Tensor:
         """Sequence log-probs (B*k,) of given sequences by teacher forcing, differentiable."""
         return self.token_log_probs(pixel_values, tokens, mask, k, temperature).sum(dim=1)
+
+    def _allowed(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits with the banned ids (a VLM's image placeholder) at -inf: never sampled, no probability."""
+        if not self.banned_token_ids:
+            return logits
+        return logits.index_fill(-1, torch.tensor(self.banned_token_ids, device=logits.device), float("-inf"))
 
     # ---- conveniences ------------------------------------------------------------------------------------------
 

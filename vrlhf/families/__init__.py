@@ -5,6 +5,8 @@ A family is a module with the same few members (`encoder_decoder.py` is the simp
     MODEL_CLASSES = {model_type: HF class}       the `config.model_type`s it serves, and the class that loads each
     special_ids(model, tokenizer)               -> (start id or None, stop ids, pad id), from config + generation config
     prepare(policy)                             what is computed once per policy (a VLM: its prompt's token ids)
+    banned_token_ids(policy)                    ids never sampled (a VLM's image placeholder): -inf in sampling and
+                                                teacher forcing alike, so log-probs stay exact
     pixel_values(policy, images)                -> (B, ...) through the model's own image processor
     encode(policy, pixel_values)                -> context: once per image, shared by the image's k samples
     first_step(policy, context)                 -> (logits (B, V), cache, step_context): the first decoder pass

@@ -36,6 +36,11 @@ def prepare(policy) -> None:
     """Nothing to compute once per policy."""
 
 
+def banned_token_ids(policy) -> list[int]:
+    """Every token of the vocabulary may be sampled."""
+    return []
+
+
 def pixel_values(policy, images: list) -> torch.Tensor:
     """RGB images -> (B, C, H, W) through the model's own image processor."""
     return policy.image_processor(images, return_tensors="pt")["pixel_values"]

@@ -29,13 +29,22 @@ DEFAULT_PROMPT = "Describe the image."
 
 
 def special_ids(model, tokenizer) -> tuple[int | None, list[int], int]:
-    """(None: the prompt starts the answer, stop ids from the generation config, pad)."""
+    """(None: the prompt starts the answer, stop ids, pad). The generation config's end-of-sequence ids first (the
+    first is appended to training targets), then the tokenizer's own if the generation config left it out (SmolVLM
+    ends its turn with the tokenizer's <end_of_utterance> while its generation config names <|endoftext|>)."""
     eos = model.generation_config.eos_token_id
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-    pad = next((p for p in (model.generation_config.pad_token_id, tokenizer.pad_token_id) if p is not None), eos[0])
-    return None, eos, pad
+    stops = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stops:
+        stops.append(tokenizer.eos_token_id)
+    pad = next((p for p in (model.generation_config.pad_token_id, tokenizer.pad_token_id) if p is not None),
+               stops[0] if stops else None)
+    return None, stops, pad
+
+
+def banned_token_ids(policy) -> list[int]:
+    """The image placeholder: not a word of a caption, and a sampled one would be taken for an image slot."""
+    image = getattr(policy.model.config, "image_token_id", None)
+    return [] if image is None else [int(image)]
 
 
 def messages(prompt: str, image=None) -> list[dict]:
