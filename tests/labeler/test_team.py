@@ -230,14 +230,15 @@ def test_a_phone_shows_candidates_at_least_as_wide_as_the_input(solo, browser):
     page.context.close()
 
 
-def test_the_end_of_the_queue_then_a_new_round_without_reload(tmp_path, browser):
-    """'Done' only when nothing is left for this annotator: buttons hidden, reservations of others counted; a new
-    round shows up on the open page by itself."""
+def test_the_end_of_the_queue_then_lapsed_reservations_and_new_rounds_without_reload(tmp_path, browser):
+    """'Done' only when nothing is left for this annotator: buttons hidden, reservations of others counted; a lapsed
+    reservation and then a new round show up on the open page by itself."""
     store = Store(tmp_path / "labels.sqlite")
     fill(store, 3, k=2, task="colorization")
     demo, url = serve(store, port=free_port(), block=False, quiet=True, poll_seconds=1)
     try:
-        held = store.next_comparison("bob")  # someone else's reservation: not kim's to do, but it may come back
+        # Someone else's reservation, made by another server with 10-second reservations: not kim's to do for now.
+        held = Store(tmp_path / "labels.sqlite", lease_seconds=10).next_comparison("bob")
         page = start(browser, url, "kim")
         while page.query_selector("#vr-view .vr-cmp"):
             press(page, "1")
@@ -247,11 +248,15 @@ def test_the_end_of_the_queue_then_a_new_round_without_reload(tmp_path, browser)
             assert not page.is_visible(button), button
         assert "2 labelled, 0 left (+1 reserved by others)" in page.inner_text("#vr-progress")
         assert held["comparison_id"] not in {v["comparison_id"] for v in store.votes()}
+        page.wait_for_selector("#vr-view .vr-cmp", timeout=20_000)  # bob's reservation lapses: it comes to kim
+        assert page.get_attribute("#vr-view .vr-cmp", "data-comparison") == str(held["comparison_id"])
+        assert page.is_visible("#vr-a") and "New comparisons have arrived" in page.inner_text("#vr-message")
+        press(page, "1")
+        page.wait_for_selector("#vr-view .vr-done:has-text('All done')")
         fill(store, 1, k=2, task="colorization", seed=7, policy="policy-new")  # a new round is sampled meanwhile
         page.wait_for_selector("#vr-view .vr-cmp", timeout=15_000)  # ... and appears without a reload
-        assert page.is_visible("#vr-a") and "New comparisons have arrived" in page.inner_text("#vr-message")
         press(page, "2")
-        assert "3 labelled" in page.inner_text("#vr-progress")
+        assert "4 labelled" in page.inner_text("#vr-progress")
         page.context.close()
     finally:
         demo.close()
