@@ -4,7 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_cider.py", "bench_sampling.py", "bench_labeler.py", "bench_reward_model.py", "bench_tuner.py"]
+BENCHES = ["bench_cider.py", "bench_sampling.py", "bench_labeler.py", "bench_reward_model.py", "bench_tuner.py",
+           "bench_backends.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).parent
