@@ -220,7 +220,8 @@ def padded(sequences: list[list[int]], pad: int) -> torch.Tensor:
 
 class Clock:
     """Seconds per phase of each step: sample (generate), reward, forward_backward (loss + backward); the rest of a
-    step (tokenising, image processing, the no-grad log-prob passes, the optimiser step) is `other`."""
+    step (tokenising, image processing, the no-grad log-prob pass RLOO makes for its ratio, the optimiser step) is
+    `other`."""
 
     def __init__(self):
         self.totals, self.inside = defaultdict(float), None

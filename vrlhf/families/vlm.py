@@ -30,8 +30,8 @@ DEFAULT_PROMPT = "Describe the image."
 
 def special_ids(model, tokenizer) -> tuple[int | None, list[int], int]:
     """(None: the prompt starts the answer, stop ids, pad). The generation config's end-of-sequence ids first (the
-    first is appended to training targets), then the tokenizer's own if the generation config left it out (SmolVLM
-    ends its turn with the tokenizer's <end_of_utterance> while its generation config names <|endoftext|>)."""
+    first is appended to training targets), then the tokenizer's own if the generation config left it out (a chat
+    model's generation config may name another end token than the one its tokenizer ends a turn with)."""
     eos = model.generation_config.eos_token_id
     stops = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stops:
