@@ -24,9 +24,10 @@ from pathlib import Path
 
 from labeler.store import LabelError, Store
 from vrlhf.config import parse_config
-from vrlhf.exports import FORMATS, staged, write_manifest
+from vrlhf.exports import FORMATS, staged, to_trl_preferences, write_manifest
 
 CAPTION_PROMPT = "Describe the image."
+EXPORT_FORMATS = (*FORMATS, "trl")  # trl: caption pairs in TRL's vision preference format only (vrlhf.exports)
 
 
 def plural(n: int, noun: str) -> str:
@@ -105,8 +106,8 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
     Built in a directory beside `out` and renamed into place only when complete (`vrlhf.exports.staged`): an
     interrupted or refused export leaves `out` as it was.
     """
-    if format not in FORMATS:
-        raise LabelError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
+    if format not in EXPORT_FORMATS:
+        raise LabelError(f"unknown format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     every = store.votes()
     counts = Counter(v["task"] for v in every)
     tasks = sorted({r["task"] for r in store.rounds()} | set(counts))
@@ -120,6 +121,7 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
         what = plural(len(votes), f"{task} vote" if task else "vote")
         raise LabelError(f"nothing to export: {what} {'makes' if len(votes) == 1 else 'make'} no preference pair "
                          f"(skips, both-bad and retracted votes make none); {present}")
+    written = len(rows)  # pairs in the export (trl leaves ties out)
     with staged(out) as tmp:
         if format == "jsonl":
             with open(tmp / "pairs.jsonl", "w") as f:
@@ -132,6 +134,17 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
                                 shutil.copyfile(store.media_path(r[key]), dst)
                             r[key] = f"media/{r[key]}"
                     f.write(json.dumps(r) + "\n")
+        elif format == "trl":
+            from vrlhf.tasks import get_task
+
+            if get_task(rows[0]["task"]).OUTPUT != "text":
+                raise LabelError(f"--format trl is TRL's preference format for text outputs; {rows[0]['task']} "
+                                 f"outputs are images (use hf, jsonl or parquet)")
+            trl = to_trl_preferences(_dataset(store, rows), CAPTION_PROMPT)
+            if len(trl) == 0:
+                raise LabelError("nothing to export in TRL's format: every pair is a tie (no chosen side)")
+            trl.save_to_disk(str(tmp))
+            written = len(trl)
         else:
             ds = _dataset(store, rows)
             if format == "hf":
@@ -142,10 +155,10 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
         with open(tmp / "audit.jsonl", "w") as f:
             for v in votes:
                 f.write(json.dumps(v | {"candidates": [cands[c] | {"id": c} for c in v["candidate_ids"]]}) + "\n")
-        write_manifest(tmp, format, pairs=len(rows), tasks=dict(Counter(r["task"] for r in rows)),
+        write_manifest(tmp, format, pairs=written, tasks=dict(Counter(r["task"] for r in rows)),
                        writer="vrlhf export", votes=len(votes), audit="audit.jsonl",
                        source=store.url.render_as_string(hide_password=True))
-    return {"pairs": len(rows), "votes": len(votes), "out": str(out)}
+    return {"pairs": written, "votes": len(votes), "out": str(out)}
 
 
 def export_archive(store: Store, directory: str | Path, format: str = "hf", task: str | None = None
@@ -177,7 +190,8 @@ class ExportConfig:
     out: str = field(metadata={"help": "output directory: new, empty or a previous export (replaced once the new one "
                                        "is complete)"})
     format: str = field(default="hf", metadata={"help": "hf: datasets.save_to_disk; jsonl: pairs.jsonl + PNGs; "
-                                                        "parquet: pairs.parquet"})
+                                                        "parquet: pairs.parquet; trl: TRL's vision preference format "
+                                                        "(captions; ties left out)"})
     task: str | None = field(default=None, metadata={"help": "export only this task (needed when the db holds "
                                                              "several)"})
     media: str | None = field(default=None, metadata={"help": "directory of rendered PNGs (default: beside the "
@@ -186,8 +200,8 @@ class ExportConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(ExportConfig, argv, prog="vrlhf export")
-    if cfg.format not in FORMATS:  # before the database is opened
-        raise LabelError(f"--format {cfg.format!r}: use one of {', '.join(FORMATS)}")
+    if cfg.format not in EXPORT_FORMATS:  # before the database is opened
+        raise LabelError(f"--format {cfg.format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     summary = export(Store(cfg.db, media=cfg.media), cfg.out, cfg.format, cfg.task)
     print(f"wrote {summary['pairs']} pairs from {summary['votes']} votes to {summary['out']} "
           "(+ audit.jsonl, manifest.json)")

@@ -36,6 +36,7 @@ def world(tmp_path_factory):
         view = store.next_comparison("ann")
         store.vote(view["token"], "tie" if i == 0 else "ab"[i % 2], annotator="ann")
     assert main(["export", "--db", str(root / "labels.db"), "--out", str(root / "export")]) == 0
+    assert main(["export", "--db", str(root / "labels.db"), "--out", str(root / "export-trl"), "--format", "trl"]) == 0
     return root
 
 
@@ -94,13 +95,17 @@ def test_trl_reward_functions_score_each_completion_against_its_own_row(world):
 
 
 def test_dpo_on_the_exported_clicks(world):
-    """The export converts to exactly TRL's documented vision preference format (ties dropped), DPOTrainer trains
-    on it, and the chosen captions gain log-probability over the rejected ones."""
+    """`vrlhf export --format trl` writes exactly TRL's documented vision preference format (the default export
+    converts to the same pairs; ties left out), DPOTrainer trains on it, and the chosen captions gain
+    log-probability over the rejected ones."""
+    import datasets
+
     from reward_model.data import load_export
     from vrlhf.exports import to_trl_preferences, trl_preference_features
 
-    pairs = to_trl_preferences(load_export(world / "export"))
+    pairs = datasets.load_from_disk(str(world / "export-trl"))
     assert len(pairs) == 9 and pairs.features == trl_preference_features()
+    assert pairs.to_dict() == to_trl_preferences(load_export(world / "export")).to_dict()
     first = pairs[0]
     assert first["prompt"] == [{"role": "user", "content": [{"type": "image", "text": None},
                                                             {"type": "text", "text": "Describe the image."}]}]
@@ -115,7 +120,7 @@ def test_dpo_on_the_exported_clicks(world):
         return (log_p[:, 0] - log_p[:, 1]).mean().item()
 
     out = world / "dpo"
-    assert main(["dpo", "--policy", str(world / "llava"), "--data", str(world / "export"), "--out", str(out),
+    assert main(["dpo", "--policy", str(world / "llava"), "--data", str(world / "export-trl"), "--out", str(out),
                  "--steps", "4", "--batch_size", "3", "--lr", "3e-3", "--warmup_steps", "0",
                  "--eval_data", str(world / "data" / "test"), "--eval_size", "2"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
