@@ -38,6 +38,10 @@ class DemoConfig:
     rounds: int = field(default=2, metadata={"help": "labeling rounds (--simulate); round 1 labels MLE samples"})
     labels: int = field(default=400, metadata={"help": "comparisons labelled in round 1, per task (--simulate)"})
     labels_later: int = field(default=200, metadata={"help": "comparisons added in each later round, per task"})
+    comparison_k: int = field(default=2, metadata={"help": "outputs per comparison from one policy: 2 (a pair) or "
+                                                         "3-4 (ranked best first: k(k-1)/2 pairs per vote)"})
+    overlap: int = field(default=1, metadata={"help": "distinct annotators per comparison (> 1: agreement, "
+                                                      "Krippendorff's alpha, can be measured)"})
     candidates: int = field(default=60, metadata={"help": "comparisons sampled per task for people (no --simulate)"})
     annotators: int = field(default=4, metadata={"help": "simulated annotators labelling concurrently"})
     host: str = field(default="127.0.0.1", metadata={"help": "labeling app host (loopback only without logins)"})
@@ -96,7 +100,7 @@ def simulate(cfg: DemoConfig) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()
     shapes = ensure_shapes(cfg, workdir)
-    store = Store(str(workdir / "labels.sqlite"))
+    store = Store(str(workdir / "labels.sqlite"), overlap=cfg.overlap)
     rows_by_id = {r["id"]: r for r in load_rows(shapes / "train")}
     label = partial(_label, rows_by_id=rows_by_id, cfg=cfg)
     results, samples = {}, {}
@@ -127,7 +131,7 @@ def serve_for_people(cfg: DemoConfig) -> None:
     workdir = Path(cfg.workdir).resolve()
     shapes = ensure_shapes(cfg, workdir)
     db = workdir / "labels.sqlite"
-    store = Store(str(db), overlap=getattr(cfg, "overlap", 1))  # --overlap N: agreement (alpha) can be measured
+    store = Store(str(db), overlap=cfg.overlap)  # --overlap N: agreement (alpha) can be measured
     guides = Path(__file__).resolve().parents[1] / "data" / "demo" / "guidelines"  # what "better" means, per task
     guidelines = load_guidelines([f"{t}={guides / t}.md" for t in task_names(cfg) if (guides / f"{t}.md").is_file()])
     rows = load_rows(shapes / "test")

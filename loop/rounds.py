@@ -36,17 +36,18 @@ def timed(seconds: dict, stage: str):
     seconds[stage] = round(seconds.get(stage, 0.0) + time.time() - start, 1)
 
 
-def comparison_plan(r: int, tracks: dict[str, list[str]], metric: str | None, n: int, hot: float) -> list[dict]:
-    """What round `r` (≥ 2) labels: n comparisons split over pairs of policies the loop has produced.
-    Each entry is a `sample_round` call: policy, against (or None: two samples of policy), temperature."""
+def comparison_plan(r: int, tracks: dict[str, list[str]], metric: str | None, n: int, hot: float,
+                    k: int = 2) -> list[dict]:
+    """What round `r` (≥ 2) labels: n comparisons split over policies the loop has produced. Each entry is a
+    `sample_round` call: policy, against (None: k samples of the policy, ranked when k > 2), temperature, k."""
     learned = tracks["learned"]
     latest, mle = learned[-1], learned[0]
-    parts = [dict(name="learned vs MLE", policy=latest, against=mle, temperature=1.0),
-             dict(name="learned, hot samples", policy=latest, against=None, temperature=hot)]
+    parts = [dict(name="learned vs MLE", policy=latest, against=mle, temperature=1.0, k=2),
+             dict(name="learned, hot samples", policy=latest, against=None, temperature=hot, k=k)]
     if len(learned) > 2:
-        parts.append(dict(name="learned vs its predecessor", policy=latest, against=learned[-2], temperature=1.0))
+        parts.append(dict(name="learned vs its predecessor", policy=latest, against=learned[-2], temperature=1.0, k=2))
     if metric:
-        parts.append(dict(name="metric-only vs learned", policy=metric, against=latest, temperature=1.0))
+        parts.append(dict(name="metric-only vs learned", policy=metric, against=latest, temperature=1.0, k=2))
     sizes = [n // len(parts) + (i < n % len(parts)) for i in range(len(parts))]
     return [p | {"n": size} for p, size in zip(parts, sizes) if size]
 
@@ -94,16 +95,17 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
         with timed(seconds, "sampling"):
             if r == 1:
                 plan = [dict(name="MLE samples", policy=mle, against=None, temperature=cfg.label_temperature,
-                             n=cfg.labels)]
+                             n=cfg.labels, k=cfg.comparison_k)]
             else:
-                plan = comparison_plan(r, tracks, metric_policy, cfg.labels_later, cfg.hot_temperature)
+                plan = comparison_plan(r, tracks, metric_policy, cfg.labels_later, cfg.hot_temperature,
+                                       cfg.comparison_k)
             record["comparisons"] = []
             for j, part in enumerate(plan):
-                round_id = sample_round(store, task_name, part["policy"], str(data / "train"), k=2, n=part["n"],
+                round_id = sample_round(store, task_name, part["policy"], str(data / "train"), k=part["k"], n=part["n"],
                                         seed=cfg.seed + 1000 * r + j, temperature=part["temperature"],
                                         name=f"r{r}: {part['name']}", progress=False, against=part["against"],
                                         rows=train_rows)
-                record["comparisons"].append({"name": part["name"], "n": part["n"], "round_id": round_id})
+                record["comparisons"].append({"name": part["name"], "n": part["n"], "k": part["k"], "round_id": round_id})
             say(f"{task_name} round {r}: {sum(p['n'] for p in plan)} comparisons: "
                 + ", ".join(f"{p['name']} {p['n']}" for p in plan))
         # 2. labels, through the app

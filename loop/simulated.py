@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from vrlhf.tasks import get_oracle
+
 
 def candidate_output(store, candidate: dict):
     """The output a candidate of a view stands for: its text, or its rendered image."""
@@ -21,38 +23,49 @@ def candidate_output(store, candidate: dict):
     return Image.open(store.media_path(candidate["image"])).convert("RGB")
 
 
-def annotate(url: str, name: str, rows_by_id: dict, store, seed: int, counts: dict) -> None:
-    """One annotator: ask the app for the next comparison, judge it with its task's oracle, vote; until none left."""
+def annotate(url: str, name: str, rows_by_id: dict, store, seed: int, counts: dict, personal: int | None = None) -> None:
+    """One annotator: ask the app for the next comparison, judge it with its task's oracle, vote; until none left.
+    `personal` (an index, with overlap > 1) gives this annotator draws of their own, so people can disagree."""
     from gradio_client import Client
-
-    from vrlhf.tasks import get_oracle
 
     client = Client(url, verbose=False)
     reply = client.predict(annotator=name, api_name="/next")
     while reply.get("view"):
         view = reply["view"]
-        row = rows_by_id[view["item_id"]]
-        shown = view["candidates"][:2]
-        first, second = sorted(shown, key=lambda c: c["candidate_id"])  # judged in sampling order, not as shown
-        verdict = get_oracle(view["task"]).judge(row, candidate_output(store, first), candidate_output(store, second),
-                                                 np.random.default_rng([seed, view["comparison_id"]]))
-        choice = "tie" if verdict == 0.5 else "ab"[shown.index(first if verdict == 1.0 else second)]
-        reply = client.predict(comparison_id=view["comparison_id"], token=view["token"], choice=choice, ranking="",
+        choice, ranking = judgment(view, rows_by_id[view["item_id"]], store, seed, personal)
+        reply = client.predict(comparison_id=view["comparison_id"], token=view["token"], choice=choice, ranking=ranking,
                                annotator=name, api_name="/vote")
         counts[name] = counts.get(name, 0) + 1
     client.close()
 
 
+def judgment(view: dict, row: dict, store, seed: int, personal: int | None = None) -> tuple[str, str]:
+    """The (choice, ranking) an annotator sends for a view: a pair is judged (a, b or tie), 3-4 candidates ranked
+    best first (Plackett–Luce), always over the candidates in sampling order, whatever order they were shown in.
+    The draw depends on (seed, comparison) only, or also on `personal` (then labels depend on who got what)."""
+    shown = view["candidates"]
+    ordered = sorted(shown, key=lambda c: c["candidate_id"])
+    outputs = [candidate_output(store, c) for c in ordered]
+    key = [seed, view["comparison_id"]] + ([personal] if personal is not None else [])
+    oracle, rng = get_oracle(view["task"]), np.random.default_rng(key)
+    if len(shown) == 2:
+        verdict = oracle.judge(row, outputs[0], outputs[1], rng)
+        return ("tie" if verdict == 0.5 else "ab"[shown.index(ordered[0 if verdict == 1.0 else 1])]), ""
+    return "rank", "".join(ordered[i]["position"] for i in oracle.rank(row, outputs, rng))
+
+
 def label_all(store, task: str, rows_by_id: dict, annotators: int, seed: int, host: str = "127.0.0.1",
               port: int = 0, say=print) -> dict:
-    """Serve the app on `host`, let `annotators` simulated people label everything open, stop the app."""
+    """Serve the app on `host`, let `annotators` simulated people label everything open, stop the app. With the
+    store's overlap > 1 each annotator draws their own judgments (agreement is then measurable, not perfect)."""
     from labeler.app import free_port, serve
 
     app, url = serve(store, host, port or free_port(host), block=False, quiet=True)
     say(f"labeling app serving on {url}; {annotators} simulated annotators labelling {task} through its API")
     counts: dict[str, int] = {}
-    threads = [threading.Thread(target=annotate, args=(url, f"sim-{task}-{i + 1}", rows_by_id, store, seed, counts))
-               for i in range(annotators)]
+    personal = store.overlap > 1
+    threads = [threading.Thread(target=annotate, args=(url, f"sim-{task}-{i + 1}", rows_by_id, store, seed, counts,
+                                                       i if personal else None)) for i in range(annotators)]
     start = time.time()
     try:
         for t in threads:

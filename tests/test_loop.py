@@ -78,3 +78,38 @@ def test_two_rounds_label_the_round_one_policies(tmp_path):
     # the report: both rounds in each task's table, a win-rate plot and sample grids
     assert report.count("<td>2</td>") >= 2 * 3 and report.count("<td>1</td>") >= 2 * 3
     assert report.count("data:image/png;base64,") >= 2 * (2 + 8)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_simulated_judgment_is_drawn_in_sampling_order_whatever_the_shown_order(tmp_path, k):
+    import numpy as np
+
+    from labeler.store import Store
+    from loop.simulated import judgment
+    from vrlhf.shapes import caption, make_shapes
+    from vrlhf.tasks import caption_oracle
+
+    row = make_shapes(3, seed=2)[2]
+    rng = np.random.default_rng(0)
+    outputs = [caption(row["attributes"]["shapes"], rng)] + [caption_oracle.corrupt(row, rng) for _ in range(k - 1)]
+    store = Store(tmp_path / "s.sqlite")
+    round_id = store.add_round("captioning", "/p", k)
+    store.add_comparison(round_id, row["id"], row["image"], outputs)
+    store.finish_round(round_id)
+    views = [store.next_comparison(name) for name in ("ann-a", "ann-b", "ann-c")]  # overlap 1: one gets it
+    view = next(v for v in views if v)
+    # the same view shown in another order: the judgment names other positions but the same candidates
+    flipped = dict(view, candidates=[dict(c, position="ABCD"[i]) for i, c in enumerate(reversed(view["candidates"]))])
+    by_position = lambda v: {c["position"]: c["candidate_id"] for c in v["candidates"]}  # noqa: E731
+    results = []
+    for v in (view, flipped):
+        choice, ranking = judgment(v, row, store, seed=7)
+        ids = by_position(v)
+        results.append([ids[p] for p in ranking] if k > 2 else (choice, ids.get(choice.upper())))
+    if k > 2:
+        assert results[0] == results[1] and sorted(results[0]) == sorted(c["candidate_id"] for c in view["candidates"])
+        expected = caption_oracle.rank(row, outputs, np.random.default_rng([7, view["comparison_id"]]))
+        ordered = sorted(c["candidate_id"] for c in view["candidates"])
+        assert results[0] == [ordered[i] for i in expected]
+    else:
+        assert results[0][1] == results[1][1] or results[0][0] == results[1][0] == "tie"

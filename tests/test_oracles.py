@@ -148,3 +148,26 @@ def test_colorization_self_agreement_is_calibrated():
     rows = ROWS[:120]
     a, b = [IO.corrupt(r, rng) for r in rows], [IO.corrupt(r, rng) for r in rows]
     assert 0.72 <= IO.self_agreement(rows, a, b, seed=0) <= 0.92
+
+
+def test_plackett_luce_rankings_are_permutations_that_reduce_to_bradley_terry():
+    from vrlhf.tasks.bradley_terry import plackett_luce, sigmoid
+
+    rng = np.random.default_rng(0)
+    draws = [plackett_luce([0.3, 0.0], rng, 0.25) for _ in range(4000)]
+    assert np.mean([d[0] == 0 for d in draws]) == pytest.approx(sigmoid(0.3 / 0.25), abs=0.025)
+    rankings = [plackett_luce([1.0, 0.0, 0.5, -1.0], rng, 0.5) for _ in range(2000)]
+    assert all(sorted(r) == [0, 1, 2, 3] for r in rankings)
+    firsts = np.bincount([r[0] for r in rankings], minlength=4) / len(rankings)
+    expected = np.exp(np.array([1.0, 0.0, 0.5, -1.0]) / 0.5)
+    np.testing.assert_allclose(firsts, expected / expected.sum(), atol=0.03)
+    assert np.mean([r[-1] == 3 for r in rankings]) > 0.8  # the worst is ranked last most of the time
+
+
+def test_oracle_rank_puts_the_truth_above_corruptions():
+    row = ROWS[1]
+    rng = np.random.default_rng(1)
+    truth = caption(row["attributes"]["shapes"], np.random.default_rng(0))
+    outputs = [CO.corrupt(row, rng, ("drop",)), truth, CO.corrupt(row, rng, ("invent", "attribute"))]
+    ranks = [CO.rank(row, outputs, np.random.default_rng(s), temperature=0.05) for s in range(20)]
+    assert all(r[0] == 1 for r in ranks)  # at a low temperature the complete true caption always wins

@@ -24,3 +24,14 @@ def agreement(differences: list[float], seed: int, temperature: float) -> float:
     """How often two independent judgements of the same pair agree: the accuracy ceiling of any reward model."""
     rng = np.random.default_rng(seed)
     return float(np.mean([draw(d, rng, temperature) == draw(d, rng, temperature) for d in differences]))
+
+
+def plackett_luce(scores: list[float], rng: np.random.Generator, temperature: float) -> list[int]:
+    """One ranking of k outputs, best first: pick the best with probability softmax(score / temperature), then the
+    best of the rest, and so on (Plackett–Luce). For two outputs a strict win has the Bradley–Terry probability."""
+    left, order = list(range(len(scores))), []
+    while left:
+        logits = np.array([scores[i] for i in left]) / temperature
+        p = np.exp(logits - logits.max())
+        order.append(left.pop(int(rng.choice(len(left), p=p / p.sum()))))
+    return order

@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, sigmoid
+from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, plackett_luce, sigmoid
 from vrlhf.shapes import (COLOURS, KINDS, MAX_CAPTION_WORDS, POSITION_PHRASES, POSITIONS, PREFIXES, SIZES, SLOTS,
                           caption, parse_caption)
 
@@ -88,6 +88,11 @@ def judge(row: dict, output_a: str, output_b: str, rng: np.random.Generator,
           temperature: float = DEFAULT_TEMPERATURE) -> float:
     """One simulated annotation: 1.0 (a wins), 0.0 (b wins) or 0.5 (a tie: the scores are within TIE_MARGIN)."""
     return draw(score(row, output_a) - score(row, output_b), rng, temperature)
+
+
+def rank(row: dict, outputs: list, rng: np.random.Generator, temperature: float = DEFAULT_TEMPERATURE) -> list[int]:
+    """One simulated ranking of k outputs (indices, best first), Plackett–Luce over the same scores as `judge`."""
+    return plackett_luce([score(row, o) for o in outputs], rng, temperature)
 
 
 def self_agreement(rows: list[dict], outputs_a: list[str], outputs_b: list[str], seed: int = 0,

@@ -22,7 +22,7 @@ from scipy import ndimage
 from skimage.color import lab2rgb, rgb2lab
 
 from vrlhf.shapes import shape_masks
-from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, sigmoid
+from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, plackett_luce, sigmoid
 
 DEFAULT_TEMPERATURE = 0.08  # self-agreement ~0.85 on model-like colorizations (docs/ORACLES.md)
 BACKGROUND_WEIGHT, SPREAD_WEIGHT = 2.0, 1.0
@@ -69,6 +69,11 @@ def judge(row: dict, output_a: Image.Image, output_b: Image.Image, rng: np.rando
           temperature: float = DEFAULT_TEMPERATURE) -> float:
     """One simulated annotation: 1.0 (a wins), 0.0 (b wins) or 0.5 (a tie: the scores are within TIE_MARGIN)."""
     return draw(score(row, output_a) - score(row, output_b), rng, temperature)
+
+
+def rank(row: dict, outputs: list, rng: np.random.Generator, temperature: float = DEFAULT_TEMPERATURE) -> list[int]:
+    """One simulated ranking of k outputs (indices, best first), Plackett–Luce over the same scores as `judge`."""
+    return plackett_luce([score(row, o) for o in outputs], rng, temperature)
 
 
 def self_agreement(rows: list[dict], outputs_a: list[Image.Image], outputs_b: list[Image.Image],
