@@ -11,6 +11,7 @@ the expensive part and most captions recur across pairs and epochs.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reward_model import backbones
@@ -119,9 +120,23 @@ class CaptionRewardModel(RewardModel):
 
     def forward(self, pixel_values: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """Rewards [B*k] for `captions` (image-major, k per image) of the B images in `pixel_values`."""
-        k = len(captions) // pixel_values.shape[0]
-        tokens = self.img_proj(self.encode_image(pixel_values)).repeat_interleave(k, dim=0)  # [B*k, N, h]
-        txt = self.txt_proj(self.encode_text(captions).to(tokens.dtype))
-        img = tokens.mean(dim=1)
-        att = self.attend(txt.unsqueeze(1), tokens, tokens, need_weights=False)[0].squeeze(1)
+        batch = pixel_values.shape[0]
+        k = len(captions) // batch
+        tokens = self.img_proj(self.encode_image(pixel_values))  # [B, N, h]
+        txt = self.txt_proj(self.encode_text(captions).to(tokens.dtype))  # [B*k, h]
+        img = tokens.mean(dim=1).repeat_interleave(k, dim=0)  # [B*k, h]
+        att = self._attend_per_image(txt.view(batch, k, -1), tokens).reshape(batch * k, -1)
         return self.head(torch.cat([img, txt, img * txt, att * txt], dim=-1)).squeeze(-1)
+
+    def _attend_per_image(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """`self.attend` (nn.MultiheadAttention) with the k captions of an image as queries over its N tokens:
+        [B, k, h] × [B, N, h] -> [B, k, h]. The same numbers as calling it per caption, but each image's keys and
+        values are projected once, not k times (the in-batch contrastive term scores every caption on every image)."""
+        mha = self.attend
+        heads, width = mha.num_heads, queries.shape[-1]
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+        split = lambda x: x.view(*x.shape[:2], heads, width // heads).transpose(1, 2)  # noqa: E731  [B, H, L, d]
+        q, keys, values = split(F.linear(queries, w_q, b_q)), split(F.linear(tokens, w_k, b_k)), split(F.linear(tokens, w_v, b_v))
+        out = F.scaled_dot_product_attention(q, keys, values)  # [B, H, k, d]
+        return mha.out_proj(out.transpose(1, 2).reshape(*queries.shape))

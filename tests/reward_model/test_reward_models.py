@@ -98,3 +98,16 @@ def test_clip_backbone(tmp_path):
     model.save_pretrained(tmp_path / "rm")
     assert json.loads((tmp_path / "rm" / "reward_config.json").read_text())["vision_config"]["model_type"] == "clip"
     assert torch.equal(load_reward_model(tmp_path / "rm").score(rows, CAPTIONS), scores)
+
+
+def test_caption_attention_projects_each_image_once_with_the_same_numbers():
+    from reward_model import build_reward_model
+
+    torch.manual_seed(0)
+    model = build_reward_model("captioning", image_encoder="", encoder="vit", image_size=24, vit_hidden=24,
+                               vit_layers=1, hidden_size=16).eval()
+    batch, k, n, h = 3, 5, 7, 16
+    queries, tokens = torch.randn(batch, k, h), torch.randn(batch, n, h)
+    per_caption = model.attend(queries.reshape(batch * k, 1, h), tokens.repeat_interleave(k, 0),
+                               tokens.repeat_interleave(k, 0), need_weights=False)[0].view(batch, k, h)
+    torch.testing.assert_close(model._attend_per_image(queries, tokens), per_caption, atol=1e-6, rtol=1e-5)
