@@ -3,12 +3,13 @@
     vrlhf export --db work/labels.db --out work/export --task captioning
     vrlhf dpo --policy runs/smolvlm --data work/export --out runs/dpo [--eval_data work/shapes/test]
 
-`--data` is a caption export of `vrlhf export` (any format; ties, which have no chosen side, are left out), or a
-preference dataset already in TRL's vision format (a saved dataset or a hub id: `images`, conversational `prompt`,
-`chosen`, `rejected`). Exports are converted by `vrlhf.exports.to_trl_preferences`, asking each image the policy's
-own prompt (the question it was sampled with). The run directory is the tuner's: config.yaml, metrics.jsonl (TRL's
-DPO logs: loss, rewards/margins, rewards/accuracies, ...; `eval/...` lines before and after when --eval_data is
-given), progress.json, final/ (a policy directory).
+`--data` is a caption export of `vrlhf export` (any format; ties, which have no chosen side, are left out; `--format
+trl` writes TRL's format directly), or a preference dataset already in TRL's vision format (a saved dataset or a hub
+id: `images`, conversational `prompt`, `chosen`, `rejected`). Exports are converted by
+`vrlhf.exports.to_trl_preferences`, asking each image the policy's own prompt (the question it was sampled with).
+The run directory is the tuner's: config.yaml, metrics.jsonl (TRL's DPO logs: loss, rewards/margins,
+rewards/accuracies, ...; `eval/...` lines before and after when --eval_data is given), progress.json, final/ (a
+policy directory).
 """
 
 from __future__ import annotations

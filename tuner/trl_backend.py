@@ -48,9 +48,13 @@ def uses_trl(cfg) -> bool:
         raise ConfigError(f"--backend {cfg.backend!r} is not auto, ours or trl")
     if cfg.backend != "auto":
         return cfg.backend == "trl"
+    from vrlhf.errors import ModelError
     from vrlhf.families import is_decoder_only_vlm
 
-    return is_decoder_only_vlm(cfg.policy)
+    try:
+        return is_decoder_only_vlm(cfg.policy)
+    except ModelError:  # not loadable: our loop reports it, after the data's own checks (bad rows come first)
+        return False
 
 
 def check_trl_config(cfg) -> None:
