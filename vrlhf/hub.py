@@ -22,11 +22,11 @@ def is_hub_id(text: str | os.PathLike) -> bool:
 
 
 def offline() -> bool:
-    """Whether downloads are off (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set to a true value)."""
+    """Whether downloads are off: huggingface_hub's own flag, read from HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE when it
+    was imported (what governs downloads; setting the variable later changes nothing, so it is not read here)."""
     from huggingface_hub import constants
 
-    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return bool(constants.HF_HUB_OFFLINE) or any(str(f).strip().lower() in ("1", "true", "yes", "on") for f in flags)
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def unreachable(kind: str, name: str, error: BaseException | None = None) -> str:
