@@ -9,20 +9,16 @@ being copied into every checkpoint.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from transformers import AutoConfig, AutoModel, AutoTokenizer  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
-from vrlhf.errors import ConfigError  # noqa: E402
+from vrlhf.errors import ConfigError
 
 hf_logging.disable_progress_bar()
 

@@ -137,6 +137,7 @@ class CaptionRewardModel(RewardModel):
         w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
         b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
         split = lambda x: x.view(*x.shape[:2], heads, width // heads).transpose(1, 2)  # noqa: E731  [B, H, L, d]
-        q, keys, values = split(F.linear(queries, w_q, b_q)), split(F.linear(tokens, w_k, b_k)), split(F.linear(tokens, w_v, b_v))
+        q = split(F.linear(queries, w_q, b_q))
+        keys, values = split(F.linear(tokens, w_k, b_k)), split(F.linear(tokens, w_v, b_v))
         out = F.scaled_dot_product_attention(q, keys, values)  # [B, H, k, d]
         return mha.out_proj(out.transpose(1, 2).reshape(*queries.shape))
