@@ -97,15 +97,20 @@ def demo_rows():
     return make_shapes(10000, seed=0)[-16:]  # held-out rows of the demo data (the last 10% are the test split)
 
 
-def test_demo_captioner_writes_correct_captions(demo_rows):
+def test_demo_captioner_says_what_the_writers_say(demo_rows):
+    """The demo captioner is converged on references by simulated writers: it names one salient shape, truly, and
+    leaves the others out: there is room for feedback on every multi-shape image."""
     from vrlhf.tasks import caption_oracle
 
     task = get_task("captioning")
     policy = task.load_policy("data/demo/captioner")
-    pixels = task.pixel_values(policy, [r["image"] for r in demo_rows])
-    captions = task.decode(policy, demo_rows, policy.greedy(pixels).tokens)
-    perfect = [caption_oracle.score(r, c) == len(r["attributes"]["shapes"]) for r, c in zip(demo_rows, captions)]
-    assert np.mean(perfect) >= 0.6, captions  # every attribute of every shape right, most of the time
+    captions = task.decode(policy, demo_rows, policy.greedy(task.pixel_values(policy, [r["image"] for r in demo_rows])).tokens)
+    counts = [caption_oracle.components(r, c) for r, c in zip(demo_rows, captions)]
+    assert np.mean([c["false"] == 0 for c in counts]) >= 0.75, captions  # what it states is mostly true
+    mentioned = [len(r["attributes"]["shapes"]) - c["missing"] for r, c in zip(demo_rows, counts)]
+    assert all(m >= 1 for m in mentioned), captions
+    several = [m for r, m in zip(demo_rows, mentioned) if len(r["attributes"]["shapes"]) > 1]
+    assert several and np.mean(several) < 1.5, captions  # ... but not every shape
 
 
 def test_demo_colorizer_samples_differ_but_stay_plausible(demo_rows):
