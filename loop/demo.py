@@ -52,6 +52,9 @@ class DemoConfig:
     continue_tracks: bool = field(default=False, metadata={"help": "each round tunes on from the previous round's "
                                                                    "policy (KL still to MLE); else from MLE"})
     rm_epochs: int = field(default=8, metadata={"help": "reward-model epochs each round (on all labels so far)"})
+    metric_rewards: list[str] = field(default_factory=list, metadata={
+        "help": "TASK:NAME=WEIGHT, repeatable: the metric rewards of the metric-only row and the metric + learned "
+                "track (e.g. colorization:colorfulness=1.0); a task not named: its DEFAULT_REWARDS, as `vrlhf tune`"})
     tracks: str = field(default="learned,both", metadata={"help": "learned-reward tracks tuned each round: learned "
                                                                   "(the learned reward alone), both (+ metric rewards)"})
     metric_row: bool = field(default=True, metadata={"help": "tune the metric-only policy (a row, and a source of "

@@ -71,7 +71,8 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
     test_rows = load_rows(data / "test", limit=cfg.eval_images)
     seconds: dict[str, float] = {}
     summary: dict = {"task": task_name, "rounds": [], "seconds": seconds, "dirs": {}}
-    metric_rewards = list(default_rewards(task_name))
+    metric_rewards = [spec.split(":", 1)[1] for spec in cfg.metric_rewards if spec.split(":", 1)[0] == task_name]
+    metric_rewards = metric_rewards or default_rewards(task_name)
     total_steps = cfg.tune.steps * (cfg.rounds if cfg.continue_tracks else 1)
 
     def tuned(name: str, start: str, reward: list[str], steps: int, seed: int, kl: float) -> str:
