@@ -107,7 +107,7 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
     interrupted or refused export leaves `out` as it was.
     """
     if format not in EXPORT_FORMATS:
-        raise LabelError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
+        raise LabelError(f"unknown format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     every = store.votes()
     counts = Counter(v["task"] for v in every)
     tasks = sorted({r["task"] for r in store.rounds()} | set(counts))
@@ -201,7 +201,7 @@ class ExportConfig:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(ExportConfig, argv, prog="vrlhf export")
     if cfg.format not in EXPORT_FORMATS:  # before the database is opened
-        raise LabelError(f"--format {cfg.format!r}: use one of {', '.join(FORMATS)}")
+        raise LabelError(f"--format {cfg.format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     summary = export(Store(cfg.db, media=cfg.media), cfg.out, cfg.format, cfg.task)
     print(f"wrote {summary['pairs']} pairs from {summary['votes']} votes to {summary['out']} "
           "(+ audit.jsonl, manifest.json)")

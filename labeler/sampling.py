@@ -25,7 +25,8 @@ def _where(path: str | None) -> str | None:
 
 def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: int = 2, n: int | None = None,
                  seed: int = 0, batch_size: int = 16, temperature: float = 1.0, name: str | None = None,
-                 progress: bool = True, against: str | None = None, rows: list[dict] | None = None) -> int:
+                 progress: bool = True, against: str | None = None, rows: list[dict] | None = None,
+                 image_column: str = "image", caption_column: str = "") -> int:
     """Sample `k` outputs for `n` rows of `data` (a random subset by `seed`) into a round; returns its id.
 
     A new round, or the incomplete one an interrupted run left with the same recipe, which is resumed.
@@ -44,7 +45,7 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
         raise LabelError("--against compares one sample of each policy: use --k 2")
     task = get_task(task_name)
     policies = [task.load_policy(policy_dir)] + ([task.load_policy(against)] if against else [])
-    rows = rows if rows is not None else load_rows(data)
+    rows = rows if rows is not None else load_rows(data, image_column=image_column, caption_column=caption_column)
     if n is not None and n < len(rows):
         rows = random.Random(seed).sample(rows, n)
     ids = Counter(str(r["id"]) for r in rows)
@@ -104,6 +105,9 @@ class SampleConfig:
                                                              "name)"})
     against: str | None = field(default=None, metadata={"help": "previous policy directory: each comparison is one "
                                                                 "sample of --policy vs one of this"})
+    image_column: str = field(default="image", metadata={"help": "a Hugging Face dataset's image column"})
+    caption_column: str = field(default="", metadata={"help": "a Hugging Face dataset's caption column (empty: "
+                                                              "captions, caption or text; sampling needs none)"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     get_task(cfg.task)  # an unknown task is refused before the database is touched
     store = Store(cfg.db, media=cfg.media)
     round_id = sample_round(store, cfg.task, cfg.policy, cfg.data, cfg.k, cfg.n, cfg.seed, cfg.batch_size,
-                            cfg.temperature, cfg.name, against=cfg.against)
+                            cfg.temperature, cfg.name, against=cfg.against, image_column=cfg.image_column,
+                            caption_column=cfg.caption_column)
     print(f"round {round_id} sampled; {cfg.db} now holds {store.counts()['comparisons']} comparisons")
     return 0
 

@@ -21,7 +21,6 @@ from vrlhf.config import parse_config
 from vrlhf.tasks import get_task
 
 
-
 def demo_tune() -> TuneConfig:
     """The budget of one tuning run in the demo (per round and track); task, policy, data, reward are set per run."""
     return TuneConfig(steps=40, batch_size=8, k=4, lr=1e-4, kl_coef=0.2, eval_every=0, save_every=0, eval_size=50,
@@ -45,26 +44,30 @@ class DemoConfig:
     candidates: int = field(default=60, metadata={"help": "comparisons sampled per task for people (no --simulate)"})
     annotators: int = field(default=4, metadata={"help": "simulated annotators labelling concurrently"})
     host: str = field(default="127.0.0.1", metadata={"help": "labeling app host (loopback only without logins)"})
-    port: int = field(default=0, metadata={"help": "labeling app port (0: 7860 for people, any free port for --simulate)"})
+    port: int = field(default=0, metadata={"help": "labeling app port (0: 7860 for people, any free port for "
+                                                   "--simulate)"})
     # Two temperature-1 samples of a converged policy are often equally good (a tie teaches nothing).
-    label_temperature: float = field(default=1.5, metadata={"help": "temperature of the MLE samples labelled in round 1"})
-    hot_temperature: float = field(default=1.5, metadata={"help": "temperature of the latest policy's own pairs in later rounds"})
+    label_temperature: float = field(default=1.5, metadata={"help": "temperature of the MLE samples labelled in "
+                                                                    "round 1"})
+    hot_temperature: float = field(default=1.5, metadata={"help": "temperature of the latest policy's own samples "
+                                                                  "in later rounds"})
     continue_tracks: bool = field(default=False, metadata={"help": "each round tunes on from the previous round's "
                                                                    "policy (KL still to MLE); else from MLE"})
     rm_epochs: int = field(default=8, metadata={"help": "reward-model epochs each round (on all labels so far)"})
     metric_rewards: list[str] = field(default_factory=list, metadata={
         "help": "TASK:NAME=WEIGHT, repeatable: the metric rewards of the metric-only row and the metric + learned "
                 "track (e.g. colorization:colorfulness=1.0); a task not named: its DEFAULT_REWARDS, as `vrlhf tune`"})
-    tracks: str = field(default="learned,both", metadata={"help": "learned-reward tracks tuned each round: learned "
-                                                                  "(the learned reward alone), both (+ metric rewards)"})
+    tracks: str = field(default="learned,both", metadata={
+        "help": "learned-reward tracks tuned each round: learned (the learned reward alone), both (+ metric rewards)"})
     metric_row: bool = field(default=True, metadata={"help": "tune the metric-only policy (a row, and a source of "
                                                               "comparisons in later rounds)"})
-    oracle_row: bool = field(default=True, metadata={"help": "tune on the oracle itself with the same budget: the bound"})
+    oracle_row: bool = field(default=True, metadata={"help": "tune on the oracle itself with the same budget: "
+                                                             "the bound"})
     best_of: int = field(default=8, metadata={"help": "n of the best-of-n row (samples scored by the reward model)"})
     eval_images: int = field(default=300, metadata={"help": "held-out images judged (win-rate standard error ≈ 0.03)"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
-    tune: TuneConfig = field(default_factory=demo_tune, metadata={"help": "one tuning run's settings (--tune.steps ...); "
-                                                                          "kl_coef anchors the learned tracks to MLE"})
+    tune: TuneConfig = field(default_factory=demo_tune, metadata={
+        "help": "one tuning run's settings (--tune.steps ...); kl_coef anchors the learned tracks to MLE"})
 
 
 def say(msg: str) -> None:
@@ -96,7 +99,6 @@ def simulate(cfg: DemoConfig) -> dict:
     from labeler.store import Store
     from loop.report import print_tables, write_report
     from loop.rounds import run_rounds
-    from loop.simulated import label_all
     from vrlhf.data import load_rows
 
     workdir = Path(cfg.workdir).resolve()

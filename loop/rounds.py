@@ -60,7 +60,6 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
     from loop.compare import policy_outputs, versus_mle
     from reward_model.train import TrainRewardConfig, train_reward
     from tuner.best_of_n import best_of_n
-    from tuner.rewards import build_reward, parse_reward_specs
     from tuner.train import tune
     from vrlhf.data import load_rows
     from vrlhf.tasks import get_oracle, get_task
@@ -106,7 +105,8 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
                                         seed=cfg.seed + 1000 * r + j, temperature=part["temperature"],
                                         name=f"r{r}: {part['name']}", progress=False, against=part["against"],
                                         rows=train_rows)
-                record["comparisons"].append({"name": part["name"], "n": part["n"], "k": part["k"], "round_id": round_id})
+                record["comparisons"].append(
+                    {"name": part["name"], "n": part["n"], "k": part["k"], "round_id": round_id})
             say(f"{task_name} round {r}: {sum(p['n'] for p in plan)} comparisons: "
                 + ", ".join(f"{p['name']} {p['n']}" for p in plan))
         # 2. labels, through the app

@@ -23,7 +23,8 @@ def candidate_output(store, candidate: dict):
     return Image.open(store.media_path(candidate["image"])).convert("RGB")
 
 
-def annotate(url: str, name: str, rows_by_id: dict, store, seed: int, counts: dict, personal: int | None = None) -> None:
+def annotate(url: str, name: str, rows_by_id: dict, store, seed: int, counts: dict,
+             personal: int | None = None) -> None:
     """One annotator: ask the app for the next comparison, judge it with its task's oracle, vote; until none left.
     `personal` (an index, with overlap > 1) gives this annotator draws of their own, so people can disagree."""
     from gradio_client import Client

@@ -104,7 +104,8 @@ def test_demo_captioner_says_what_the_writers_say(demo_rows):
 
     task = get_task("captioning")
     policy = task.load_policy("data/demo/captioner")
-    captions = task.decode(policy, demo_rows, policy.greedy(task.pixel_values(policy, [r["image"] for r in demo_rows])).tokens)
+    pixels = task.pixel_values(policy, [r["image"] for r in demo_rows])
+    captions = task.decode(policy, demo_rows, policy.greedy(pixels).tokens)
     counts = [caption_oracle.components(r, c) for r, c in zip(demo_rows, captions)]
     assert np.mean([c["false"] == 0 for c in counts]) >= 0.75, captions  # what it states is mostly true
     mentioned = [len(r["attributes"]["shapes"]) - c["missing"] for r, c in zip(demo_rows, counts)]

@@ -25,10 +25,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vrlhf.shapes_grammar import (  # noqa: F401  (the caption language, re-exported for callers of this module)
-    ARTICLES, COLOURS, CONNECTIVES, KINDS, LEXICON, MAX_CAPTION_WORDS, PHRASES, POSITION_PHRASES, POSITIONS,
-    PREFIXES, SHORTEST, SIZE_WORDS, SIZES, SLOTS, SYNONYMS, VOCABULARY, caption, parse_caption)
 from vrlhf.errors import ConfigError
+from vrlhf.shapes_grammar import (  # noqa: F401  (the caption language, re-exported for callers of this module)
+    ARTICLES,
+    COLOURS,
+    CONNECTIVES,
+    KINDS,
+    LEXICON,
+    MAX_CAPTION_WORDS,
+    PHRASES,
+    POSITION_PHRASES,
+    POSITIONS,
+    PREFIXES,
+    SHORTEST,
+    SIZE_WORDS,
+    SIZES,
+    SLOTS,
+    SYNONYMS,
+    VOCABULARY,
+    caption,
+    parse_caption,
+)
 from vrlhf.tasks import caption_writers
 
 PALETTE = {
@@ -218,7 +235,8 @@ class ShapesConfig:
     n: int = field(default=2000, metadata={"help": "total number of images (train + test)"})
     seed: int = field(default=0, metadata={"help": "random seed; the same seed writes byte-identical files"})
     size: int = field(default=48, metadata={"help": f"image side in pixels (at least {MIN_SIZE})"})
-    test_fraction: float = field(default=0.1, metadata={"help": "fraction of the images (the last ones) written to test/"})
+    test_fraction: float = field(default=0.1, metadata={"help": "fraction of the images (the last ones) written to "
+                                                                "test/"})
     references: str = field(default="writers", metadata={
         "help": "writers: captions by simulated people (salient shapes first, often incomplete, a few mistakes); "
                 "complete: every attribute of every shape, all true"})
@@ -242,7 +260,8 @@ def write_shapes(cfg: ShapesConfig) -> str:
         raise ConfigError("vrlhf data shapes: " + "; ".join(problems))
     from tqdm import tqdm
 
-    rows = [shapes_row(i, cfg.seed, cfg.size, cfg.references) for i in tqdm(range(cfg.n), desc="generating", unit="img")]
+    indices = tqdm(range(cfg.n), desc="generating", unit="img")
+    rows = [shapes_row(i, cfg.seed, cfg.size, cfg.references) for i in indices]
     n_test = min(cfg.n - 1, round(cfg.n * cfg.test_fraction))
     out = Path(cfg.out)
     write_imagefolder(rows[: cfg.n - n_test], out / "train", progress=True)

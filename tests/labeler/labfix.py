@@ -41,7 +41,8 @@ def fill(store: Store, n: int, k: int = 2, task: str = "captioning", seed: int =
         im = image(seed * 100_000 + i)
         outs = ([caption(rng) for _ in range(k)] if task == "captioning"
                 else [image(seed * 100_000 + i * 10 + j + 7) for j in range(k)])
-        store.add_comparison(rid, f"row-{i}", im, outs, im.convert("L").convert("RGB") if task != "captioning" else None)
+        shown = im.convert("L").convert("RGB") if task != "captioning" else None
+        store.add_comparison(rid, f"row-{i}", im, outs, shown)
     return rid
 
 

@@ -50,7 +50,7 @@ def test_refusals_are_one_line_naming_what_is_wrong(tmp_path, capsys):
         "vrlhf label: argument --overlap_fraction/--overlap-fraction: invalid float value: 'lots'")
     assert refusal(capsys, ["label"]) == "vrlhf label: --db is required"
     assert refusal(capsys, ["export", "--db", db, "--out", str(tmp_path / "x"), "--format", "csv"]) == (
-        "vrlhf export: --format 'csv': use one of hf, jsonl, parquet")
+        "vrlhf export: --format 'csv': use one of hf, jsonl, parquet, trl")
     assert refusal(capsys, ["sample", "--task", "detection", "--policy", "p", "--data", "d", "--db", db]).startswith(
         "vrlhf sample: unknown task 'detection'; choose one of: captioning")
     assert not Path(db).exists()  # refused before the database was created

@@ -9,7 +9,8 @@ import datasets
 import pytest
 from labfix import fill
 
-from labeler.export import export, main as export_main
+from labeler.export import export
+from labeler.export import main as export_main
 from labeler.store import Store
 
 
@@ -41,8 +42,8 @@ def test_caption_pairs_and_audit(tmp_path):
     assert rows[(b["comparison_id"], pos(b, "B"), pos(b, "A"))]["label"] == 1.0
     in_sampling_order = [c["text"] for c in sorted(tie["candidates"], key=lambda c: c["candidate_id"])]
     assert rows[(tie["comparison_id"], *in_sampling_order)]["label"] == 0.5  # a tie: not as shown
-    for w, l in [("B", "C"), ("B", "A"), ("C", "A")]:
-        r = rows[(rank["comparison_id"], pos(rank, w), pos(rank, l))]
+    for winner, loser in [("B", "C"), ("B", "A"), ("C", "A")]:
+        r = rows[(rank["comparison_id"], pos(rank, winner), pos(rank, loser))]
         assert r["label"] == 1.0 and r["chosen_policy"] == "policy-b"
     assert {skip["comparison_id"], bad["comparison_id"], extra["comparison_id"]}.isdisjoint(ds["comparison_id"])
     r = ds[0]

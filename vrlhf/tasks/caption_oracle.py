@@ -17,9 +17,19 @@ import re
 
 import numpy as np
 
+from vrlhf.shapes import (
+    COLOURS,
+    KINDS,
+    MAX_CAPTION_WORDS,
+    POSITION_PHRASES,
+    POSITIONS,
+    PREFIXES,
+    SIZES,
+    SLOTS,
+    caption,
+    parse_caption,
+)
 from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, plackett_luce, sigmoid
-from vrlhf.shapes import (COLOURS, KINDS, MAX_CAPTION_WORDS, POSITION_PHRASES, POSITIONS, PREFIXES, SIZES, SLOTS,
-                          caption, parse_caption)
 
 DEFAULT_TEMPERATURE = 0.6  # self-agreement ~0.87 on corrupted reference captions (docs/ORACLES.md)
 TRUE, FALSE, MISSING, REPEAT, STUTTER, EXTRA = 0.25, 1.0, 0.5, 0.5, 0.1, 0.05

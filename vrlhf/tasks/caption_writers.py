@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vrlhf.shapes_grammar import (CONNECTIVES, KINDS, MAX_CAPTION_WORDS, POSITION_PHRASES, SIZE_WORDS, SYNONYMS,
-                                  article)
+from vrlhf.shapes_grammar import CONNECTIVES, KINDS, MAX_CAPTION_WORDS, POSITION_PHRASES, SIZE_WORDS, SYNONYMS, article
 
 WRITERS = 40  # writers per dataset seed
 N_REFERENCES = 5  # captions per image, each by a different writer
@@ -176,7 +175,8 @@ def main() -> None:
             for m in parse_caption(text):
                 mentions, no_size, no_position = mentions + 1, no_size + (m["size"] is None), no_position + (
                     m["position"] is None)
-    print("| shapes in the image | shapes a reference mentions | words | oracle score of a reference | of the ideal caption |")
+    print("| shapes in the image | shapes a reference mentions | words | oracle score of a reference "
+          "| of the ideal caption |")
     for n in sorted(by):
         d = by[n]
         print(f"| {n} | {np.mean(d['mentions']):.2f} | {np.mean(d['words']):.1f} | {np.mean(d['score']):.2f} | "
@@ -185,7 +185,9 @@ def main() -> None:
           f"without a position {no_position / mentions:.0%}")
     three = [r for r in rows if len(r["attributes"]["shapes"]) == 3][:600]
     refs = [[tokenize(c) for c in r["captions"]] for r in three]
-    by_salience = lambda shapes: sorted(shapes, key=lambda s: -(2 * (s["size"] == "large") + (s["position"] == "center")))  # noqa: E731
+    def by_salience(shapes: list[dict]) -> list[dict]:
+        return sorted(shapes, key=lambda s: -(2 * (s["size"] == "large") + (s["position"] == "center")))
+
     for name, count in (("complete", 3), ("the most salient shape alone", 1), ("the two most salient", 2)):
         texts = [caption(by_salience(r["attributes"]["shapes"])[:count], np.random.default_rng(0)) for r in three]
         score = np.mean([caption_oracle.score(r, t) for r, t in zip(three, texts)])
