@@ -100,3 +100,14 @@ def test_train_reward_config_is_a_reward_model_config_and_round_trips_through_it
     cfg.vision_config = {"model_type": "vit", "hidden_size": 16}
     save_config(cfg, tmp_path)  # the resolved config of a run, fields filled in by the code included
     assert parse_config(TrainRewardConfig, ["--config", str(tmp_path / "config.yaml")]) == cfg
+
+
+def test_help_of_a_nested_config_shows_the_enclosing_defaults(capsys):
+    """The demo holds a TuneConfig with its own budget: --help must show the demo's numbers, not TuneConfig's."""
+    from loop.demo import DemoConfig, demo_tune
+
+    with pytest.raises(SystemExit):
+        parse_config(DemoConfig, ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {demo_tune().steps})" in text.rsplit("--tune.steps", 1)[1].split("--tune.")[0]
+    assert demo_tune().steps != TuneConfig().steps

@@ -46,26 +46,29 @@ def parse_config(cls, argv: list[str] | None = None, prog: str | None = None):
 
 @dataclasses.dataclass
 class _Leaf:
-    """One non-dataclass field, reached by a dotted name: its type (`kind`, `item` for lists) and help."""
+    """One non-dataclass field, reached by a dotted name: its type (`kind`, `item` for lists), help and default
+    (a nested config's default is its value in the enclosing config's default instance, e.g. the demo's TuneConfig)."""
 
     kind: type
     item: type | None
     field: dataclasses.Field
     flag: bool
+    default: Any = dataclasses.MISSING
 
 
-def _leaves(cls, prefix: str = "") -> list[tuple[str, _Leaf]]:
+def _leaves(cls, prefix: str = "", base=None) -> list[tuple[str, _Leaf]]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         hint = hints[f.name]
+        default = getattr(base, f.name) if base is not None else _default(f)
         if dataclasses.is_dataclass(hint):
-            out += _leaves(hint, f"{prefix}{f.name}.")
+            out += _leaves(hint, f"{prefix}{f.name}.", None if default is dataclasses.MISSING else default)
             continue
         kind, item = _kind(hint)
-        out.append((prefix + f.name, _Leaf(kind, item, f, f.metadata.get("flag", True))))
+        out.append((prefix + f.name, _Leaf(kind, item, f, f.metadata.get("flag", True), default)))
     return out
 
 
@@ -123,7 +126,7 @@ class _ListAction(argparse.Action):
 
 def _add_flag(parser: argparse.ArgumentParser, name: str, spec: _Leaf) -> None:
     options = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    default = _default(spec.field)
+    default = spec.default
     shown = "required" if default is dataclasses.MISSING else f"default: {default!r}"
     help_text = f"{spec.field.metadata.get('help', '')} ({shown.replace('%', '%%')})"
     common = dict(dest=name, default=argparse.SUPPRESS, help=help_text)
