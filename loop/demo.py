@@ -37,7 +37,8 @@ class DemoConfig:
     rounds: int = field(default=2, metadata={"help": "labeling rounds (--simulate); round 1 labels MLE samples"})
     labels: int = field(default=400, metadata={"help": "comparisons labelled in round 1, per task (--simulate)"})
     labels_later: int = field(default=200, metadata={"help": "comparisons added in each later round, per task"})
-    comparison_k: int = field(default=2, metadata={"help": "outputs per comparison from one policy: 2 (a pair) or "
+    # Rankings give 6 pairs a vote: 400 ranked comparisons teach a reward model more than 1500 pairs (docs/DEMO.md).
+    comparison_k: int = field(default=4, metadata={"help": "outputs per comparison from one policy: 2 (a pair) or "
                                                          "3-4 (ranked best first: k(k-1)/2 pairs per vote)"})
     overlap: int = field(default=1, metadata={"help": "distinct annotators per comparison (> 1: agreement, "
                                                       "Krippendorff's alpha, can be measured)"})

@@ -27,7 +27,7 @@ def test_every_task_module_provides_the_contract(name):
     task = get_task(name)
     assert task.NAME == name and task.OUTPUT in OUTPUT_KINDS
     assert all(hasattr(task, member) for member in CONTRACT)
-    specs = [spec.split("=")[0] for spec in task.DEFAULT_REWARDS + task.DEMO_METRIC_REWARDS]
+    specs = [spec.split("=")[0] for spec in task.DEFAULT_REWARDS]
     assert set(specs) <= set(task.METRIC_REWARDS)
     assert Path(task.DEMO_POLICY).is_dir() and get_oracle(name).__name__ == f"vrlhf.tasks.{task.ORACLE}"
     assert all(task.row_problem(row) is None for row in ROWS)

@@ -17,7 +17,7 @@ from vrlhf.errors import ConfigError
 # What every task module provides (docs/ARCHITECTURE.md says what each one is).
 CONTRACT = (
     # constants
-    "NAME", "OUTPUT", "METRIC_REWARDS", "DEFAULT_REWARDS", "DEMO_METRIC_REWARDS", "DEMO_POLICY", "ORACLE",
+    "NAME", "OUTPUT", "METRIC_REWARDS", "DEFAULT_REWARDS", "DEMO_POLICY", "ORACLE",
     "REWARD_IMAGE_ENCODER", "FLIPS_KEEP_PREFERENCES",
     # rows and policies
     "row_problem", "new_policy", "load_policy", "pixel_values",

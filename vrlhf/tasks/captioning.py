@@ -22,7 +22,6 @@ NAME = "captioning"
 OUTPUT = "text"  # outputs are captions (str): reward models for text outputs score (image, text)
 METRIC_REWARDS = ("cider_d",)
 DEFAULT_REWARDS = ("cider_d=1.0",)  # `vrlhf tune` without --reward
-DEMO_METRIC_REWARDS = ("cider_d=1.0",)  # the demo's metric-only runs
 DEMO_POLICY = REPO / "data/demo/captioner"  # the committed demo checkpoint (scripts/make_demo_checkpoints.sh)
 ORACLE = "caption_oracle"  # vrlhf.tasks.caption_oracle: the simulated annotator over the shapes ground truth
 # Reward models (`vrlhf train-reward`). Starting the caption reward from the demo captioner's ViT (which already

@@ -31,7 +31,6 @@ OUTPUT = "image"  # outputs are RGB images: reward models for image outputs scor
 METRIC_REWARDS = ("colorfulness", "fidelity")
 # Fidelity anchors colourfulness: alone, colourfulness saturates everything; weight 1 barely holds it (docs/TUNER.md).
 DEFAULT_REWARDS = ("colorfulness=1.0", "fidelity=5.0")  # `vrlhf tune` without --reward
-DEMO_METRIC_REWARDS = ("colorfulness=1.0",)  # the demo's metric-only runs: the reward that can be hacked
 DEMO_POLICY = REPO / "data/demo/colorizer"  # the committed demo checkpoint (scripts/make_demo_checkpoints.sh)
 ORACLE = "colorization_oracle"  # vrlhf.tasks.colorization_oracle: the simulated annotator
 # Reward models (`vrlhf train-reward`): the tiny CNN from scratch reaches 98% of the annotator's ceiling with flips.
