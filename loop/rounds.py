@@ -88,7 +88,7 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
         mle_out = policy_outputs(task, mle_policy, test_rows, cfg.seed)
     fixed: dict[str, dict] = {}
     tracks = {name: [mle] for name in TRACKS if name in cfg.tracks.split(",")}
-    metric_policy = None
+    metric_policy, latest_outputs = None, {}
     for r in range(1, cfg.rounds + 1):
         record: dict = {"round": r}
         # 1. comparisons into the store
@@ -139,9 +139,9 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
 
             rm = load_reward_model(rm_dir)
             policies = {track: tracks[track][-1] for track in tracks}
-            record["evaluation"] = {}
+            record["evaluation"], latest_outputs = {}, {}
             for name, path in policies.items():
-                outs = policy_outputs(task, task.load_policy(path), test_rows, cfg.seed)
+                latest_outputs[name] = outs = policy_outputs(task, task.load_policy(path), test_rows, cfg.seed)
                 record["evaluation"][name] = versus_mle(task, oracle, test_rows, outs, mle_out, cfg.seed)
             best, _ = best_of_n(task, mle_policy, test_rows, rm.score, cfg.best_of, seed=cfg.seed)
             record["evaluation"]["best_of_n"] = versus_mle(task, oracle, test_rows, {"greedy": best, "sample": best},
@@ -165,8 +165,7 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
         fixed["ideal"] = versus_mle(task, oracle, test_rows, {"greedy": ideal, "sample": ideal}, mle_out, cfg.seed)
     summary["fixed"] = fixed
     summary["_samples"] = (test_rows[:8], {"mle": mle_out["sample"][:8]} | {
-        name: policy_outputs(task, task.load_policy(tracks[name][-1]), test_rows[:8], cfg.seed)["sample"]
-        for name in tracks})
+        name: outs["sample"][:8] for name, outs in latest_outputs.items()})
     return summary
 
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 import torch
 from transformers import GitForCausalLM
 
+from vrlhf.families import encoder_decoder
+
 MODEL_CLASSES = {"git": GitForCausalLM}
+# As for an encoder-decoder: nothing to prepare, no banned tokens, images through the model's own image processor.
+prepare, banned_token_ids = encoder_decoder.prepare, encoder_decoder.banned_token_ids
+pixel_values = encoder_decoder.pixel_values
 
 
 def special_ids(model, tokenizer) -> tuple[int | None, list[int], int]:
@@ -17,20 +22,6 @@ def special_ids(model, tokenizer) -> tuple[int | None, list[int], int]:
     config = model.config
     eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     return config.bos_token_id, eos, config.pad_token_id if config.pad_token_id is not None else eos[0]
-
-
-def prepare(policy) -> None:
-    """Nothing to compute once per policy."""
-
-
-def banned_token_ids(policy) -> list[int]:
-    """Every token of the vocabulary may be sampled."""
-    return []
-
-
-def pixel_values(policy, images: list) -> torch.Tensor:
-    """RGB images -> (B, C, H, W) through the model's own image processor."""
-    return policy.image_processor(images, return_tensors="pt")["pixel_values"]
 
 
 def encode(policy, pixel_values: torch.Tensor) -> torch.Tensor:
