@@ -171,3 +171,80 @@ def test_oracle_rank_puts_the_truth_above_corruptions():
     outputs = [CO.corrupt(row, rng, ("drop",)), truth, CO.corrupt(row, rng, ("invent", "attribute"))]
     ranks = [CO.rank(row, outputs, np.random.default_rng(s), temperature=0.05) for s in range(20)]
     assert all(r[0] == 1 for r in ranks)  # at a low temperature the complete true caption always wins
+
+
+# ------------------------------------------------------------------------------------------ where a score comes from
+def test_colorization_cell_contributions_sum_to_the_score():
+    rng = np.random.default_rng(9)
+    for row in ROWS[:12]:
+        for output in (row["image"], IO.corrupt(row, rng), IO.corrupt(row, rng, ("noise", "tint", "hue"))):
+            cells = IO.contributions(row, output)
+            assert cells.shape == (64,)  # the colorizer's 8 x 8 grid, one cell per token, raster order
+            assert cells.sum() == pytest.approx(IO.score(row, output), abs=1e-9)
+        assert IO.contributions(row, row["image"].resize((96, 96)), grid=4).sum() == pytest.approx(
+            IO.score(row, row["image"].resize((96, 96))), abs=1e-9)
+
+
+def _paint(row, cell, ab, grid=8):
+    """The row's true colours with one grid cell's ab set to `ab` (L kept)."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    lab = rgb2lab(np.asarray(row["image"], dtype=np.float64) / 255.0)
+    side = lab.shape[0] // grid
+    y, x = divmod(cell, grid)
+    lab[y * side : (y + 1) * side, x * side : (x + 1) * side, 1:] = ab
+    return Image.fromarray(np.clip(np.rint(lab2rgb(lab) * 255), 0, 255).astype(np.uint8))
+
+
+def test_a_tinted_background_cell_and_an_off_colour_shape_cell_get_the_lowest_values():
+    from scipy import ndimage
+    from skimage.color import rgb2lab
+
+    from vrlhf.shapes import shape_masks
+
+    for row in ROWS[:8]:
+        masks = shape_masks(row["attributes"], 48)
+        near = ndimage.binary_dilation(np.logical_or.reduce(masks), iterations=2).reshape(8, 6, 8, 6)
+        background_cell = int(np.flatnonzero(~near.any(axis=(1, 3)).reshape(-1))[0])
+        tinted = _paint(row, background_cell, (25.0, 25.0))
+        cells = IO.contributions(row, tinted)
+        assert cells.argmin() == background_cell and cells[background_cell] < -0.01, row["id"]
+        # a cell wholly inside the largest shape turned to the opposite hue: the shape's spread lands on it
+        inner = ndimage.binary_erosion(max(masks, key=np.sum), iterations=2).reshape(8, 6, 8, 6).all(axis=(1, 3))
+        if inner.any():
+            cell = int(np.flatnonzero(inner.reshape(-1))[0])
+            lab = rgb2lab(np.asarray(row["image"], dtype=np.float64) / 255.0)
+            true_ab = lab[cell // 8 * 6 + 3, cell % 8 * 6 + 3, 1:]
+            cells = IO.contributions(row, _paint(row, cell, -true_ab))
+            assert cells.argmin() == cell, row["id"]
+
+
+def test_caption_word_contributions_sum_to_the_score():
+    rng = np.random.default_rng(10)
+    for row in make_shapes(150, seed=5):  # the writers' references: omissions, synonyms, a few mistakes
+        soup = " ".join(rng.choice(CO.words(row["captions"][0]) + ["a", "the", "red", "left", "circle"], 14))
+        for text in (*row["captions"][:2], CO.corrupt(row, rng), soup, ""):
+            values = CO.contributions(row, text)
+            assert values.shape == (len(CO.words(text)) + 1,)  # each word, then the end of the caption
+            assert values.sum() == pytest.approx(CO.score(row, text), abs=1e-9), text
+
+
+def test_a_false_word_gets_the_lowest_value_and_is_the_false_span():
+    for row in ROWS[:40]:
+        shape = row["attributes"]["shapes"][0]
+        wrong = next(c for c in ("red", "blue") if c != shape["colour"])
+        text = caption(edited(row, colour=wrong), np.random.default_rng(0))
+        said = CO.words(text)
+        values = CO.contributions(row, text)
+        assert said[values.argmin()] == wrong and values.min() == -CO.FALSE
+        spans = CO.false_spans(row, text)
+        assert [said[a:b] for a, b in spans] == [[wrong]] and values[-1] == 0  # nothing left out
+        assert CO.false_spans(row, row["captions"][0]) == [] and CO.missing_shapes(row, row["captions"][0]) == []
+
+
+def test_a_shape_left_out_costs_at_the_end_and_is_named():
+    for row in MULTI[:20]:
+        shapes = row["attributes"]["shapes"]
+        text = caption(shapes[1:], np.random.default_rng(0))
+        values = CO.contributions(row, text)
+        assert values[-1] == -CO.MISSING and CO.missing_shapes(row, text) == [shapes[0]]

@@ -27,8 +27,8 @@ from vrlhf.shapes import (
     SIZES,
     SLOTS,
     caption,
-    parse_caption,
 )
+from vrlhf.shapes_grammar import ARTICLES, LEXICON
 from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, plackett_luce, sigmoid
 
 DEFAULT_TEMPERATURE = 0.6  # self-agreement ~0.87 on corrupted reference captions (docs/ORACLES.md)
@@ -50,15 +50,47 @@ def _compare(mention: dict, shape: dict) -> tuple[int, int]:
     return true, len(stated) - true
 
 
-def components(row: dict, output: str) -> dict[str, float]:
-    """The counts behind `score` (for debugging and docs)."""
+def words(output: str) -> list[str]:
+    """The words of a caption as the oracle reads them (lower-case runs of letters): what `contributions`,
+    `false_spans` and the word indices refer to."""
+    return re.findall(r"[a-z]+", str(output or "").lower())
+
+
+def _mentions(words: list[str]) -> list[tuple[dict, dict[str, int]]]:
+    """`parse_caption` over words, keeping where each stated attribute is: [(mention, {slot: word index})]."""
+    mentions: list[tuple[dict, dict[str, int]]] = []
+    where: dict[str, int] = {}
+    values: dict[str, str] = {}
+
+    def close():
+        if "kind" in values:
+            mentions.append(({slot: values.get(slot) for slot in SLOTS}, dict(where)))
+        values.clear()
+        where.clear()
+
+    for i, word in enumerate(words):
+        if word in ARTICLES:
+            close()
+        elif word in LEXICON:
+            slot, value = LEXICON[word]
+            if slot in values:
+                close()
+            values[slot], where[slot] = value, i
+    close()
+    return mentions
+
+
+def _analyse(row: dict, output: str) -> tuple[dict, np.ndarray, list[tuple[int, int]], list[int]]:
+    """(the counts behind `score`, per-word values and one for the end, false attribute word spans, the indices of
+    the shapes no mention matches)."""
     shapes = (row.get("attributes") or {}).get("shapes")
     if not shapes:
         raise ValueError(f"caption oracle: row {row.get('id')!r} has no shapes attributes to judge against")
-    mentions = parse_caption(output)
+    said = words(output)
+    mentions = _mentions(said)
     # greedy matching of mentions to shapes by what the pair adds to the score (0.25 true - false), earlier first
     pairs = sorted(
-        ((true - 4 * false, m, s) for m, mention in enumerate(mentions) for s, shape in enumerate(shapes)
+        ((true - 4 * false, m, s) for m, (mention, _) in enumerate(mentions) for s, shape in enumerate(shapes)
          for true, false in [_compare(mention, shape)]),
         key=lambda p: (-p[0], p[1], p[2]),
     )
@@ -66,20 +98,37 @@ def components(row: dict, output: str) -> dict[str, float]:
     for _, m, s in pairs:
         if m not in matched and s not in matched.values():
             matched[m] = s
-    counts = dict(true=0, false=0, missing=len(shapes) - len(matched), repeats=0)
-    for m, mention in enumerate(mentions):
-        if m in matched:
-            true, false = _compare(mention, shapes[matched[m]])
-            counts["true"] += true
-            counts["false"] += false
-        else:  # an extra mention: a repeat if some shape fits it, else its errors against the nearest shape
-            fewest = min(_compare(mention, shape)[1] for shape in shapes)
-            counts["false"] += fewest
-            counts["repeats"] += fewest == 0
-    words = re.findall(r"[a-z]+", str(output or "").lower())
-    counts["stutters"] = sum(a == b for a, b in zip(words, words[1:]))
-    counts["extra_words"] = max(0, len(words) - _longest(len(shapes)))
-    return counts
+    missing = [s for s in range(len(shapes)) if s not in matched.values()]
+    counts = dict(true=0, false=0, missing=len(missing), repeats=0)
+    values = np.zeros(len(said) + 1)  # one per word, then the end of the caption
+    false_spans = []
+    for m, (mention, where) in enumerate(mentions):
+        # a matched mention against its shape; an extra one against the nearest shape (fewest false attributes)
+        shape = shapes[matched[m]] if m in matched else min(shapes, key=lambda s: _compare(mention, s)[1])
+        for slot, i in where.items():
+            if mention[slot] != shape[slot]:
+                counts["false"] += 1
+                values[i] -= FALSE
+                false_spans.append((i, i + 1))
+            elif m in matched:  # an extra mention earns nothing for what it repeats truly
+                counts["true"] += 1
+                values[i] += TRUE
+        if m not in matched and _compare(mention, shape)[1] == 0:  # it describes a shape already described
+            counts["repeats"] += 1
+            values[where["kind"]] -= REPEAT
+    values[-1] -= MISSING * len(missing)  # the caption ended without them
+    stutters = [i + 1 for i, (a, b) in enumerate(zip(said, said[1:])) if a == b]
+    counts["stutters"] = len(stutters)
+    values[stutters] -= STUTTER
+    longest = _longest(len(shapes))
+    counts["extra_words"] = max(0, len(said) - longest)
+    values[longest : len(said)] -= EXTRA
+    return counts, values, sorted(false_spans), missing
+
+
+def components(row: dict, output: str) -> dict[str, float]:
+    """The counts behind `score` (for debugging and docs)."""
+    return _analyse(row, output)[0]
 
 
 def score(row: dict, output: str) -> float:
@@ -87,6 +136,25 @@ def score(row: dict, output: str) -> float:
     c = components(row, output)
     return (TRUE * c["true"] - FALSE * c["false"] - MISSING * c["missing"] - REPEAT * c["repeats"]
             - STUTTER * c["stutters"] - EXTRA * c["extra_words"])
+
+
+def contributions(row: dict, output: str) -> np.ndarray:
+    """(len(words(output)) + 1,): what each word adds to `score`, then what the end of the caption adds; they sum to
+    the score. A stated attribute carries its +0.25 or -1.0, the kind word of a repeated mention its -0.5, a stutter
+    or a word past the longest grammar caption its penalty on that word; the shapes left out cost their -0.5 at the
+    end, where the caption stopped without them."""
+    return _analyse(row, output)[1]
+
+
+def false_spans(row: dict, output: str) -> list[tuple[int, int]]:
+    """Word spans [start, end) of `words(output)` that state a false attribute: what an annotator would mark."""
+    return _analyse(row, output)[2]
+
+
+def missing_shapes(row: dict, output: str) -> list[dict]:
+    """The row's shapes that no mention of the caption describes."""
+    shapes = row["attributes"]["shapes"]
+    return [shapes[s] for s in _analyse(row, output)[3]]
 
 
 def prefer(row: dict, output_a: str, output_b: str, temperature: float = DEFAULT_TEMPERATURE) -> float:

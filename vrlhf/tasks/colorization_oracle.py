@@ -35,8 +35,8 @@ def _lab(image: Image.Image, size: int) -> np.ndarray:
     return rgb2lab(np.asarray(image, dtype=np.float64) / 255.0)
 
 
-def components(row: dict, output: Image.Image) -> dict[str, float]:
-    """The terms of `score` in chroma units: `inside`, `background`, `spread`."""
+def _terms(row: dict, output: Image.Image) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """What every term is computed from: ab (H, W, 2), chroma (H, W), the shapes' eroded cores, the background."""
     attributes = row.get("attributes") or {}
     if not attributes.get("shapes"):
         raise ValueError(f"colorization oracle: row {row.get('id')!r} has no shapes attributes to judge against")
@@ -45,7 +45,12 @@ def components(row: dict, output: Image.Image) -> dict[str, float]:
     masks = shape_masks(attributes, size)
     cores = [core if core.any() else m for m in masks for core in [ndimage.binary_erosion(m)]]
     background = ~ndimage.binary_dilation(np.logical_or.reduce(masks))
-    chroma = np.hypot(ab[:, :, 0], ab[:, :, 1])
+    return ab, np.hypot(ab[:, :, 0], ab[:, :, 1]), cores, background
+
+
+def components(row: dict, output: Image.Image) -> dict[str, float]:
+    """The terms of `score` in chroma units: `inside`, `background`, `spread`."""
+    ab, chroma, cores, background = _terms(row, output)
     return {
         "inside": float(chroma[np.logical_or.reduce(cores)].mean()),
         "background": float(chroma[background].mean()) if background.any() else 0.0,
@@ -57,6 +62,34 @@ def score(row: dict, output: Image.Image) -> float:
     """Latent utility of the RGB image `output` for the shapes `row` (higher is better; the truth is ~0.6-0.9)."""
     c = components(row, output)
     return (c["inside"] - BACKGROUND_WEIGHT * c["background"] - SPREAD_WEIGHT * c["spread"]) / 100.0
+
+
+def pixel_contributions(row: dict, output: Image.Image) -> np.ndarray:
+    """(H, W): what each pixel adds to `score`; the map sums to it. The two means split evenly over their pixels;
+    a shape's spread sqrt(V), V the mean squared distance of its pixels' ab to their mean, is split in proportion to
+    each pixel's squared distance (sqrt(V) = sum_p d_p^2 / (n sqrt(V))): an off-colour patch carries the blame."""
+    ab, chroma, cores, background = _terms(row, output)
+    inside = np.logical_or.reduce(cores)
+    pixels = np.where(inside, chroma / inside.sum(), 0.0)
+    if background.any():
+        pixels -= BACKGROUND_WEIGHT * np.where(background, chroma / background.sum(), 0.0)
+    for core in cores:
+        squared = ((ab[core] - ab[core].mean(axis=0)) ** 2).sum(axis=1)  # (n,) d_p^2
+        spread = math.sqrt(squared.mean())
+        if spread > 0:
+            pixels[core] -= SPREAD_WEIGHT * squared / (len(squared) * spread) / len(cores)
+    return pixels / 100.0
+
+
+def contributions(row: dict, output: Image.Image, grid: int = 8) -> np.ndarray:
+    """(grid * grid,): what each cell of the colorization policy's colour grid adds to `score`, in raster order
+    (the order of the policy's tokens: token t colours cell t); the cells sum to `score(row, output)`. A pixel
+    belongs to the cell its centre lies in."""
+    pixels = pixel_contributions(row, output)
+    rows, cols = [((np.arange(n) + 0.5) * grid / n).astype(int) for n in pixels.shape]
+    cells = np.zeros((grid, grid))
+    np.add.at(cells, (rows[:, None], cols[None, :]), pixels)
+    return cells.reshape(-1)
 
 
 def prefer(row: dict, output_a: Image.Image, output_b: Image.Image,
