@@ -135,13 +135,13 @@ def test_trl_backend_refuses_what_trl_cannot_tune(world, tmp_path):
     from tuner.train import tune
 
     tiny_checkpoint("blip", tmp_path / "blip")
-    tiny_checkpoint("paligemma", tmp_path / "paligemma")
+    (tiny_checkpoint("llava", tmp_path / "bare-llava") / "chat_template.jinja").unlink()
     common = dict(task="captioning", data=str(world / "data"), out=str(tmp_path / "run"), k=2, batch_size=2,
                   steps=1, log_with="none")
     with pytest.raises(ConfigError, match="TRL tunes decoder-only vision-language models only"):
         tune(TuneConfig(policy=str(tmp_path / "blip"), backend="trl", **common))
     with pytest.raises(ConfigError, match="no chat template"):
-        tune(TuneConfig(policy=str(tmp_path / "paligemma"), **common))
+        tune(TuneConfig(policy=str(tmp_path / "bare-llava"), backend="trl", **common))
     with pytest.raises(ConfigError, match="--baseline greedy"):
         tune(TuneConfig(policy=str(world / "llava"), baseline="greedy", **common))
 

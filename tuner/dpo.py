@@ -66,22 +66,27 @@ def main(argv: list[str] | None = None) -> int:
 def dpo(cfg: DPOTuneConfig):
     """Train `cfg.policy` with DPO on `cfg.data`; returns (policy, final held-out metrics or {})."""
     from tuner.monitor import evaluate
-    from tuner.trl_backend import log_eval
+    from tuner.trl_backend import TRL_FAMILIES, log_eval
     from vrlhf.data import load_rows
-    from vrlhf.families import vlm
+    from vrlhf.families import model_type, vlm
     from vrlhf.rundir import RunDir
     from vrlhf.tasks import get_task
 
     check_config(cfg)
+    family = model_type(cfg.policy)  # from its config alone: refused before any weights are loaded
+    if family not in TRL_FAMILIES:  # PaliGemma too: TRL's DPOTrainer does not run it (tuner/trl_backend.py)
+        raise ConfigError(f"--policy {cfg.policy}: DPO through TRL runs {' or '.join(TRL_FAMILIES)} models, not "
+                          f"{family}; tune it on the clicks with a reward model instead (vrlhf train-reward, "
+                          f"then vrlhf tune --reward learned:DIR=1)")
     task = get_task(cfg.task)
     eval_rows = []
     if cfg.eval_data:
         eval_rows = load_rows(cfg.eval_data, check=task.row_problem, image_column=cfg.image_column,
                               caption_column=cfg.caption_column)[: cfg.eval_size]
     policy = task.load_policy(cfg.policy)
-    if policy.adapter is not vlm or not getattr(policy.processor, "chat_template", None):
-        raise ConfigError(f"--policy {cfg.policy}: DPO through TRL needs a decoder-only VLM with a chat template "
-                          f"(this is a {policy.family} model{'' if policy.adapter is not vlm else ' without one'})")
+    if not getattr(policy.processor, "chat_template", None):
+        raise ConfigError(f"--policy {cfg.policy}: DPO through TRL needs a chat template (this {policy.family} "
+                          f"model has none)")
     if cfg.prompt:
         vlm.set_prompt(policy, cfg.prompt)
     pairs = preference_pairs(cfg.data, cfg.task, policy.meta["prompt"])

@@ -4,8 +4,9 @@ with our reward mix as TRL reward functions, writing the run directory our own l
     vrlhf tune --task captioning --policy runs/smolvlm --data work/shapes --out runs/tune-vlm \
         --reward cider_d=1.0 --reward learned:runs/rm=0.5            # RLOO; --baseline group_norm: GRPO
 
-`--backend auto` (the default) picks this for a decoder-only VLM and our loop (tuner/train.py) for encoder-decoder
-families, which TRL does not take. What the flags become:
+`--backend auto` (the default) picks this for a LLaVA or Idefics3/SmolVLM with a chat template and our loop
+(tuner/train.py) for every other policy: encoder-decoder families, which TRL does not take, and PaliGemma, which TRL's
+trainers do not run (TRL_FAMILIES). What the flags become:
 
 - `--baseline loo` / `group_norm`: `RLOOTrainer` / `GRPOTrainer` (`greedy` and `none` are our loop's only);
 - `--k`: `num_generations`; `--batch_size` (images per step): `per_device_train_batch_size` = batch_size · k /
@@ -40,21 +41,45 @@ from transformers import TrainerCallback
 from vrlhf.errors import ConfigError
 
 ALGORITHMS = {"loo": "rloo", "group_norm": "grpo"}  # --baseline -> TRL trainer
+# The VLM families TRL's trainers run. Not PaliGemma: its processor wants the images with every text TRL tokenises,
+# and its forward is called with `labels` TRL's RLOO/GRPO do not take (tracebacks from inside TRL 1.x, with or
+# without a chat template); our loop tunes it.
+TRL_FAMILIES = ("llava", "idefics3")
 
 
 def uses_trl(cfg) -> bool:
-    """Which backend `cfg` asks for: `--backend trl`, or `auto` and a decoder-only VLM."""
+    """Which backend `cfg` asks for: `--backend trl`, or `auto` and a VLM TRL runs (a family of TRL_FAMILIES with
+    a chat template); `auto` sends every other policy to our loop, which runs every family."""
     if cfg.backend not in ("auto", "ours", "trl"):
         raise ConfigError(f"--backend {cfg.backend!r} is not auto, ours or trl")
     if cfg.backend != "auto":
         return cfg.backend == "trl"
     from vrlhf.errors import ModelError
-    from vrlhf.families import is_decoder_only_vlm
+    from vrlhf.families import model_type
 
     try:
-        return is_decoder_only_vlm(cfg.policy)
+        family = model_type(cfg.policy)
     except ModelError:  # not loadable: our loop reports it, after the data's own checks (bad rows come first)
         return False
+    return family in TRL_FAMILIES and has_chat_template(cfg.policy)
+
+
+def has_chat_template(path) -> bool:
+    """Whether the processor saved at `path` has a chat template (a hub id: assumed, and checked once loaded)."""
+    import json
+
+    local = Path(path)
+    if not local.is_dir():
+        return True
+    if (local / "chat_template.jinja").is_file() or (local / "chat_template.json").is_file():
+        return True
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        try:
+            if json.loads((local / name).read_text()).get("chat_template"):
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 def check_trl_config(cfg) -> None:
@@ -99,6 +124,9 @@ def tune_with_trl(cfg):
     if policy.adapter is not vlm:
         raise ConfigError(f"--backend trl: {cfg.policy} is a {policy.family} model; TRL tunes decoder-only "
                           f"vision-language models only (use --backend ours for encoder-decoder captioners)")
+    if policy.family not in TRL_FAMILIES:
+        raise ConfigError(f"--backend trl: {cfg.policy} is a {policy.family} model, which TRL's trainers do not run "
+                          f"(they support {', '.join(TRL_FAMILIES)}); tune it with --backend ours (auto's choice)")
     if not getattr(policy.processor, "chat_template", None):
         raise ConfigError(f"--backend trl: {cfg.policy} has no chat template, and TRL needs conversational prompts "
                           f"for images (a {policy.family} model: tune it with --backend ours)")

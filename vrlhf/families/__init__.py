@@ -52,11 +52,6 @@ def model_type(path: str | Path) -> str:
     return config.model_type
 
 
-def is_decoder_only_vlm(path: str | Path) -> bool:
-    """Whether the model at `path` is a decoder-only VLM (tuned through TRL by default)."""
-    return FAMILIES[model_type(path)] is vlm
-
-
 def load_config(path: str | Path):
     """The model's config; ModelError (one line) for a folder that is no model or an unreachable hub id."""
     from transformers import AutoConfig
