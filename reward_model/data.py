@@ -19,57 +19,178 @@ from PIL import Image
 
 from reward_model.base import TASKS
 from vrlhf.errors import DataError
-from vrlhf.exports import check_pairs, read_manifest
+from vrlhf.exports import check_pairs, is_trl_preferences, read_manifest
+from vrlhf.tasks import get_task, task_names
 
 REQUIRED = ("task", "image", "chosen", "rejected", "label")
+TASK_OUTPUTS = {name: get_task(name).OUTPUT for name in task_names()}  # "text" | "image"
+
+
+PAIRS_FILES = {"jsonl": "pairs.jsonl", "parquet": "pairs.parquet"}  # formats whose pairs are one file in the export
 
 
 def load_export(path: str | Path):
-    """A preference export as a `datasets.Dataset` (a DatasetDict's splits are concatenated).
+    """A preference export as a `datasets.Dataset` of the contract's columns (a DatasetDict's splits concatenated).
 
-    `path` is an export directory or a pairs file in one; the directory must hold the manifest of
-    `vrlhf.exports` (an interrupted export has none) and as many pairs as it says, else DataError.
-    """
-    import datasets
-
+    `path` is an export directory (any format `vrlhf export` writes: hf, jsonl, parquet, trl) or a pairs file in
+    one; the directory must hold the manifest of `vrlhf.exports` (an interrupted export has none) and as many pairs
+    as it says. A damaged file (torn JSONL line, truncated Arrow or Parquet, broken dataset_info.json, a missing
+    image file) is a DataError naming the file and row, raised here, before any model is built."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"export {path} does not exist")
     manifest = read_manifest(path)
+    where = path
+    if path.is_dir() and manifest.get("format") in PAIRS_FILES:
+        path = path / PAIRS_FILES[manifest["format"]]
+        if not path.is_file():
+            raise DataError(f"export {where}: its manifest says format {manifest['format']!r} but {path.name} is "
+                            "missing")
     if path.is_dir():
-        state = path / "state.json"
-        if state.is_file() and not json.loads(state.read_text()).get("_data_files", [None]):
-            raise DataError(f"export {path} is empty: no preference pairs")  # 0 shards: unloadable
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except FileNotFoundError as e:
-            raise DataError(f"export {path} is not a saved HF dataset ({e})") from None
-        if isinstance(ds, datasets.DatasetDict):
-            ds = datasets.concatenate_datasets(list(ds.values()))
+        ds = _load_saved(path)
     elif path.suffix == ".parquet":
-        ds = datasets.Dataset.from_parquet(str(path))
+        ds = _load_parquet(path)
     elif path.suffix in {".jsonl", ".json"}:
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        base = path.parent
-        for r in records:  # images in JSONL are file paths (relative to the file) or base64 data URIs
-            for key in ("image", "chosen", "rejected"):
-                if isinstance(r.get(key), str) and _looks_like_image_ref(r[key]) and (r.get("task") != "captioning"
-                                                                                     or key == "image"):
-                    r[key] = to_image(r[key], base)
-        ds = datasets.Dataset.from_list(records) if records else datasets.Dataset.from_dict({})
+        ds = _load_jsonl(path)
     else:
         raise DataError(f"export {path}: expected a saved HF dataset directory, .jsonl or .parquet")
-    check_pairs(path, manifest, len(ds))
+    if is_trl_preferences(ds):
+        ds = _from_trl(ds, where, manifest)
+    check_pairs(where, manifest, len(ds))
     return ds.flatten_indices() if ds._indices is not None else ds
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+
+
+def _load_saved(path: Path):
+    """`datasets.load_from_disk`, its JSON and Arrow files checked first so that a damaged one is named."""
+    import datasets
+    import pyarrow as pa
+
+    for name in ("state.json", "dataset_info.json", "dataset_dict.json"):
+        if (path / name).is_file():
+            try:
+                json.loads((path / name).read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise DataError(f"{path / name}: not valid JSON ({_first_line(e)}); export again") from None
+    state = path / "state.json"
+    if state.is_file() and not json.loads(state.read_text()).get("_data_files", [None]):
+        raise DataError(f"export {path} is empty: no preference pairs")  # 0 shards: unloadable
+    for arrow in sorted(path.rglob("*.arrow")):
+        try:
+            with pa.memory_map(str(arrow)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"{arrow}: damaged Arrow file ({_first_line(e)}); export again") from None
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError as e:
+        raise DataError(f"export {path} is not a saved HF dataset ({_first_line(e)})") from None
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as e:
+        raise DataError(f"export {path}: cannot load the saved dataset ({_first_line(e)}); export again") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = datasets.concatenate_datasets(list(ds.values()))
+    return ds
+
+
+def _load_parquet(path: Path):
+    """The Parquet file as a dataset (its features, e.g. images, from the file's schema), read in place."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return datasets.Dataset(pq.read_table(path))
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: damaged Parquet file ({_first_line(e)}); export again") from None
+
+
+def _load_jsonl(path: Path):
+    """JSON lines, one pair each. Images are file paths relative to the file (`vrlhf export --format jsonl` writes
+    them as `image_path`, `chosen_path`, `rejected_path` beside `media/`) or base64 data URIs."""
+    import datasets
+
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise DataError(f"{path} line {n}: not valid JSON ({_first_line(e)}); a torn line is an "
+                                "interrupted write: export again") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path} line {n}: expected a JSON object (one pair), got {type(record).__name__}")
+            records.append(_jsonl_pair(record, path.parent, f"{path} line {n}"))
+    if not records:
+        return datasets.Dataset.from_dict({})
+    ds = datasets.Dataset.from_list(records)
+    for key in ("image", "chosen", "rejected"):
+        if key in ds.column_names and not isinstance(ds.features[key], datasets.Value):  # {bytes, path}: an image
+            ds = ds.cast_column(key, datasets.Image())
+    return ds
+
+
+def _jsonl_pair(record: dict, base: Path, where: str) -> dict:
+    """A JSONL pair with its images as {"bytes", "path"} (what `datasets.Image` stores); DataError naming the line
+    when an image file is missing or a data URI is broken."""
+    images = TASK_OUTPUTS.get(record.get("task")) == "image"
+    for key in ("image", "chosen", "rejected"):
+        value = record.get(key)
+        if value is None and record.get(f"{key}_path"):
+            value = record[f"{key}_path"]
+        if key == "image" or images or isinstance(value, str) and value.startswith("data:image"):
+            record[key] = _image_ref(value, base, f"{where}: {key}")
+    return record
+
+
+def _image_ref(value, base: Path, where: str) -> dict | None:
+    if value is None or isinstance(value, dict) and (value.get("bytes") or value.get("path")):
+        return value
+    if not isinstance(value, str):
+        raise DataError(f"{where}: expected an image path or data URI, got {type(value).__name__}")
+    if value.startswith("data:image"):
+        try:
+            return {"bytes": base64.b64decode(value.split(",", 1)[1], validate=True), "path": None}
+        except (IndexError, ValueError) as e:
+            raise DataError(f"{where}: broken data URI ({_first_line(e)})") from None
+    file = Path(value) if Path(value).is_absolute() else base / value
+    if not file.is_file():
+        raise DataError(f"{where}: image file {file} is missing")
+    return {"bytes": file.read_bytes(), "path": None}
+
+
+def _from_trl(ds, path: Path, manifest: dict):
+    """TRL's vision preference format (`vrlhf export --format trl`: images, conversational prompt, chosen and
+    rejected assistant turns; ties left out) as the contract's pair columns, every pair strict (label 1.0)."""
+    import datasets
+
+    tasks = list(manifest.get("tasks") or {})
+    if len(tasks) != 1:
+        raise DataError(f"export {path} is in TRL's format, whose pairs do not name their task; its manifest "
+                        f"should name one task, not {tasks}")
+    images = column(ds, "images" if "images" in ds.column_names else "image")
+
+    def text(turns) -> str:
+        return "".join(part.get("text") or "" for turn in turns or [] for part in turn.get("content") or []
+                       if part.get("type") == "text")
+
+    n = len(ds)
+    columns = {"task": tasks * n, "image": [im[0] if isinstance(im, list) and im else im for im in images],
+               "chosen": [text(t) for t in column(ds, "chosen")], "rejected": [text(t) for t in column(ds, "rejected")],
+               "label": [1.0] * n}
+    features = datasets.Features({"task": datasets.Value("string"), "image": datasets.Image(),
+                                  "chosen": datasets.Value("string"), "rejected": datasets.Value("string"),
+                                  "label": datasets.Value("float32")})
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 def column(ds, name: str) -> list:
     """A column as a Python list, straight from Arrow (images stay encoded)."""
     return ds.data.column(name).to_pylist()
-
-
-def _looks_like_image_ref(s: str) -> bool:
-    return s.startswith("data:image") or s.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp"))
 
 
 def to_image(value, base: Path | None = None) -> Image.Image | None:
@@ -133,6 +254,7 @@ def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
                 raise DataError(f"export {path} {_where(ds, i)}: missing {what} (column {col!r})")
         if not 0.0 <= float(labels[i]) <= 1.0:
             raise DataError(f"export {path} {_where(ds, i)}: label {labels[i]} is outside [0, 1]")
+    check_images(ds, path, task, keep)
     same = set(_identical(ds, keep))
     if same:
         notes.append(f"dropped {len(same)} pairs with chosen == rejected")
@@ -141,6 +263,30 @@ def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
         raise DataError(f"export {path} has no preference to learn: all {len(ds)} {task} pairs are ties "
                          "(label 0.5) or have chosen == rejected")
     return task, keep, notes
+
+
+def check_images(ds, path, task: str, keep: list[int]) -> None:
+    """Refuse a pair whose input (or, for image outputs, an output) is not a readable image, in one line naming the
+    row: found here, before training, rather than when a batch reaches it. PIL's `verify` reads each file's
+    structure and checksums without decoding its pixels."""
+    columns = ["image"] + (["chosen", "rejected"] if TASK_OUTPUTS.get(task) == "image" else [])
+    for col in columns:
+        values = column(ds, col)
+        for i in keep:
+            value = values[i]
+            try:
+                if isinstance(value, dict):
+                    source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+                    if not source:
+                        raise ValueError("no bytes and no path")
+                    with Image.open(source) as im:
+                        im.verify()
+                elif not isinstance(value, Image.Image):
+                    raise ValueError(f"a {type(value).__name__}, not an image")
+            except (OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError for some broken files
+                what = "input image" if col == "image" else f"{col} output"
+                raise DataError(f"export {path} {_where(ds, i)}: the {what} is not a readable image "
+                                f"({_first_line(e)})") from None
 
 
 def _identical(ds, keep: list[int]) -> list[int]:
