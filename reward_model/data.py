@@ -143,7 +143,7 @@ def _jsonl_pair(record: dict, base: Path, where: str) -> dict:
         if value is None and record.get(f"{key}_path"):
             value = record[f"{key}_path"]
         if key == "image" or images or isinstance(value, str) and value.startswith("data:image"):
-            record[key] = _image_ref(value, base, f"{where}: {key}")
+            record[key] = _image_ref(value, base, f"{where}: the {'input' if key == 'image' else key} image")
     return record
 
 
@@ -151,15 +151,15 @@ def _image_ref(value, base: Path, where: str) -> dict | None:
     if value is None or isinstance(value, dict) and (value.get("bytes") or value.get("path")):
         return value
     if not isinstance(value, str):
-        raise DataError(f"{where}: expected an image path or data URI, got {type(value).__name__}")
+        raise DataError(f"{where} should be a file path or a data URI, not a {type(value).__name__}")
     if value.startswith("data:image"):
         try:
             return {"bytes": base64.b64decode(value.split(",", 1)[1], validate=True), "path": None}
         except (IndexError, ValueError) as e:
-            raise DataError(f"{where}: broken data URI ({_first_line(e)})") from None
+            raise DataError(f"{where} is a broken data URI ({_first_line(e)})") from None
     file = Path(value) if Path(value).is_absolute() else base / value
     if not file.is_file():
-        raise DataError(f"{where}: image file {file} is missing")
+        raise DataError(f"{where} file {file} is missing")
     return {"bytes": file.read_bytes(), "path": None}
 
 
