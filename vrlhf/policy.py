@@ -12,11 +12,13 @@ which answer a fixed prompt. We run our own ancestral-sampling loop instead of `
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from vrlhf.errors import ModelError
@@ -24,6 +26,9 @@ from vrlhf.families import adapter_of
 
 POLICY_FILE = "policy.json"  # written on save; read when present (our own policies), never required
 DEFAULT_MAX_NEW_TOKENS = 32  # a caption's budget when neither policy.json nor the generation config sets one
+# Teacher forcing turns logits into log-probs this many logits at a time (128 MB in fp32; 1k tokens at V = 32k):
+# the whole (N, T, V) tensor is 2 GB per copy at N = 512, T = 32, V = 32k, and 17 GB with PaliGemma's vocabulary.
+LOGITS_PER_CHUNK = 1 << 25
 
 
 @dataclass
@@ -38,6 +43,20 @@ class Samples:
 
     def __post_init__(self):
         self.log_probs = self.token_log_probs.sum(dim=1)
+
+
+def saved_meta(path: str | Path) -> dict | None:
+    """The `meta` a local directory's policy.json holds, read without loading the model (a task tells another
+    task's policy from it before any weights load); None without a policy.json (a hub id, a checkpoint we did not
+    save)."""
+    spec_file = Path(path) / POLICY_FILE
+    if not spec_file.is_file():
+        return None
+    try:
+        meta = json.loads(spec_file.read_text()).get("meta") or {}
+    except (ValueError, AttributeError) as error:
+        raise ModelError(f"{spec_file}: not a policy file this code reads ({error})") from None
+    return meta if isinstance(meta, dict) else {}
 
 
 def family_of(model: PreTrainedModel) -> str:
@@ -176,14 +195,27 @@ class SequencePolicy:
         context = context.repeat_interleave(k, dim=0) if context is not None else None
         logits = logits.repeat_interleave(k, dim=0)  # (N, V)
         stops = torch.tensor(self.stop_token_ids, dtype=torch.long, device=device)
+        banned = self._banned(device)  # on the device once, not a host-to-device copy per token
 
         tokens = torch.full((n, max_new_tokens), self.pad_token_id, dtype=torch.long, device=device)
         token_log_probs = torch.zeros((n, max_new_tokens), device=device)
         mask = torch.zeros((n, max_new_tokens), dtype=torch.bool, device=device)
         finished = torch.zeros(n, dtype=torch.bool, device=device)
-        steps = 0
+        # "Every sequence has ended" after the previous step, on its way to the host. On a GPU it is read only once
+        # this step's forward is queued, so the host never waits for the device (a sync per token stalls the queue);
+        # when all had ended that forward was spare: nothing of it is kept and no random number is drawn for it.
+        all_finished, late = None, reads_flag_late(device)
+        steps = max_new_tokens
         for t in range(max_new_tokens):
-            log_p = F.log_softmax(self._allowed(logits.float()) / temperature, dim=-1)  # (N, V)
+            if t and not late and all_finished.wait():
+                steps = t
+                break
+            if t:
+                logits, cache = self.adapter.next_step(self, context, tokens[:, t - 1 : t], cache, t)
+                if late and all_finished.wait():
+                    steps = t
+                    break
+            log_p = F.log_softmax(self._allowed(logits.float(), banned) / temperature, dim=-1)  # (N, V)
             if greedy:
                 next_token = log_p.argmax(dim=-1)
             else:
@@ -193,10 +225,7 @@ class SequencePolicy:
             mask[:, t] = ~finished
             token_log_probs[:, t] = torch.where(finished, 0.0, log_p.gather(1, next_token[:, None]).squeeze(1))
             finished |= torch.isin(next_token, stops)
-            steps = t + 1
-            if finished.all() or steps == max_new_tokens:
-                break
-            logits, cache = self.adapter.next_step(self, context, next_token[:, None], cache, t + 1)
+            all_finished = HostFlag(finished.all())
         return Samples(tokens[:, :steps], mask[:, :steps], token_log_probs[:, :steps], finished)
 
     def greedy(self, pixel_values: torch.Tensor, max_new_tokens: int | None = None) -> Samples:
@@ -208,14 +237,31 @@ class SequencePolicy:
     def token_log_probs(
         self, pixel_values: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, k: int = 1, temperature: float = 1.0
     ) -> torch.Tensor:
-        """Per-token log-probs (B*k, T) of given sequences, with gradients; zero where mask is False."""
+        """Per-token log-probs (B*k, T) of given sequences, with gradients; zero where mask is False.
+
+        No (N, T, V) tensor is ever built: the model runs with its output head deferred and returns the head's inputs
+        (N, T, H); the head then runs on a few rows at a time (LOGITS_PER_CHUNK logits), each chunk reduced at once
+        to its targets' log-probs, logit − logsumexp in fp32, the same numbers as the sampler's log_softmax. With
+        gradients each chunk is checkpointed: its logits are recomputed in the backward pass instead of kept."""
         batch = pixel_values.shape[0]
         n, length = tokens.shape
         if n != batch * k:
             raise ValueError(f"tokens has {n} rows, expected images × k = {batch} × {k}")
-        logits = self.adapter.teacher_forced_logits(self, pixel_values, tokens, k)  # (N, T, V)
-        log_p = F.log_softmax(self._allowed(logits.float()) / temperature, dim=-1)  # (N, T, V)
-        picked = log_p.gather(2, tokens[:, :, None]).squeeze(2)
+        with deferred_head(self.model) as (head, vocab_size):
+            states = self.adapter.teacher_forced_logits(self, pixel_values, tokens, k)  # (N, T, H): the head's inputs
+        banned = self._banned(states.device)
+
+        def target_log_probs(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # (rows, T)
+            logits = self._allowed(head(states).float(), banned) / temperature  # (rows, T, V)
+            return logits.gather(2, targets[:, :, None]).squeeze(2) - logits.logsumexp(dim=2)
+
+        rows = max(1, LOGITS_PER_CHUNK // (length * vocab_size))
+        keep_graph = torch.is_grad_enabled() and states.requires_grad
+        picked = torch.cat([
+            checkpoint(target_log_probs, states[i : i + rows], tokens[i : i + rows], use_reentrant=False,
+                       preserve_rng_state=False) if keep_graph else target_log_probs(states[i : i + rows],
+                                                                                      tokens[i : i + rows])
+            for i in range(0, n, rows)])  # (N, T)
         return torch.where(mask, picked, 0.0)
 
     def log_prob(
@@ -224,11 +270,14 @@ class SequencePolicy:
         """Sequence log-probs (B*k,) of given sequences by teacher forcing, differentiable."""
         return self.token_log_probs(pixel_values, tokens, mask, k, temperature).sum(dim=1)
 
-    def _allowed(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits with the banned ids (a VLM's image placeholder) at -inf: never sampled, no probability."""
-        if not self.banned_token_ids:
-            return logits
-        return logits.index_fill(-1, torch.tensor(self.banned_token_ids, device=logits.device), float("-inf"))
+    def _banned(self, device: torch.device) -> torch.Tensor | None:
+        """The banned ids (a VLM's image placeholder) as a tensor on `device`, or None when there are none."""
+        return torch.tensor(self.banned_token_ids, device=device) if self.banned_token_ids else None
+
+    @staticmethod
+    def _allowed(logits: torch.Tensor, banned: torch.Tensor | None) -> torch.Tensor:
+        """Logits with the banned ids at -inf: never sampled, no probability."""
+        return logits if banned is None else logits.index_fill(-1, banned, float("-inf"))
 
     # ---- conveniences ------------------------------------------------------------------------------------------
 
@@ -246,6 +295,56 @@ class SequencePolicy:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def reads_flag_late(device: torch.device) -> bool:
+    """Whether the sampler reads "all ended" one step late: on an accelerator, where reading it at once is a sync."""
+    return device.type != "cpu"
+
+
+class HostFlag:
+    """A bool tensor copied to the host without blocking; `wait()` blocks only until that copy has landed (on a GPU
+    an event recorded behind it, not a sync of everything queued since)."""
+
+    def __init__(self, flag: torch.Tensor):
+        self.value = flag.to("cpu", non_blocking=True)
+        self.event = torch.cuda.Event() if flag.is_cuda else None
+        if self.event is not None:
+            self.event.record()
+
+    def wait(self) -> bool:
+        if self.event is not None:
+            self.event.synchronize()
+        return bool(self.value)
+
+
+@contextmanager
+def deferred_head(model):
+    """Within: the model's forward returns its output head's inputs (N, T, H) where it returned logits (N, T, V).
+    Yields (head, vocabulary size), head: inputs -> logits for any slice of them, as the model computes them
+    (PaliGemma 2's soft-capping included). The head module is swapped for an identity and back, nothing else."""
+    base = getattr(model, "get_base_model", lambda: model)()  # PEFT: the wrapped model, LoRA layers in place
+    head = next(module.get_output_embeddings() for module in base.modules()  # BLIP: its text decoder's
+                if isinstance(module, PreTrainedModel) and module.get_output_embeddings() is not None)
+    name = next(name for name, module in base.named_modules() if module is head)
+    parent_name, _, attribute = name.rpartition(".")
+    parent = base.get_submodule(parent_name)
+    text_config = base.config.get_text_config()
+    cap = getattr(text_config, "final_logit_softcapping", None)  # applied to what the head returns: ours now
+
+    def logits(states: torch.Tensor) -> torch.Tensor:
+        out = head(states)
+        return out if cap is None else torch.tanh(out / cap) * cap
+
+    setattr(parent, attribute, torch.nn.Identity())
+    if cap is not None:
+        text_config.final_logit_softcapping = None
+    try:
+        yield logits, head.weight.shape[0]
+    finally:
+        setattr(parent, attribute, head)
+        if cap is not None:
+            text_config.final_logit_softcapping = cap
 
 
 def default_budget(policy: SequencePolicy) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from vrlhf import REPO
 from vrlhf.errors import ConfigError, ModelError
 from vrlhf.metrics import CiderD, bleu4_corpus, cider_d, distinct_n, tokenize
 from vrlhf.models import vit_gpt2
-from vrlhf.policy import SequencePolicy
+from vrlhf.policy import SequencePolicy, saved_meta
 
 # ---- what this task is (the task contract, docs/ARCHITECTURE.md) ----------------------------------------------
 NAME = "captioning"
@@ -106,7 +107,11 @@ def new_policy(train_rows: list[dict], **sizes) -> SequencePolicy:
 def load_policy(path: str | Path) -> SequencePolicy:
     """A captioning policy from a local model directory or a hub id: one we saved, or any supported checkpoint
     (VisionEncoderDecoder, BLIP, GIT, LLaVA, Idefics3/SmolVLM, PaliGemma) with its own processor. ModelError (one
-    line) for anything else."""
+    line) for anything else: another task's policy is told from its policy.json, before any weights load."""
+    task = (saved_meta(path) or {}).get("task", NAME) if Path(path).is_dir() else NAME
+    if task != NAME:
+        raise ModelError(f"{path}: this policy is for the {task} task; the captioning task needs a captioner (a "
+                         f"model with a tokenizer: ours, or a supported Hugging Face captioner or VLM)")
     try:
         policy = SequencePolicy.from_pretrained(path)
     except ModelError:
@@ -231,6 +236,54 @@ def metric_reward(name: str, train_rows: list[dict], unfinished: str | float = "
     cider_d_reward.__name__ = "cider_d"
     return cider_d_reward
 
+
+
+def token_rewards(policy: SequencePolicy, tokens: torch.Tensor, outputs: list, regions: list) -> torch.Tensor:
+    """Each sampled token's share of a dense reward -> (N, T): `regions[i]` holds one value per word of caption i
+    (`caption_oracle.words`: lower-case runs of letters) and one for its end. A word's value is split evenly over the
+    tokens that spell it; the end's goes to the EOS token (the last token when the caption ran out of budget). Each
+    row sums to its values' sum."""
+    from vrlhf.tasks.caption_oracle import words
+
+    stops, special = set(policy.stop_token_ids), set(policy.tokenizer.all_special_ids)
+    out = torch.zeros(tokens.shape, dtype=torch.float32)
+    for i, (row, caption, values) in enumerate(zip(tokens.tolist(), outputs, regions, strict=True)):
+        values = np.asarray(values, dtype=np.float64)
+        if len(values) != len(words(caption)) + 1:
+            raise ValueError(f"captioning: {len(values)} dense reward values for a caption of {len(words(caption))} "
+                             f"words (one per word and one for the end expected): {caption!r}")
+        end = next((t for t, token in enumerate(row) if token in stops), None)
+        owner = _word_of_each_token(policy, row[:end], special)
+        last = end if end is not None else len(row) - 1
+        share = np.zeros(len(row))
+        share[last] += values[-1]
+        for w, value in enumerate(values[:-1]):
+            spelled = [t for t, o in enumerate(owner) if o == w]
+            if spelled:
+                share[spelled] += value / len(spelled)
+            else:  # a word no single token spells (cannot happen with our word-level tokenizer): keep the sum
+                share[last] += value
+        out[i] = torch.from_numpy(share)
+    return out
+
+
+def _word_of_each_token(policy: SequencePolicy, row: list[int], special: set) -> list[int]:
+    """For each token of `row` (up to EOS), the index of the word (`caption_oracle.words` of the decoded caption) whose
+    letters it ends in, or -1 (a special token, a space, punctuation). Decoding each prefix finds where a token ends,
+    for a word-level or a subword tokenizer alike."""
+    text = policy.tokenizer.decode([token for token in row if token not in special], skip_special_tokens=True)
+    word_at = np.full(len(text) + 1, -1)
+    for w, match in enumerate(re.finditer(r"[a-z]+", text.lower())):
+        word_at[match.start() : match.end()] = w
+    owner, prefix = [], []
+    for token in row:
+        if token in special:
+            owner.append(-1)
+            continue
+        prefix.append(token)
+        ends = len(policy.tokenizer.decode(prefix, skip_special_tokens=True)) - 1
+        owner.append(int(word_at[ends]) if 0 <= ends < len(text) else -1)
+    return owner
 
 
 def eval_metrics(rows: list[dict], outputs: list[str]) -> dict[str, float]:

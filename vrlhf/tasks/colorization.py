@@ -23,7 +23,7 @@ from vrlhf import REPO
 from vrlhf.errors import ConfigError, ModelError
 from vrlhf.metrics import ab_error, colorfulness, psnr, saturation
 from vrlhf.models import vit_gpt2
-from vrlhf.policy import SequencePolicy
+from vrlhf.policy import SequencePolicy, saved_meta
 
 # ---- what this task is (the task contract, docs/ARCHITECTURE.md) ----------------------------------------------
 NAME = "colorization"
@@ -87,11 +87,35 @@ def new_policy(train_rows: list[dict], **sizes) -> SequencePolicy:
     return build_policy(**sizes)
 
 
+COLORIZER_META = ("image_size", "grid", "ab_bins")  # what a colorizer's policy.json holds (build_policy)
+
+
 def load_policy(path: str | Path) -> SequencePolicy:
+    """A colorizer: ours, its policy.json holding COLORIZER_META. Anything else (a captioner above all) is one
+    ModelError line, told from a local directory's files before any weights load, so no command writes anything."""
+    if Path(path).is_dir():
+        meta = saved_meta(path)
+        if meta is None:  # no policy.json: a checkpoint we did not save (a captioner), or no model at all
+            from vrlhf.families import model_type
+
+            model_type(path)  # ModelError (one line) for a folder that is no model of a supported family
+        check_colorizer(path, meta or {})
     try:
-        return SequencePolicy.from_pretrained(path).eval()
+        policy = SequencePolicy.from_pretrained(path).eval()
     except (OSError, ValueError) as error:
         raise ModelError(f"{path}: cannot load a policy ({str(error).splitlines()[0]})") from None
+    check_colorizer(path, policy.meta)  # a hub id is only known once loaded
+    return policy
+
+
+def check_colorizer(path: str | Path, meta: dict) -> None:
+    """ModelError naming what the policy is when it is not a colorizer (every other family here is a captioner)."""
+    if all(key in meta for key in COLORIZER_META):
+        return
+    task = meta.get("task") or "captioning"
+    what = "a captioner" if task == "captioning" else f"a {task} policy"
+    raise ModelError(f"{path}: this policy is {what}; the colorization task needs a colorizer (a policy.json with "
+                     f"{', '.join(COLORIZER_META)}, as `vrlhf pretrain --task colorization` writes)")
 
 
 def _lab(image: Image.Image, size: int | None = None) -> np.ndarray:
@@ -187,6 +211,28 @@ def metric_reward(name: str, train_rows: list[dict] | None = None, scale: float 
 
         return fidelity_reward
     raise ConfigError(f"unknown colorization metric reward {name!r}; available: {', '.join(METRIC_REWARDS)}")
+
+
+def token_rewards(policy: SequencePolicy, tokens: torch.Tensor, outputs: list, regions: list) -> torch.Tensor:
+    """Each sampled token's share of a dense reward -> (N, T): `regions[i]` is a map (h, w) of what each part of
+    output i adds (any resolution, e.g. `colorization_oracle.pixel_contributions`), pooled by area onto the policy's
+    grid; token t colours cell t (raster order), so it gets cell t's value. Each row sums to its map's sum."""
+    grid = policy.meta["grid"]
+    if tokens.shape[1] != grid * grid:
+        raise ValueError(f"colorization: {tokens.shape[1]} tokens per sample, but the policy's grid has {grid * grid}")
+    cells = []
+    for values in regions:
+        values = np.asarray(values, dtype=np.float64)
+        cells.append((_area_overlap(values.shape[0], grid).T @ values @ _area_overlap(values.shape[1], grid)).ravel())
+    return torch.tensor(np.stack(cells), dtype=torch.float32)
+
+
+def _area_overlap(n: int, grid: int) -> np.ndarray:
+    """(n, grid): the share of each of n equal intervals of [0, 1] that lies in each of grid equal intervals."""
+    edges_n, edges_g = np.linspace(0, 1, n + 1), np.linspace(0, 1, grid + 1)
+    low = np.maximum(edges_n[:-1, None], edges_g[None, :-1])
+    high = np.minimum(edges_n[1:, None], edges_g[None, 1:])
+    return np.clip(high - low, 0, None) * n
 
 
 def eval_metrics(rows: list[dict], outputs: list[Image.Image]) -> dict[str, float]:
