@@ -6,14 +6,17 @@ An export is one directory: the pairs (a saved HF dataset, `pairs.jsonl` + `medi
     {"schema_version": 1, "format": "hf", "pairs": 1200, "votes": 1350, "tasks": {"captioning": 1200},
      "writer": "vrlhf export", "created_at": "2026-12-01T10:00:00Z", ...}
 
-Writers build the whole directory beside its destination and rename it into place only when complete
-(`staged`), so a killed export leaves the previous one untouched. Readers refuse a directory without a manifest,
+Writers build the whole directory beside its destination and swap it into place only when complete
+(`staged`), in one atomic step, so a writer killed at any point leaves `--out` holding the previous export or the new
+one, and the next writer sweeps what it left beside it. Readers refuse a directory without a manifest,
 with a newer schema, or whose pair count differs from the manifest's (`read_manifest`, `check_pairs`): a
 half-written or hand-assembled export never trains a reward model.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import secrets
@@ -72,26 +75,48 @@ def staged(out: str | os.PathLike) -> Iterator[Path]:
     `out` may be missing, empty or a previous export; anything else is refused rather than replaced.
     """
     out = Path(out).absolute()
+    if out.parent.is_dir():
+        _sweep(out)  # first: a killed writer's previous export goes back to `out` before `out` is judged
     if out.exists() and not _replaceable(out):
         raise DataError(f"--out {out} exists and is not an export (no {MANIFEST}): give a new or empty directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _sweep(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         yield tmp
         if not (tmp / MANIFEST).is_file():
             raise RuntimeError(f"an export was staged in {tmp} without writing its {MANIFEST}")
-        if out.exists():  # two renames: a reader sees the old export or the new one, never a mix
+        if not out.exists():
+            os.rename(tmp, out)
+        elif _exchange(tmp, out):  # one atomic step: `out` holds the new export, `tmp` the old one
+            shutil.rmtree(tmp, ignore_errors=True)  # killed before this ends: the next writer sweeps the rest
+        else:  # no atomic swap here: two renames; a kill between them is repaired by the next writer (_sweep)
             old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
             os.rename(out, old)
             os.rename(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+RENAME_EXCHANGE = 2  # renameat2's flag: swap two existing paths atomically (Linux >= 3.15)
+AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the directories `a` and `b` in one atomic step (Linux's renameat2); False where the C library or the file
+    system cannot, so that the caller falls back to two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library without renameat2
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the file system has no atomic exchange
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _replaceable(out: Path) -> bool:
@@ -100,10 +125,17 @@ def _replaceable(out: Path) -> bool:
 
 
 def _sweep(out: Path) -> None:
-    """Remove the partial exports that killed writers left beside `out` (their process id no longer runs)."""
-    for leftover in out.parent.glob(f".{out.name}.partial-*-*"):
+    """Clear what writers killed mid-way left beside `out` (their process id no longer runs): a `.partial-*` is a new
+    export not swapped in, or an old one swapped out, and is removed; an `.old-*` is the previous export that a writer
+    without an atomic swap moved aside, put back as `out` if a kill left `out` missing, else removed."""
+    leftovers = [p for kind in ("old", "partial") for p in sorted(out.parent.glob(f".{out.name}.{kind}-*-*"))]
+    for leftover in leftovers:  # the old exports first: one may have to become `out` again
         pid = leftover.name[len(out.name) + 2:].split("-")[1]
-        if pid.isdigit() and not _running(int(pid)):
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        if leftover.name.startswith(f".{out.name}.old-") and not out.exists():
+            os.rename(leftover, out)
+        else:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
