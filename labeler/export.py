@@ -4,7 +4,8 @@ The export directory follows the contract of `vrlhf.exports` (a manifest written
 into place when complete).
 
 Pairs: "a"/"b" give chosen/rejected with label 1.0, "tie" gives label 0.5, a k-way ranking expands to every
-ordered pair (k(k-1)/2 rows). Skips, both-bad and retracted votes make no pairs but are all in `audit.jsonl`.
+ordered pair (k(k-1)/2 rows). Skips, both-bad and retracted votes make no pairs but are all in `audit.jsonl`; so do
+pairs whose chosen and rejected are identical (nothing to learn from them), which the export leaves out and counts.
 Every pair carries the annotator's `comment` and `flagged` mark on its comparison. Pairs of a text task (the task
 contract's OUTPUT) also carry TRL's preference columns: `prompt` (text) and `images` (a one-image list).
 
@@ -121,6 +122,15 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
         what = plural(len(votes), f"{task} vote" if task else "vote")
         raise LabelError(f"nothing to export: {what} {'makes' if len(votes) == 1 else 'make'} no preference pair "
                          f"(skips, both-bad and retracted votes make none); {present}")
+    same = [r for r in rows if (r["chosen"], r["chosen_path"]) == (r["rejected"], r["rejected_path"])]
+    notes = [f"left out {plural(len(same), 'pair')} whose chosen and rejected are identical (nothing to learn from "
+             "them; their votes stay in audit.jsonl)"] if same else []
+    if len(same) == len(rows):
+        raise LabelError(f"nothing to learn: all {plural(len(rows), 'pair')} of {where} have chosen == rejected "
+                         "(identical candidates); nothing was written")
+    rows = [r for r in rows if (r["chosen"], r["chosen_path"]) != (r["rejected"], r["rejected_path"])]
+    if all(r["label"] == 0.5 for r in rows):
+        notes.append(f"all {plural(len(rows), 'pair')} are ties (label 0.5): nothing for a reward model to learn")
     written = len(rows)  # pairs in the export (trl leaves ties out)
     with staged(out) as tmp:
         if format == "jsonl":
@@ -158,7 +168,7 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
         write_manifest(tmp, format, pairs=written, tasks=dict(Counter(r["task"] for r in rows)),
                        writer="vrlhf export", votes=len(votes), audit="audit.jsonl",
                        source=store.url.render_as_string(hide_password=True))
-    return {"pairs": written, "votes": len(votes), "out": str(out)}
+    return {"pairs": written, "votes": len(votes), "out": str(out), "notes": notes}
 
 
 def export_archive(store: Store, directory: str | Path, format: str = "hf", task: str | None = None
@@ -203,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.format not in EXPORT_FORMATS:  # before the database is opened
         raise LabelError(f"--format {cfg.format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     summary = export(Store(cfg.db, media=cfg.media), cfg.out, cfg.format, cfg.task)
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {summary['pairs']} pairs from {summary['votes']} votes to {summary['out']} "
           "(+ audit.jsonl, manifest.json)")
     return 0

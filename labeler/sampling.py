@@ -4,16 +4,25 @@ Each run is a new round that records the policy it sampled, so a tuned policy ca
 A round is marked complete only when all its comparisons are in. A run that stopped part-way (killed, crashed)
 leaves its round incomplete, and the next run with the same recipe (task, policy, data, seed, k, n, temperature,
 against) resumes it: it samples only the inputs still missing, so no input appears twice and none is lost.
+
+An input whose candidates are not all different (a captioner that writes '' every time) is not put to annotators:
+nobody can prefer one of two identical outputs. `vrlhf sample` says how many inputs it dropped, and refuses when it
+dropped them all. A run that fails before it stores a comparison leaves nothing new behind: no round, and no
+database file or media folder that it created.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import update
+
+from labeler.schema import Round
 from labeler.store import MAX_K, LabelError, Store
 from vrlhf.config import parse_config
 
@@ -29,7 +38,9 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
                  image_column: str = "image", caption_column: str = "") -> int:
     """Sample `k` outputs for `n` rows of `data` (a random subset by `seed`) into a round; returns its id.
 
-    A new round, or the incomplete one an interrupted run left with the same recipe, which is resumed.
+    A new round (created with its first comparison), or the incomplete one an interrupted run left with the same
+    recipe, which is resumed. Inputs whose k candidates are not all different are dropped (said on stderr); when
+    every input is dropped nothing is written and LabelError says so.
     With `against`, each comparison pits one sample of `policy_dir` against one of the `against` policy (k = 2):
     how a tuned policy is labelled against the previous one. `rows` skips reloading `data` when already in memory.
     """
@@ -44,7 +55,9 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     if against and k != 2:
         raise LabelError("--against compares one sample of each policy: use --k 2")
     task = get_task(task_name)
-    policies = [task.load_policy(policy_dir)] + ([task.load_policy(against)] if against else [])
+    from vrlhf.device import on_default_device
+
+    policies = [on_default_device(task.load_policy(path)) for path in [policy_dir] + ([against] if against else [])]
     rows = rows if rows is not None else load_rows(data, image_column=image_column, caption_column=caption_column)
     if n is not None and n < len(rows):
         rows = random.Random(seed).sample(rows, n)
@@ -56,23 +69,28 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
               "temperature": temperature, "against": _where(against)}
     open_round = store.open_round(recipe)
     common = dict(seed=seed, data_path=str(data), recipe=recipe, expected=len(rows), complete=False)
-    if open_round is None:
-        round_id = store.add_round(task_name, str(Path(policy_dir).resolve()), k, policy_name=name, **common)
-        partner, done = None, set()
-    else:
+    round_id, partner, done = None, None, set()
+    if open_round is not None:
         round_id, partner, done = open_round["id"], open_round["partner"], open_round["rows"]
         if progress:
             print(f"resuming round {round_id}: {len(done)} of {len(rows)} comparisons already in", file=sys.stderr)
-    if against and partner is None:  # the previous policy gets a round of its own, so every candidate names its policy
-        partner = store.add_round(task_name, str(Path(against).resolve()), k, part_of=round_id,
-                                  policy_name=f"{Path(against).name} (against round {round_id})",
-                                  **common | {"recipe": None, "expected": None})
-    origin = [round_id, partner] if against else None
+
+    def rounds() -> tuple[int, list[int] | None]:
+        """The round (and --against's partner round) the comparisons go into, made when the first one is stored."""
+        nonlocal round_id, partner
+        if round_id is None:
+            round_id = store.add_round(task_name, str(Path(policy_dir).resolve()), k, policy_name=name, **common)
+        if against and partner is None:  # the previous policy gets a round of its own: every candidate names its policy
+            partner = store.add_round(task_name, str(Path(against).resolve()), k, part_of=round_id,
+                                      policy_name=f"{Path(against).name} (against round {round_id})",
+                                      **common | {"recipe": None, "expected": None})
+        return round_id, [round_id, partner] if against else None
+
     todo = [r for r in rows if str(r["id"]) not in done]
     torch.manual_seed(seed)
-    per_policy = 1 if against else k
-    with torch.no_grad(), tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"round {round_id}", unit="img",
-                               disable=not progress) as bar:
+    per_policy, dropped = 1 if against else k, 0
+    with torch.no_grad(), tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"{task_name} {name or ''}",
+                               unit="img", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             pv = task.pixel_values(policies[0], [r["image"] for r in batch])
@@ -81,11 +99,31 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
             for i, row in enumerate(batch):
                 shown = task.show_input(row["image"])  # what the policy saw (colorization: gray)
                 rendered = [task.render(o) for outs in outputs for o in outs[i * per_policy:(i + 1) * per_policy]]
-                store.add_comparison(round_id, row["id"], row["image"], rendered,
+                if not all_different(rendered):
+                    dropped += 1
+                    continue
+                into, origin = rounds()
+                store.add_comparison(into, row["id"], row["image"], rendered,
                                      None if shown is row["image"] else shown, output_rounds=origin)
             bar.update(len(batch))
+    if dropped:
+        print(f"dropped {dropped} of {len(todo)} inputs whose {k} candidates were not all different (nobody can "
+              "prefer one of two identical outputs)", file=sys.stderr)
+    if round_id is None:
+        raise LabelError(f"nothing to label: the candidates of all {len(todo)} inputs of {data} were identical (a "
+                         "policy that writes the same output every time? try a higher --temperature); nothing "
+                         "was stored")
+    if dropped:  # the round holds the comparisons it kept: it is complete without the dropped inputs
+        store.retry(lambda s: s.execute(update(Round).where(Round.id == round_id)
+                                        .values(expected=Round.expected - dropped)))
     store.finish_round(round_id)  # all comparisons in: only now is the round complete
     return round_id
+
+
+def all_different(outputs: list) -> bool:
+    """Whether no two rendered outputs look the same to an annotator (text up to spacing, images pixel for pixel)."""
+    keys = [" ".join(o.split()) if isinstance(o, str) else (o.size, o.convert("RGB").tobytes()) for o in outputs]
+    return len(set(keys)) == len(keys)
 
 
 @dataclass
@@ -115,12 +153,49 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = parse_config(SampleConfig, argv, prog="vrlhf sample")
     get_task(cfg.task)  # an unknown task is refused before the database is touched
-    store = Store(cfg.db, media=cfg.media)
-    round_id = sample_round(store, cfg.task, cfg.policy, cfg.data, cfg.k, cfg.n, cfg.seed, cfg.batch_size,
-                            cfg.temperature, cfg.name, against=cfg.against, image_column=cfg.image_column,
-                            caption_column=cfg.caption_column)
+    created = new_paths(cfg.db, cfg.media)
+    store = None
+    try:
+        store = Store(cfg.db, media=cfg.media)
+        round_id = sample_round(store, cfg.task, cfg.policy, cfg.data, cfg.k, cfg.n, cfg.seed, cfg.batch_size,
+                                cfg.temperature, cfg.name, against=cfg.against, image_column=cfg.image_column,
+                                caption_column=cfg.caption_column)
+    except BaseException:
+        # a database this run created and stored nothing in goes again, with its media folder: a failed command
+        # leaves nothing new behind (one that stored comparisons stays: the next run resumes it)
+        empty = store is None or store.counts()["comparisons"] == 0
+        if store is not None:
+            store.close()
+        if empty:
+            remove(created)
+        raise
     print(f"round {round_id} sampled; {cfg.db} now holds {store.counts()['comparisons']} comparisons")
     return 0
+
+
+def new_paths(db: str, media: str | None) -> list[Path]:
+    """The SQLite file (with its -wal/-shm), the folders and the media folder that opening `db` would create."""
+    if "://" in db and not db.startswith("sqlite:///"):
+        return [topmost_missing(Path(media))] if media else []
+    path = Path(db.removeprefix("sqlite:///")).resolve()
+    media_dir = Path(media).resolve() if media else path.with_name(path.stem + "_media")
+    files = [path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return [p for p in (topmost_missing(path.parent), topmost_missing(media_dir), *files) if not p.exists()]
+
+
+def topmost_missing(path: Path) -> Path:
+    """The highest folder of `path` that does not exist yet (`path` itself when its parent exists)."""
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from reward_model.base import RewardModelConfig, build_reward_model
-from reward_model.data import PairDataset, collate_pairs, load_export, split_by_item, validate
+from reward_model.data import PairDataset, collate_pairs, column, load_export, split_by_item, validate
 from reward_model.losses import bradley_terry_loss
 from reward_model.metrics import pair_metrics
 from vrlhf.errors import ConfigError, DataError
@@ -142,6 +142,11 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     train_idx, eval_idx = split_by_item(ds, keep, cfg.eval_fraction, cfg.seed)
     if not train_idx:
         raise DataError(f"export {cfg.data}: no training pairs left after holding out {cfg.eval_fraction}")
+    labels = column(ds, "label")
+    if eval_idx and all(float(labels[i]) == 0.5 for i in eval_idx):  # no accuracy to pick a best model by
+        raise DataError(f"export {cfg.data}: the {len(eval_idx)} held-out pairs (--eval_fraction {cfg.eval_fraction}, "
+                        f"--seed {cfg.seed}) are all ties, so nothing measures which model is best: choose another "
+                        "--seed or --eval_fraction (0: keep the last model)")
     cfg.task = task
     augment = resolve_augment(cfg.augment, task)  # a bad value fails before any work
     cfg.image_encoder, missing = resolve_image_encoder(cfg.image_encoder, task)
@@ -261,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(TrainRewardConfig, argv, prog="vrlhf train-reward")
     summary = train_reward(cfg)
     best = summary["best"] or {}
-    print(f"best step {best.get('step')}: accuracy {best.get('accuracy', float('nan')):.3f}, "
-          f"margin {best.get('margin', float('nan')):.3f}, ECE {best.get('ece', float('nan')):.3f}; "
-          f"{summary['pairs_per_sec']:.0f} pairs/s; saved to {cfg.out}")
+    if "accuracy" in best:
+        print(f"best step {best['step']}: accuracy {best['accuracy']:.3f}, margin {best['margin']:.3f}, "
+              f"ECE {best['ece']:.3f}; {summary['pairs_per_sec']:.0f} pairs/s; saved to {cfg.out}")
+    else:  # nothing held out: the last step's model, with no held-out number to show
+        print(f"no held-out pairs (--eval_fraction {cfg.eval_fraction}): saved the model of step {best.get('step')} "
+              f"to {cfg.out}; {summary['pairs_per_sec']:.0f} pairs/s")
     return 0

@@ -35,3 +35,14 @@ def plackett_luce(scores: list[float], rng: np.random.Generator, temperature: fl
         p = np.exp(logits - logits.max())
         order.append(left.pop(int(rng.choice(len(left), p=p / p.sum()))))
     return order
+
+
+def rank_with_ties(scores: list[float], same: list, rng: np.random.Generator, temperature: float) -> list[int]:
+    """`plackett_luce` over the distinct outputs (equal `same` keys: identical outputs). Identical outputs tie, which
+    a ranking cannot say: each follows the first of its kind, in the given order, with no drawn preference (the
+    export leaves out pairs of identical outputs). Without identical outputs, exactly `plackett_luce`'s draw."""
+    groups: dict = {}
+    for i, key in enumerate(same):
+        groups.setdefault(key, []).append(i)
+    kinds = list(groups.values())
+    return [i for j in plackett_luce([scores[kind[0]] for kind in kinds], rng, temperature) for i in kinds[j]]

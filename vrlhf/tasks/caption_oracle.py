@@ -29,7 +29,7 @@ from vrlhf.shapes import (
     caption,
 )
 from vrlhf.shapes_grammar import ARTICLES, LEXICON
-from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, plackett_luce, sigmoid
+from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, rank_with_ties, sigmoid
 
 DEFAULT_TEMPERATURE = 0.6  # self-agreement ~0.87 on corrupted reference captions (docs/ORACLES.md)
 TRUE, FALSE, MISSING, REPEAT, STUTTER, EXTRA = 0.25, 1.0, 0.5, 0.5, 0.1, 0.05
@@ -169,8 +169,9 @@ def judge(row: dict, output_a: str, output_b: str, rng: np.random.Generator,
 
 
 def rank(row: dict, outputs: list, rng: np.random.Generator, temperature: float = DEFAULT_TEMPERATURE) -> list[int]:
-    """One simulated ranking of k outputs (indices, best first), Plackett–Luce over the same scores as `judge`."""
-    return plackett_luce([score(row, o) for o in outputs], rng, temperature)
+    """One simulated ranking of k outputs (indices, best first), Plackett–Luce over the same scores as `judge`;
+    identical captions tie (`rank_with_ties`), as `judge` ties them."""
+    return rank_with_ties([score(row, o) for o in outputs], [" ".join(o.split()) for o in outputs], rng, temperature)
 
 
 def self_agreement(rows: list[dict], outputs_a: list[str], outputs_b: list[str], seed: int = 0,

@@ -22,7 +22,7 @@ from scipy import ndimage
 from skimage.color import lab2rgb, rgb2lab
 
 from vrlhf.shapes import shape_masks
-from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, plackett_luce, sigmoid
+from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, rank_with_ties, sigmoid
 
 DEFAULT_TEMPERATURE = 0.08  # self-agreement ~0.85 on model-like colorizations (docs/ORACLES.md)
 BACKGROUND_WEIGHT, SPREAD_WEIGHT = 2.0, 1.0
@@ -105,8 +105,10 @@ def judge(row: dict, output_a: Image.Image, output_b: Image.Image, rng: np.rando
 
 
 def rank(row: dict, outputs: list, rng: np.random.Generator, temperature: float = DEFAULT_TEMPERATURE) -> list[int]:
-    """One simulated ranking of k outputs (indices, best first), Plackett–Luce over the same scores as `judge`."""
-    return plackett_luce([score(row, o) for o in outputs], rng, temperature)
+    """One simulated ranking of k outputs (indices, best first), Plackett–Luce over the same scores as `judge`;
+    identical colorizations tie (`rank_with_ties`), as `judge` ties them."""
+    same = [(o.size, o.convert("RGB").tobytes()) for o in outputs]
+    return rank_with_ties([score(row, o) for o in outputs], same, rng, temperature)
 
 
 def self_agreement(rows: list[dict], outputs_a: list[Image.Image], outputs_b: list[Image.Image],
