@@ -7,6 +7,9 @@ depend on y. The baseline only lowers the variance; which one is a flag:
 - `greedy` (SCST): b = reward of the greedy decode of the image,
 - `group_norm` (GRPO): (R − mean) / std over the image's k samples (rescales the gradient per image),
 - `none`: b = 0.
+
+A reward with a per-token form (a dense reward: which region of the output earned what) can instead give each token
+its own advantage, with a leave-one-out baseline per position (`token_advantages`; `--token_credit own | to_go`).
 """
 
 from __future__ import annotations
@@ -51,3 +54,55 @@ def reinforce_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.T
     so mean(adv) · sum(log P) would give exactly zero gradient.
     """
     return -(advantages.detach() * log_probs).mean()
+
+
+# ---- per-token credit: a reward that says which tokens earned it (docs/TUNER.md, "Per-token credit") --------------
+TOKEN_CREDITS = ("sequence", "own", "to_go")
+
+
+def per_position_loo_baseline(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, k, T) -> (B, k, T): at each position, the mean value of the image's *other* samples that reach that
+    position (0 where none does). It never looks at the sample itself: subtracting it keeps an estimator unbiased."""
+    present = mask.to(values.dtype)
+    total, count = (values * present).sum(1, keepdim=True), present.sum(1, keepdim=True)
+    others = count - present
+    return torch.where(others > 0, (total - values * present) / others.clamp(min=1), torch.zeros_like(values))
+
+
+def token_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, credit: str,
+                     sequence_rewards: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, k, T) per-token rewards -> (B, k, T) advantages, 0 off the mask.
+
+    `own`: each token is credited with its own reward (the value of the region it made): biased (it ignores how a
+    token steers the ones after it), far lower variance. `to_go`: the reward-to-go Σ_{s≥t} r_s, the unbiased
+    estimator. Either way the baseline is leave-one-out per position. `sequence_rewards` (B, k), the part of the reward
+    that has no per-token form, adds its leave-one-out advantage to every token of the sample (today's credit).
+    """
+    rewards = token_rewards * mask
+    if credit == "to_go":
+        values = rewards.flip(-1).cumsum(-1).flip(-1)
+    elif credit == "own":
+        values = rewards
+    else:
+        raise ValueError(f"token credit {credit!r} needs per-token rewards; choose own or to_go")
+    advantages = (values - per_position_loo_baseline(values, mask)) * mask
+    if sequence_rewards is not None:
+        advantages = advantages + compute_advantages(sequence_rewards, "loo")[..., None] * mask
+    return advantages
+
+
+def token_reinforce_loss(token_log_probs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """−Σ_t adv_t · log P(token t), summed over each sample's tokens and averaged over samples: (N, T) each.
+    With the same advantage at every token of a sample this is `reinforce_loss` exactly."""
+    return -(advantages.detach() * token_log_probs * mask).sum() / token_log_probs.shape[0]
+
+
+def clipped_token_loss(token_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+                       mask: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """PPO's clipped surrogate per token (as TRL's GRPO with num_iterations > 1), normalised as
+    `token_reinforce_loss`: −Σ_t min(ρ_t A_t, clip(ρ_t, 1 − ε, 1 + ε) A_t) / N with ρ_t = P_new(token) / P_old(token).
+    At ρ = 1 (the first pass over fresh samples) its gradient is REINFORCE's."""
+    ratio = torch.exp(token_log_probs - old_log_probs.detach())
+    advantages = advantages.detach()
+    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - epsilon, 1 + epsilon) * advantages)
+    return -(surrogate * mask).sum() / token_log_probs.shape[0]

@@ -146,6 +146,10 @@ def contributions(row: dict, output: str) -> np.ndarray:
     return _analyse(row, output)[1]
 
 
+# The dense form the tuner reads (tuner/rewards.py oracle_reward): per word, then the end (captioning.token_rewards).
+regions = contributions
+
+
 def false_spans(row: dict, output: str) -> list[tuple[int, int]]:
     """Word spans [start, end) of `words(output)` that state a false attribute: what an annotator would mark."""
     return _analyse(row, output)[2]

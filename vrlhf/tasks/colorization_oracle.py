@@ -92,6 +92,10 @@ def contributions(row: dict, output: Image.Image, grid: int = 8) -> np.ndarray:
     return cells.reshape(-1)
 
 
+# The dense form the tuner reads (tuner/rewards.py oracle_reward): a map the colorization task pools onto its grid.
+regions = pixel_contributions
+
+
 def prefer(row: dict, output_a: Image.Image, output_b: Image.Image,
            temperature: float = DEFAULT_TEMPERATURE) -> float:
     """Bradley-Terry probability that an annotator prefers a over b."""
