@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     shapes = ensure_shapes(Path(args.shapes))
     base = TuneConfig(task="captioning", policy=args.captioner, data=str(shapes), log_with="none", save_every=0,
-                      eval_size=args.eval_size)
+                      eval_size=args.eval_size, overwrite=True)  # a rerun of the bench replaces its runs
     for item in args.set:  # typed like the field's default
         key, value = item.split("=", 1)
         base = replace(base, **{key: type(getattr(base, key))(value)})

@@ -77,7 +77,7 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
     def tuned(name: str, start: str, reward: list[str], steps: int, seed: int, kl: float) -> str:
         run = replace(cfg.tune, task=task_name, policy=start, data=str(data), out=str(out / name), reward=reward,
                       reward_norm="batch" if len(reward) > 1 else "none", steps=steps, seed=seed, kl_coef=kl,
-                      kl_reference=mle if kl else "")
+                      kl_reference=mle if kl else "", overwrite=True)  # the demo's workdir: a rerun replaces it
         with timed(seconds, "tuning"):
             tune(run)
         summary["dirs"][name] = str(out / name)
@@ -120,7 +120,7 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
         with timed(seconds, "reward_model"):
             record["reward_model"] = train_reward(TrainRewardConfig(
                 data=str(export_dir), out=str(rm_dir), task=task_name, seed=cfg.seed, progress=False,
-                epochs=cfg.rm_epochs, eval_every=25))
+                epochs=cfg.rm_epochs, eval_every=25, overwrite=True))
         learned = f"learned:{rm_dir}=1.0"
         # 4. the round-independent rows, once the first reward model exists (the tracks need its budget)
         if r == 1 and metric_rewards and cfg.metric_row:

@@ -39,6 +39,8 @@ class TrainRewardConfig(RewardModelConfig):
                 "encoder"})
     data: str = field(default="", metadata={"help": "preference export: saved HF dataset dir, .jsonl or .parquet"})
     out: str = field(default="", metadata={"help": "output directory for the best reward model and metrics.jsonl"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the run --out already holds (without it an earlier run is refused)"})
     # optimisation
     epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: run all epochs)"})
@@ -130,10 +132,11 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from vrlhf.rundir import RunDir
+    from vrlhf.rundir import RunDir, check_out
 
     if not cfg.data or not cfg.out:
         raise ConfigError("train-reward needs --data EXPORT and --out DIR")
+    check_out(cfg.out, cfg.overwrite)  # before anything loads: an earlier run is replaced only on purpose
     # cpu=True on a CPU machine: without it a torchrun launch silently trains one process per rank, unsynchronised
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
@@ -179,7 +182,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     out = Path(cfg.out)
-    run = RunDir(out, enabled=accelerator.is_main_process)
+    run = RunDir(out, enabled=accelerator.is_main_process, overwrite=cfg.overwrite)
     run.save_config(cfg)
     best, step, seen, train_time, losses = None, 0, 0, 0.0, []
     bar = tqdm(total=total, disable=not (cfg.progress and accelerator.is_local_main_process), desc="reward")

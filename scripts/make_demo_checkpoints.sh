@@ -10,7 +10,7 @@ set -euo pipefail
 out=${1:-data/demo}
 vrlhf=${2:-vrlhf}
 $vrlhf data shapes --n 10000 --seed 0 --out "$out/shapes"
-common="--data $out/shapes --batch_size 128 --eval_every 250 --eval_images 300 --hidden_size 128 --layers 3 --patch_size 8"
+common="--data $out/shapes --batch_size 128 --eval_every 250 --eval_images 300 --hidden_size 128 --layers 3 --patch_size 8 --overwrite"
 $vrlhf pretrain --task captioning --out "$out/captioner-stage1" --steps 3000 --lr 1e-3 --patience 5 $common
 $vrlhf pretrain --task captioning --init "$out/captioner-stage1" --out "$out/captioner-stage2" --steps 2500 --lr 3e-4 \
   --patience 4 $common

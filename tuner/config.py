@@ -82,6 +82,8 @@ class TuneConfig:
     save_every: int = field(default=20, metadata={
         "help": "checkpoint (model, optimiser, scheduler, RNG) every N steps; 0: off"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in --out"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the run --out already holds (without it, or --resume, an earlier run is refused)"})
     num_show: int = field(default=8, metadata={
         "help": "held-out inputs whose samples are saved before and after tuning"})
     log_with: str = field(default="auto", metadata={

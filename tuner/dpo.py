@@ -31,6 +31,7 @@ class DPOTuneConfig:
     data: str = field(default="", metadata={"help": "caption preference pairs: an export of `vrlhf export`, or a "
                                                     "TRL vision preference dataset (saved, or a hub id)"})
     out: str = field(default="runs/dpo", metadata={"help": "run directory: config, metrics.jsonl, final/"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run --out already holds (else refused)"})
     task: str = field(default="captioning", metadata={"help": "the export's task (text outputs)"})
     prompt: str = field(default="", metadata={"help": "the question each image is asked; empty: the policy's own "
                                                       "(policy.json), else 'Describe the image.'"})
@@ -93,7 +94,7 @@ def dpo(cfg: DPOTuneConfig):
 
     out = Path(cfg.out)
     main_process = int(os.environ.get("RANK", "0")) == 0
-    rundir = RunDir(out, enabled=main_process)
+    rundir = RunDir(out, enabled=main_process, overwrite=cfg.overwrite)
     rundir.save_config(cfg)
     max_new_tokens = policy.max_new_tokens
     if main_process:
@@ -114,6 +115,7 @@ def dpo(cfg: DPOTuneConfig):
 
 def check_config(cfg: DPOTuneConfig) -> None:
     from vrlhf.hub import is_hub_id
+    from vrlhf.rundir import check_out
 
     problems = []
     for name in ("policy", "data") + (("eval_data",) if cfg.eval_data else ()):
@@ -126,6 +128,10 @@ def check_config(cfg: DPOTuneConfig) -> None:
                         f"{world} × {cfg.grad_accum}")
     if cfg.steps < 1 or cfg.beta <= 0:
         problems.append("steps must be >= 1 and beta > 0")
+    try:
+        check_out(cfg.out, cfg.overwrite)  # an earlier run in --out: replaced only on purpose
+    except ConfigError as error:
+        problems.append(str(error))
     if problems:
         raise ConfigError("; ".join(problems))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -38,7 +39,7 @@ from tuner.rewards import NORMALIZATIONS, RewardMix, build_reward, parse_reward_
 from vrlhf.errors import ConfigError
 from vrlhf.hub import is_hub_id
 from vrlhf.policy import Samples, SequencePolicy
-from vrlhf.rundir import RunDir
+from vrlhf.rundir import RunDir, check_out, removed_on_failure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def tune(cfg: TuneConfig):
-    """Run the tuning described by `cfg`; returns (tuned policy, final held-out metrics on the main process)."""
+    """Run the tuning described by `cfg`; returns (tuned policy, final held-out metrics on the main process).
+    A tune that fails before its run holds a checkpoint or final/ leaves no new run directory behind."""
     from tuner.trl_backend import tune_with_trl, uses_trl
 
     check_config(cfg)
-    if uses_trl(cfg):  # a decoder-only VLM: TRL's RLOO / GRPO with our rewards (tuner/trl_backend.py)
-        return tune_with_trl(cfg)
+    with removed_on_failure(cfg.out, enabled=int(os.environ.get("RANK", "0")) == 0):
+        if uses_trl(cfg):  # a decoder-only VLM: TRL's RLOO / GRPO with our rewards (tuner/trl_backend.py)
+            return tune_with_trl(cfg)
+        return tune_with_reinforce(cfg)
+
+
+def tune_with_reinforce(cfg: TuneConfig):
+    """Our REINFORCE loop (every family), as `tune` runs it once `cfg` is checked."""
     t = setup(cfg)
     accelerator, task, policy, state, out = t.accelerator, t.task, t.policy, t.state, Path(cfg.out)
     show_rows = t.eval_rows[: cfg.num_show]
@@ -188,7 +196,8 @@ def setup(cfg: TuneConfig) -> Tuning:
     elif cfg.resume:
         accelerator.print(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
 
-    rundir = RunDir(out, resume_step=state.step, enabled=accelerator.is_main_process)  # the log up to state.step
+    rundir = RunDir(out, resume_step=state.step, enabled=accelerator.is_main_process,  # the log up to state.step
+                    overwrite=cfg.overwrite, resume=cfg.resume)
     rundir.save_config(cfg)
     if accelerator.is_main_process:
         accelerator.init_trackers("vrlhf-tune", config={k: str(v) for k, v in vars(cfg).items()})
@@ -366,6 +375,10 @@ def check_config(cfg: TuneConfig) -> None:
         problems.append(f"reward_norm {cfg.reward_norm!r} is not one of {', '.join(NORMALIZATIONS)}")
     if cfg.temperature <= 0 or cfg.k < 1 or cfg.steps < 0 or cfg.grad_accum < 1:
         problems.append("temperature must be > 0, k >= 1, steps >= 0, grad_accum >= 1")
+    try:
+        check_out(cfg.out, cfg.overwrite, cfg.resume)  # an earlier run in --out: replaced only on purpose
+    except ConfigError as error:
+        problems.append(str(error))
     if cfg.kl_reference and not cfg.kl_coef:
         print(f"note: --kl_reference {cfg.kl_reference} has no effect without --kl_coef", file=sys.stderr)
     if problems:

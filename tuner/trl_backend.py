@@ -136,7 +136,8 @@ def tune_with_trl(cfg):
     out = Path(cfg.out)
     resume_from = last_checkpoint(out / "checkpoints") if cfg.resume else None
     main = int(os.environ.get("RANK", "0")) == 0
-    rundir = RunDir(out, resume_step=checkpoint_step(resume_from), enabled=main)
+    rundir = RunDir(out, resume_step=checkpoint_step(resume_from), enabled=main, overwrite=cfg.overwrite,
+                    resume=cfg.resume)
     rundir.save_config(cfg)
     show_rows = eval_rows[: cfg.num_show]
     max_new_tokens = cfg.max_new_tokens or policy.max_new_tokens

@@ -25,7 +25,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from vrlhf.config import parse_config
 from vrlhf.data import load_split
-from vrlhf.rundir import RunDir
+from vrlhf.rundir import RunDir, check_out
 from vrlhf.tasks import get_task
 from vrlhf.training import average_gradients, save_files_atomically
 
@@ -35,6 +35,8 @@ class PretrainConfig:
     task: str = field(default="captioning", metadata={"help": "captioning or colorization"})
     data: str = field(default="data/shapes", metadata={"help": "dataset dir (with train/ and test/, or one folder)"})
     out: str = field(default="runs/pretrain", metadata={"help": "output model directory (best checkpoint)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the run --out already holds (without it an earlier run is refused)"})
     steps: int = field(default=4000, metadata={"help": "maximum optimisation steps"})
     batch_size: int = field(default=64, metadata={"help": "images per step (per process)"})
     lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (cosine decay, 5%% warm-up)"})
@@ -97,6 +99,7 @@ def evaluate(task, policy, rows: list[dict], batch_size: int = 100) -> dict[str,
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
+    check_out(cfg.out, cfg.overwrite)  # before anything loads: an earlier run is replaced only on purpose
     # cpu=True on a CPU machine: without it a torchrun launch silently trains one process per rank, unsynchronised
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     torch.manual_seed(cfg.seed + accelerator.process_index)
@@ -113,7 +116,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     # Inputs are small: preprocess every training image once instead of every step.
     pixels = task.pixel_values(policy, [r["image"] for r in train_rows])  # (N, C, S, S)
     out = Path(cfg.out)
-    run = RunDir(out, enabled=accelerator.is_main_process)
+    run = RunDir(out, enabled=accelerator.is_main_process, overwrite=cfg.overwrite)
     run.save_config(cfg)
     best, best_metrics, stale, start = math.inf, {}, 0, time.time()
     if accelerator.is_main_process:  # the starting point, so every curve shows where it began
