@@ -23,6 +23,7 @@ import html
 import importlib.util
 import ipaddress
 import logging
+import os
 import shutil
 import socket
 import sys
@@ -30,6 +31,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 
 import gradio as gr
@@ -61,18 +63,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# The HTTP status of an API refusal, by what its sentence says (the first match; any other refusal is about the
+# arguments: 422). Gradio answers every failed call with 500; the gate (labeler.gate.refusals_as_4xx) passes the
+# status on, read from the error's title, so that a client tells "you may not" from "the server broke".
+REFUSAL_STATUS = {"log in first": 401, "another annotator": 403, "another login": 403, "not leased to you": 403,
+                  "unknown comparison": 404, "no longer open": 409}
+
+
+def refusal(message: str) -> gr.Error:
+    """An expected refusal for an API client: one line, titled with its HTTP reason phrase (e.g. "Conflict")."""
+    status = next((code for words, code in REFUSAL_STATUS.items() if words in message), 422)
+    return gr.Error(message, title=HTTPStatus(status).phrase, print_exception=False)
+
+
 def guarded(handler):
-    """An API handler as Gradio should call it: a refusal reaches the client as one line; any other failure too,
-    and is logged as its type and code locations only (its message may carry a lease token, e.g. SQL parameters)."""
+    """An API handler as Gradio should call it: a refusal reaches the client as one line with a 4xx status; any
+    other failure as one line with 500, logged as its type and code locations only (its message may carry a lease
+    token, e.g. SQL parameters)."""
 
     @functools.wraps(handler)
     def run(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except gr.Error:
-            raise
-        except LabelError as e:
-            raise refuse(str(e)) from None
+        except gr.Error as e:  # the desk's refusals
+            raise refusal(e.message) from None
+        except LabelError as e:  # the store's
+            raise refusal(str(e)) from None
         except Exception as e:  # noqa: BLE001  (a bug or a broken database: logged, answered, never leaked)
             raise refuse(internal(handler, e)) from None
 
@@ -358,23 +374,53 @@ def load_guidelines(specs: list[str]) -> dict[str | None, str]:
     return out
 
 
+def check_proxies(proxies: list[str], auth: bool) -> str:
+    """`--trusted_proxies` checked (addresses or networks; only with --auth: a server without logins refuses
+    requests relayed by a proxy); the value of uvicorn's FORWARDED_ALLOW_IPS ("": trust nobody's header)."""
+    if proxies and not auth:
+        raise LabelError("--trusted_proxies needs --auth: a server without logins refuses requests a proxy relays")
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise LabelError(f"--trusted_proxies {proxy}: not an IP address or network (e.g. 10.0.0.2 or "
+                             "10.0.0.0/24)") from None
+    return ",".join(proxies)
+
+
 def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_file: str | None = None,
           block: bool = True, quiet: bool = False, login_policy=None, download_seconds: float = 600,
-          guidelines: dict[str | None, str] | None = None, poll_seconds: float = 10.0) -> tuple[gr.Blocks, str]:
+          guidelines: dict[str | None, str] | None = None, poll_seconds: float = 10.0,
+          trusted_proxies: list[str] | None = None) -> tuple[gr.Blocks, str]:
     """Launch the app; returns (blocks, url). Refuses non-loopback hosts without `auth_file`; `login_policy`
-    (labeler.users.LoginPolicy) sets how failed logins are slowed and limited; see build_app for the rest."""
+    (labeler.users.LoginPolicy) sets how failed logins are slowed and limited; the client address those limits
+    count is taken from X-Forwarded-For only on requests from `trusted_proxies` (addresses or networks; default:
+    nobody's); see build_app for the rest."""
     from labeler.users import authenticator, load_users
 
     if auth_file is None and not is_loopback(host):
         raise LabelError(f"refusing to serve {host} without --auth: only loopback hosts may skip logins")
+    forwarded_allow_ips = check_proxies(trusted_proxies or [], auth_file is not None)
     if auth_file is not None:
         load_users(auth_file)  # fail now, not at the first login
     demo = build_app(store, auth_file, guidelines, download_seconds=download_seconds, poll_seconds=poll_seconds)
-    _, url, _ = demo.launch(
-        server_name=host, server_port=port, auth=authenticator(auth_file, login_policy) if auth_file else None,
-        auth_message="visual-rlhf labeler: log in with your annotator name", prevent_thread_lock=True,
-        quiet=quiet, css=page.CSS, head=page.HEAD_JS, footer_links=["api"], max_file_size="1mb", ssr_mode=False,
-        app_kwargs={"middleware": [Middleware(Gate), Middleware(DownloadRoute, downloads=demo.downloads)]})
+    # Gradio builds uvicorn's Config inside launch() and passes no `forwarded_allow_ips`, so uvicorn reads this
+    # variable, and without it trusts X-Forwarded-For from 127.0.0.1: anyone on the machine (or a proxy there that
+    # passes the header on) would choose the address the login limits count.
+    previous = os.environ.get("FORWARDED_ALLOW_IPS")
+    os.environ["FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
+    try:
+        _, url, _ = demo.launch(
+            server_name=host, server_port=port, auth=authenticator(auth_file, login_policy) if auth_file else None,
+            auth_message="visual-rlhf labeler: log in with your annotator name", prevent_thread_lock=True,
+            quiet=quiet, css=page.CSS, head=page.HEAD_JS, footer_links=["api"], max_file_size="1mb", ssr_mode=False,
+            enable_monitoring=False,  # Gradio's event analytics (the gate refuses /monitoring too)
+            app_kwargs={"middleware": [Middleware(Gate), Middleware(DownloadRoute, downloads=demo.downloads)]})
+    finally:
+        if previous is None:
+            os.environ.pop("FORWARDED_ALLOW_IPS", None)
+        else:
+            os.environ["FORWARDED_ALLOW_IPS"] = previous
     if block:
         demo.block_thread()
     return demo, url
@@ -407,15 +453,19 @@ class LabelConfig:
                                                                   "before it returns to the queue"})
     poll_seconds: float = field(default=10.0, metadata={"help": "how often a page with nothing left checks for new "
                                                                 "rounds and lapsed reservations"})
+    trusted_proxies: list[str] = field(default_factory=list, metadata={
+        "help": "addresses or networks of your reverse proxies (e.g. 10.0.0.2): only requests from them may name "
+                "the client in X-Forwarded-For, which the per-address login limit counts (default: none)"})
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(LabelConfig, argv, prog="vrlhf label")
+    check_proxies(cfg.trusted_proxies, cfg.auth is not None)
     guidelines = load_guidelines(cfg.guidelines)  # a bad file fails before the database is touched
     store = Store(cfg.db, media=cfg.media, overlap=cfg.overlap, overlap_fraction=cfg.overlap_fraction,
                   lease_seconds=cfg.lease_seconds)
     serve(store, cfg.host, cfg.port or free_port(cfg.host), cfg.auth, guidelines=guidelines,
-          poll_seconds=cfg.poll_seconds)
+          poll_seconds=cfg.poll_seconds, trusted_proxies=cfg.trusted_proxies)
     return 0
 
 

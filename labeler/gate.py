@@ -1,9 +1,18 @@
-"""The HTTP gate in front of Gradio: page sessions bound to their login, exact arguments, checked before Gradio.
+"""The HTTP gate in front of Gradio: every route classified, page sessions bound to their login, exact arguments.
 
-Sessions: Gradio takes the page session id (`session_hash`) from the request itself, so anyone logged in could send
-events, read the event stream or drop the heartbeat of another person's page. Under `--auth` the gate binds each
-session id to the login that used it first and refuses (403, nothing reaches Gradio) any request that carries it
-under another login: events (`queue/join`, `run`, `call`), `queue/data`, `heartbeat`, `cancel`.
+Routes: `ROUTES` lists every route Gradio serves (method and path template) with what it may touch. OPEN routes
+read no page session's state (the page, static files, the login, the caller's own login); session-bound routes
+read or write a page session, and the session id they carry must belong to the caller's login; OFF routes are
+Gradio features the labeler does not use (deep links, monitoring, uploads, streams, the component server, run
+history, vibe editing, ...) and answer 404 to everyone. A route missing from the table is refused like an OFF one,
+so a route a Gradio upgrade adds stays shut until someone classifies it (tests/labeler/test_routes.py fails on
+it: the test lists the real app's router and tries every route as another login).
+
+Sessions: Gradio takes the page session id (`session_hash`) from the request itself, so anyone logged in could
+send events, read the event stream or drop the heartbeat of another person's page. Under `--auth` the gate binds
+each session id to the login that used it first and refuses (403, nothing reaches Gradio) any request that carries
+it under another login, wherever it carries it (body, query, path, or the event it names); a session-bound route
+without a login gets 401.
 
 Arguments: Gradio ignores extra arguments and fails with a bare 500 (logging what was sent) on missing ones. The
 gate checks every call, API or page event, against its function: exactly as many arguments as it takes, each of
@@ -12,11 +21,14 @@ choices), and refuses anything else with 422 in Gradio's validation shape (`grad
 with the message) plus an "error" line for plain HTTP. A request on another login's session is refused (403) before
 its arguments are looked at. By name, `run`/`call` serve only the public API (next, vote, undo); a page event is
 called by its fn_index, through `run/predict` when it is off the queue (ours are: one POST, no event stream).
+Gradio answers every failed call with 500; the gate passes on a refusal (an error whose title is an HTTP reason
+phrase, e.g. "Conflict": labeler.app.guarded) with that 4xx status, so 500 means a real fault.
 
-It also tells the login check (labeler.users) the client's address, for its per-address limit on failures, serves
-our own login page (labeler/page.py: a sentence for every refusal) to anyone not logged in under `--auth`, and,
-without `--auth`, refuses requests relayed by a proxy (X-Forwarded-For, Forwarded, X-Real-IP): a loopback-only
-server behind a public proxy would otherwise serve everyone without a login.
+It also tells the login check (labeler.users) the client's address, for its limits on failures (uvicorn takes it
+from X-Forwarded-For only when the peer is one of `--trusted_proxies`), serves our own login page
+(labeler/page.py: a sentence for every refusal) to anyone not logged in under `--auth`, and, without `--auth`,
+refuses requests relayed by a proxy (X-Forwarded-For, Forwarded, X-Real-IP): a loopback-only server behind a
+public proxy would otherwise serve everyone without a login.
 An ASGI middleware (`launch(app_kwargs={"middleware": [Middleware(Gate)]})`), so it runs before Gradio parses
 anything.
 """
@@ -25,9 +37,11 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from http import HTTPStatus
 from urllib.parse import parse_qs
 
 from gradio.utils import get_function_params
+from starlette.routing import compile_path
 
 from labeler.page import login_page
 from labeler.users import CLIENT_ADDRESS
@@ -37,9 +51,71 @@ MAX_BODY = 64 * 1024  # an event or API call is a few hundred bytes; uploads hav
 MAX_SESSIONS = 100_000  # bound sessions remembered (oldest forgotten first)
 MAX_TEXT = 256  # longest string any argument may carry (a text box with a max_length: that)
 FOREIGN = "this page session belongs to another login: reload the page"
+NOT_SERVED = "not served by the labeling server"
+LOG_IN = "log in first"
 PROXY_HEADERS = {b"x-forwarded-for", b"forwarded", b"x-real-ip"}
 NO_LOGINS_BEHIND_A_PROXY = ("this labeling server has no logins, so it serves only its own machine, not requests "
                             "relayed by a proxy: start it with --auth users.json to serve people through one")
+
+# What each route may touch. OPEN: no page session's state; OFF: refused (404) for everyone; the rest are bound to
+# the caller's login through the page session id they carry, named by where they carry it.
+OPEN, OFF = "open", "off"
+IN_BODY, IN_QUERY, IN_PATH, OF_EVENT = "session in body", "session in query", "session in path", "session of event"
+SESSION_BOUND = (IN_BODY, IN_QUERY, IN_PATH, OF_EVENT)
+ROUTES: dict[str, str] = {  # "METHOD template" as Gradio's router lists it, a trailing "/" dropped
+    # The page, its files and the login: the same for everyone.
+    "GET /": OPEN, "HEAD /": OPEN, "GET /config": OPEN, "GET /assets/{path:path}": OPEN,
+    "GET /static/{path:path}": OPEN, "GET /svelte/{path:path}": OPEN, "GET /favicon.ico": OPEN,
+    "GET /theme.css": OPEN, "GET /gradio_api/theme.css": OPEN, "GET /robots.txt": OPEN, "GET /manifest.json": OPEN,
+    "GET /pwa_icon": OPEN, "GET /pwa_icon/{size}": OPEN, "POST /login": OPEN, "GET /logout": OPEN,
+    "GET /gradio_api/user": OPEN, "GET /gradio_api/login_check": OPEN, "GET /gradio_api/token": OPEN,  # one's own
+    "GET /gradio_api/app_id": OPEN, "GET /gradio_api/info": OPEN, "GET /gradio_api/openapi.json": OPEN,
+    "GET /gradio_api/startup-events": OPEN, "GET /gradio_api/queue/status": OPEN,  # queue-wide counts only
+    "POST /gradio_api/reset": OPEN,  # a no-op in Gradio (cancelling is /cancel)
+    "GET /labeler/download/{token}": OPEN,  # ours (labeler.downloads): a file only its owner may fetch, once
+    # Page events, API calls and their streams: the session id must be the caller's.
+    "POST /gradio_api/queue/join": IN_BODY, "POST /gradio_api/run/{api_name}": IN_BODY,
+    "POST /gradio_api/api/{api_name}": IN_BODY, "POST /gradio_api/call/{api_name}": IN_BODY,
+    "POST /gradio_api/cancel": IN_BODY, "GET /gradio_api/queue/data": IN_QUERY,
+    "GET /gradio_api/heartbeat/{session_hash}": IN_PATH,  # hanging up unloads the page: only its owner may
+    "GET /gradio_api/call/{api_name}/{event_id}": OF_EVENT,  # an unknown event id is read as a session id
+    "GET /gradio_api/call/v2/{api_name}/{event_id}": OF_EVENT,
+    # Off: nothing in the labeler uses them, and several read or write a page session's state.
+    "GET /gradio_api/deep_link": OFF,  # saves any session's outputs (an admin's Stats) under a link
+    "GET /monitoring": OFF, "GET /monitoring/summary": OFF, "GET /monitoring/{key}": OFF,  # event analytics
+    "POST /gradio_api/call/v2/{api_name}": OFF,  # named arguments (our API takes a list: /call, /run)
+    "POST /gradio_api/component_server": OFF,  # runs a component's server function in any session
+    "POST /gradio_api/upload": OFF, "GET /gradio_api/upload_progress": OFF,  # the labeler takes no files
+    "GET /gradio_api/file={path_or_url:path}": OFF, "HEAD /gradio_api/file={path_or_url:path}": OFF,
+    "GET /gradio_api/file/{path:path}": OFF,  # images are inline; exports have their own route
+    "POST /gradio_api/stream/{event_id}": OFF, "POST /gradio_api/stream/{event_id}/close": OFF,  # no login check
+    "GET /gradio_api/stream/{session_hash}/{run}/{component_id}/playlist.m3u8": OFF,  # media streams
+    "GET /gradio_api/stream/{session_hash}/{run}/{component_id}/{segment_id}.{ext}": OFF,
+    "GET /gradio_api/stream/{session_hash}/{run}/{component_id}/playlist-file": OFF,
+    "GET /gradio_api/proxy={url_path:path}": OFF, "HEAD /gradio_api/proxy={url_path:path}": OFF,  # Spaces
+    "GET /gradio_api/custom_component/{id}/{environment}/{type}/{file_name}": OFF, "GET /gradio_api/dev/reload": OFF,
+    "GET /openapi.json": OFF, "HEAD /openapi.json": OFF,  # FastAPI's, without Gradio's login check
+    "POST /gradio_api/process_recording": OFF, "GET /gradio_api/runs": OFF,
+    "POST /gradio_api/run-history/connect": OFF, "GET /gradio_api/run-history/buckets": OFF,
+    "GET /gradio_api/run-history/records": OFF,
+    "GET /gradio_api/run-history/records/{endpoint}/{record_id}/assets/{asset_id}": OFF,
+    "POST /gradio_api/vibe-edit": OFF, "POST /gradio_api/undo-vibe-edit": OFF, "GET /gradio_api/vibe-code": OFF,
+    "POST /gradio_api/vibe-code": OFF, "POST /gradio_api/vibe-starter-queries": OFF,
+}
+_MATCHERS = [(key.split(" ", 1)[0], compile_path(key.split(" ", 1)[1])[0], policy) for key, policy in ROUTES.items()]
+# 4xx reason phrases ("Conflict") -> status: how a refusal's title asks for its status (labeler.app.guarded)
+REFUSAL_TITLES = {s.phrase: s.value for s in HTTPStatus if 400 <= s.value < 500}
+
+
+def route_policy(method: str, path: str) -> tuple[str, dict]:
+    """(policy, path parameters) of the route a request reaches; OFF for a route not in ROUTES."""
+    if path != "/":
+        path = path.rstrip("/")  # Gradio registers most routes with and without the slash
+    for wanted in (method, "GET") if method == "HEAD" else (method,):
+        for route_method, pattern, policy in _MATCHERS:
+            if route_method == wanted and (match := pattern.match(path)):
+                return policy, match.groupdict()
+    return OFF, {}
 
 
 class Gate:
@@ -51,14 +127,19 @@ class Gate:
         self.signatures: dict[int, list[tuple[str, object]]] = {}  # fn id -> [(argument name, check)]
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":  # Gradio serves none: its queue speaks server-sent events
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         auth = getattr(scope.get("app"), "auth", None) is not None
         if not auth and any(name in PROXY_HEADERS for name, _ in scope.get("headers", [])):
             return await respond(send, 403, NO_LOGINS_BEHIND_A_PROXY)  # loopback-only must not mean "the world"
-        if API not in scope["path"]:
-            if (scope["path"] in ("", "/") and scope["method"] in ("GET", "HEAD") and auth
-                    and login_of(scope) is None):
+        policy, params = route_policy(scope["method"], scope["path"])
+        if policy == OFF:
+            return await respond(send, 404, NOT_SERVED)
+        user = login_of(scope)
+        if policy == OPEN:
+            if scope["path"] in ("", "/") and scope["method"] in ("GET", "HEAD") and auth and user is None:
                 expired = "expired=1" in scope.get("query_string", b"").decode()
                 return await respond_html(send, login_page(expired), head=scope["method"] == "HEAD")
             address = CLIENT_ADDRESS.set((scope.get("client") or (None,))[0])  # for the login check's limits
@@ -66,16 +147,17 @@ class Gate:
                 return await self.app(scope, receive, send)
             finally:
                 CLIENT_ADDRESS.reset(address)
+        if auth and user is None:
+            return await respond(send, 401, LOG_IN)  # heartbeat and cancel have no login check of their own
         route = scope["path"].split(API, 1)[1].strip("/")
-        user = login_of(scope)
-        if user is None and getattr(scope.get("app"), "auth", None) is not None:
-            return await self.app(scope, receive, send)  # not logged in: Gradio answers 401 and runs nothing
         session = None
-        if route == "queue/data":
+        if policy == IN_QUERY:
             session = parse_qs(scope.get("query_string", b"").decode()).get("session_hash", [None])[0]
-        elif route.startswith(("heartbeat/", "stream/")):
-            session = route.split("/")[1]
-        elif scope["method"] == "POST" and route.split("/")[0] in ("queue", "run", "api", "call", "cancel"):
+        elif policy == IN_PATH:
+            session = params["session_hash"]
+        elif policy == OF_EVENT:
+            session = event_session(scope["app"], params["event_id"])
+        else:  # IN_BODY
             body = await read_body(receive)
             if body is None:
                 return await respond(send, 413, f"request body over {MAX_BODY} bytes")
@@ -95,6 +177,8 @@ class Gate:
                 refusal = self.check_call(scope["app"].get_blocks(), route, payload)
                 if refusal is not None:
                     return await respond(send, *refusal)
+            if route.split("/")[0] in ("run", "api"):
+                send = refusals_as_4xx(send)
             return await self.app(scope, receive, send)
         if session is not None and user is not None and not self.bind(str(session), user):
             return await respond(send, 403, FOREIGN)
@@ -178,6 +262,38 @@ def value_check(block, optional: bool):
         return None
 
     return check
+
+
+def event_session(app, event_id: str) -> str:
+    """The page session whose stream `GET call/<name>/<event_id>` reads, found as Gradio finds it: the event's
+    session, or, for an event id it does not hold, the id itself taken as a session id."""
+    queue = app.get_blocks()._queue
+    event = queue.event_ids_to_events.get(event_id)
+    if event is not None:
+        return event.session_hash
+    return next((s for s, ids in queue.pending_event_ids_session.items() if event_id in ids), event_id)
+
+
+def refusals_as_4xx(send):
+    """A `send` that turns Gradio's 500 for a refused call into the 4xx its title names ("Not Found": 404).
+    A real fault's title is not a reason phrase, and stays 500."""
+    held = None
+
+    async def relay(message):
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] == 500:
+            held = message  # sent with the body, once we know what it says
+            return
+        if held is not None and message["type"] == "http.response.body":
+            try:
+                title = json.loads(message.get("body", b"")).get("title")
+            except (ValueError, AttributeError):
+                title = None
+            await send({**held, "status": REFUSAL_TITLES.get(title, 500)})
+            held = None
+        await send(message)
+
+    return relay
 
 
 def login_of(scope) -> str | None:

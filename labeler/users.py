@@ -10,7 +10,9 @@ The file: {"users": {"alice": {"hash": "$2b$12$..."}, "lead": {"hash": "...", "a
 The check (`authenticator`) is what Gradio's login route awaits. Gradio calls it on the server's event loop, so
 bcrypt runs in a one-thread pool of its own: a flood of wrong passwords takes at most one core and never stalls
 the votes. Unknown names are checked against a dummy hash of the same cost, every failed login answers
-`fail_seconds` after it arrived, and failures are limited per name and per client address (`LoginPolicy`).
+`fail_seconds` after it arrived, and failures are limited per client address and per name (`LoginPolicy`). The
+limit on a name never locks its owner out: it shuts the name only to the addresses that failed on it, so wrong
+passwords from elsewhere cannot keep a colleague from logging in.
 """
 
 from __future__ import annotations
@@ -39,41 +41,50 @@ CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("client_address", default=No
 
 @dataclass
 class LoginPolicy:
-    """How failed logins are slowed and limited; a failure counts for `window` seconds."""
+    """How failed logins are slowed and limited; a failure counts for `window` seconds.
+
+    A name with `per_user` recent failures is refused only to the addresses that failed on it: its owner, from an
+    address that has not, still gets a password check (an attacker cannot lock a colleague out), while a guesser
+    gets `per_user` tries from one address and then one more from each new address, each address also capped at
+    `per_address` failures on all names."""
 
     fail_seconds: float = 1.0  # every failed or refused login answers this long after it arrived (no timing oracle)
-    per_user: int = 5  # failures on one name, from any address, before that name is refused for the window
+    per_user: int = 5  # failures on one name before the addresses that failed on it are refused that name
     per_address: int = 30  # failures from one client address, on any names, before that address is refused
     window: float = 300.0  # seconds a failure counts toward the limits
 
 
 class FailedLogins:
-    """Times of recent failures per key ("user:NAME" or "address:IP"), forgotten after `window` seconds."""
+    """Recent failures per key ("user:NAME" or "address:IP"), each a (time, source) entry (the source: the address
+    a name's failure came from), forgotten after `window` seconds."""
 
     def __init__(self, window: float, max_keys: int = 100_000):
         self.window, self.max_keys = window, max_keys
-        self.times: dict[str, deque] = {}
+        self.entries: dict[str, deque] = {}
 
-    def count(self, key: str, now: float) -> int:
-        times = self.times.get(key)
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if times is not None and not times:
-            del self.times[key]
-        return len(times or ())
+    def count(self, key: str, now: float, source: str | None = None) -> int:
+        """Failures on `key` in the window (only those from `source`, when it is given)."""
+        entries = self.entries.get(key)
+        while entries and entries[0][0] <= now - self.window:
+            entries.popleft()
+        if entries is not None and not entries:
+            del self.entries[key]
+        return sum(1 for _, s in entries or () if source is None or s == source)
 
-    def add(self, key: str, now: float) -> None:
-        self.times.setdefault(key, deque()).append(now)
-        while len(self.times) > self.max_keys:  # a spray of names: memory stays bounded, the oldest keys go first
-            del self.times[next(iter(self.times))]
+    def add(self, key: str, now: float, source: str | None = None) -> None:
+        self.entries.setdefault(key, deque()).append((now, source))
+        while len(self.entries) > self.max_keys:  # a spray of names: memory stays bounded, the oldest keys go first
+            del self.entries[next(iter(self.entries))]
 
-    def remove(self, key: str, when: float) -> None:
-        times = self.times.get(key)
-        if times and when in times:
-            times.remove(when)
+    def remove(self, key: str, when: float, source: str | None = None) -> None:
+        entries = self.entries.get(key)
+        if entries and (when, source) in entries:
+            entries.remove((when, source))
 
-    def forget(self, key: str) -> None:
-        self.times.pop(key, None)
+    def forget(self, key: str, source: str | None) -> None:
+        """Drop the failures on `key` from `source` (a login's own typos, once it succeeds)."""
+        if key in self.entries:
+            self.entries[key] = deque(e for e in self.entries[key] if e[1] != source)
 
 
 def read_users(path: str | os.PathLike) -> dict[str, dict]:
@@ -175,20 +186,27 @@ def authenticator(path: str | os.PathLike, policy: LoginPolicy | None = None):
     async def answer_after(start: float) -> None:
         await asyncio.sleep(max(0.0, start + policy.fail_seconds - time.monotonic()))
 
+    def refused(name: str, address: str | None, now: float) -> bool:
+        """The address is over its limit, or the name is and this address has failed on it."""
+        if address and failures.count(f"address:{address}", now) >= policy.per_address:
+            return True
+        here = failures.count(f"user:{name}", now, address)
+        return here >= policy.per_user or (here > 0 and failures.count(f"user:{name}", now) >= policy.per_user)
+
     async def check(username: str, password: str) -> bool:
         start = time.monotonic()
         address = CLIENT_ADDRESS.get()
-        keys = [f"user:{username}"] + ([f"address:{address}"] if address else [])
-        limits = [policy.per_user, policy.per_address]
-        if any(failures.count(key, start) >= limit for key, limit in zip(keys, limits)):
+        if refused(username, address, start):
             await answer_after(start)
             raise HTTPException(429, "too many failed logins: wait a few minutes and try again")
-        for key in keys:  # counted as failed until it succeeds, so concurrent guesses cannot overrun the limit
-            failures.add(key, start)
+        # Counted as failed until it succeeds, so concurrent guesses cannot overrun the limits.
+        failures.add(f"user:{username}", start, address)
+        if address:
+            failures.add(f"address:{address}", start)
         ok = await asyncio.get_running_loop().run_in_executor(checker, verify, username, password)
         if ok:
-            failures.forget(keys[0])  # the name's own failures; the address keeps its count
-            failures.remove(keys[-1], start)
+            failures.forget(f"user:{username}", address)  # this address's typos on the name; others' stay
+            failures.remove(f"address:{address}", start)  # the address keeps its earlier failures
             return True
         await answer_after(start)
         return False
