@@ -194,8 +194,8 @@ def remove(paths: list[Path]) -> None:
     for path in paths:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        elif path.exists():
+            path.unlink()
 
 
 if __name__ == "__main__":

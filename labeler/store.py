@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeler import leases, media, rounds, views
@@ -50,6 +50,28 @@ from labeler.schema import (  # noqa: F401  (re-exported for callers and tests)
 from vrlhf.errors import LabelError  # noqa: F401  (re-exported: labeler code raises it)
 
 
+def _make_folder(path: Path, problem: str, fix: str = "give a path in a folder you can write") -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # read-only, a file in the way, no permission
+        raise LabelError(f"{problem} ({e.strerror}: {e.filename}): {fix}") from None
+
+
+def _unusable(url, error: DatabaseError) -> str:
+    """Why the database at `url` cannot be opened, and what to do, in one line."""
+    where = url.render_as_string(hide_password=True)
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    if url.get_backend_name() != "sqlite":
+        return f"--db {where}: cannot use the database ({reason})"
+    path = url.database
+    if "not a database" in reason:
+        return f"--db {path} is not a SQLite database: give the labeler's database file, or a new file name"
+    if "readonly" in reason or "read-only" in reason or "unable to open" in reason:
+        return (f"--db {path}: cannot write it or its folder ({reason}): SQLite writes beside the file (-wal, -shm); "
+                "give a path in a folder you can write")
+    return f"--db {path}: cannot use the database ({reason})"
+
+
 class Store:
     """A preference store at `url` (a SQLite path or any SQLAlchemy URL); `media` holds the rendered PNGs.
 
@@ -70,7 +92,10 @@ class Store:
             db_path = Path(self.url.database or "")
             if not self.url.database or str(db_path) == ":memory:":
                 raise LabelError("an in-memory SQLite database cannot be shared: give a file path")
-            db_path.parent.mkdir(parents=True, exist_ok=True)
+            if db_path.is_dir():
+                raise LabelError(f"--db {db_path} is a folder: give the SQLite file in it to use, e.g. "
+                                 f"--db {db_path / 'labels.sqlite'}")
+            _make_folder(db_path.parent, f"--db {db_path}: cannot create its folder")
             self.engine = sqlite_engine(url)
             self.reader = sqlite_engine(url, immediate=False)  # WAL readers never wait for the writer
             default_media = db_path.with_name(db_path.stem + "_media")
@@ -78,7 +103,10 @@ class Store:
             self.engine = self.reader = server_engine(url)
             default_media = Path("labeler_media").resolve()
         self.media = Path(media or default_media).resolve()
-        self.media.mkdir(parents=True, exist_ok=True)
+        if media or self.dialect != "sqlite":
+            _make_folder(self.media, f"--media {self.media}: cannot create it", "give a folder you can write")
+        else:  # beside the SQLite file: its folder is the one that must be writable
+            _make_folder(self.media, f"--db {self.url.database}: cannot create the media folder beside it")
         if overlap < 1 or not 0.0 <= overlap_fraction <= 1.0:
             raise LabelError("overlap must be >= 1 and overlap_fraction within [0, 1]")
         self.overlap, self.overlap_fraction = int(overlap), float(overlap_fraction)
@@ -92,7 +120,11 @@ class Store:
         self.contents: dict[int, dict] = {}  # what each comparison shows: written once, so cached
         self.lease_sql = leases.Statements(self)
         self.view_sql = views.Statements(self)
-        self._migrate()
+        try:
+            self._migrate()
+        except DatabaseError as e:  # the file or server is not usable: one line saying what to do
+            self.close()
+            raise LabelError(_unusable(self.url, e)) from None
 
     # ---- the store's parts (each a module-level function taking the store first) ----------------------------
 

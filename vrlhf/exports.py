@@ -79,9 +79,13 @@ def staged(out: str | os.PathLike) -> Iterator[Path]:
         _sweep(out)  # first: a killed writer's previous export goes back to `out` before `out` is judged
     if out.exists() and not _replaceable(out):
         raise DataError(f"--out {out} exists and is not an export (no {MANIFEST}): give a new or empty directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:  # a read-only folder, a file in the way: nothing was written
+        raise DataError(f"--out {out}: cannot write beside it ({e.strerror}: {e.filename}): give a path in a folder "
+                        "you can write") from None
     try:
         yield tmp
         if not (tmp / MANIFEST).is_file():

@@ -57,8 +57,9 @@ def test_export_leaves_out_identical_pairs_and_says_so(tmp_path, capsys):
     capsys.readouterr()
     assert vrlhf(["export", "--db", str(db), "--out", str(tmp_path / "prefs")]) == 0
     said = capsys.readouterr()
-    assert said.err.splitlines(keepends=True)[-1] == ("note: left out 2 pairs whose chosen and rejected are identical (nothing to learn from them; "
-                        "their votes stay in audit.jsonl)\n")
+    assert said.err.splitlines(keepends=True)[-1] == (
+        "note: left out 2 pairs whose chosen and rejected are identical (nothing to learn from them; their votes stay "
+        "in audit.jsonl)\n")
     assert said.out.startswith("wrote 1 pairs from 3 votes")
     ds = load_export(tmp_path / "prefs")
     assert len(ds) == 1 and ds[0]["chosen"] != ds[0]["rejected"]
@@ -67,8 +68,9 @@ def test_export_leaves_out_identical_pairs_and_says_so(tmp_path, capsys):
 
 def _export(path: Path, labels_by_item: dict[int, list[float]]) -> Path:
     """An export with the given labels per input image (captions differ in every pair)."""
-    rows = [{"task": "captioning", "image": Image.new("RGB", (8, 8), (item * 20, 0, 0)), "chosen": f"caption {item} {j}",
-             "rejected": f"other {item} {j}", "label": label, "item_id": f"item-{item}", "comparison_id": 10 * item + j}
+    rows = [{"task": "captioning", "image": Image.new("RGB", (8, 8), (item * 20, 0, 0)), "label": label,
+             "chosen": f"caption {item} {j}", "rejected": f"other {item} {j}", "item_id": f"item-{item}",
+             "comparison_id": 10 * item + j}
             for item, labels in labels_by_item.items() for j, label in enumerate(labels)]
     datasets.Dataset.from_list(rows).save_to_disk(str(path))
     write_manifest(path, "hf", len(rows), dict(Counter(r["task"] for r in rows)), writer="test")
