@@ -61,6 +61,16 @@ class TuneConfig:
     warmup_steps: int = field(default=5, metadata={"help": "linear learning-rate warm-up steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0: off"})
+    token_credit: str = field(default="sequence", metadata={
+        "help": "with a dense reward (one that says which tokens earned it: the oracle, a dense reward model): own "
+                "(each token its own region's reward; biased, low variance) | to_go (the unbiased reward-to-go) | "
+                "sequence (every token the sequence's advantage); per-position leave-one-out baseline, per-token KL. "
+                "Rewards without a dense form always use sequence"})
+    num_iterations: int = field(default=1, metadata={
+        "help": "optimisation passes over each batch of samples (TRL's name); passes after the first use clipped "
+                "importance ratios"})
+    epsilon: float = field(default=0.2, metadata={
+        "help": "clipping of the importance ratio in passes after the first: [1 - epsilon, 1 + epsilon] (TRL's name)"})
 
     # ---- guards against reward hacking ----
     kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the anchor policy (kl_reference), folded into "

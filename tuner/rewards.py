@@ -101,24 +101,34 @@ class RewardMix:
     `normalize`: `none` (raw values), `batch` (whiten each component over the batch, gathered over processes),
     `running` (subtract the running mean, divide by the running std; the statistics are checkpointed).
     Normalising before summing keeps one reward on a large scale from drowning the others.
+
+    Every value lives on `device` (the policy's, the accelerator's): a metric computed on the CPU is moved there
+    before it meets a collective (NCCL takes no CPU tensor) or the policy's log-probs.
     """
 
-    def __init__(self, fns: dict[str, Callable], weights: dict[str, float], normalize: str = "none", eps: float = 1e-6):
+    def __init__(self, fns: dict[str, Callable], weights: dict[str, float], normalize: str = "none", eps: float = 1e-6,
+                 device: str | torch.device = "cpu"):
         if normalize not in NORMALIZATIONS:
             raise RewardSpecError(f"unknown reward normalisation {normalize!r}; "
                                   f"choose one of {', '.join(NORMALIZATIONS)}")
         self.fns, self.weights, self.normalize, self.eps = fns, weights, normalize, eps
+        self.device = torch.device(device)
         self.stats = {name: RunningMeanStd() for name in fns}
+        # name -> the reward's dense form, where it has one: regions(rows, outputs) -> per output, what each of its
+        # regions adds (sums to the reward; docs/ARCHITECTURE.md, RewardFn). build_reward fills it.
+        self.regions: dict[str, Callable] = {}
 
     def score(self, rows: list[dict], outputs: list) -> dict[str, torch.Tensor]:
-        """Raw value of every component: name -> (len(outputs),) float32."""
-        return {name: torch.as_tensor(fn(rows, outputs), dtype=torch.float32).reshape(-1)
+        """Raw value of every component: name -> (len(outputs),) float32 on `self.device`."""
+        return {name: torch.as_tensor(fn(rows, outputs), dtype=torch.float32).reshape(-1).to(self.device)
                 for name, fn in self.fns.items()}
 
     def combine(self, components: dict[str, torch.Tensor], gather: Callable = lambda t: t) -> torch.Tensor:
-        """Normalise each component, then sum with the weights -> (N,). `gather` collects a tensor from all ranks."""
-        total = 0.0
+        """Normalise each component, then sum with the weights -> (N,) on `self.device`. `gather` collects a tensor
+        from all ranks (vrlhf.collectives.gather: it refuses a tensor off the accelerator's device)."""
+        total = torch.zeros((), device=self.device)
         for name, values in components.items():
+            values = values.to(self.device)
             if self.normalize == "batch":
                 everyone = gather(values)
                 values = (values - everyone.mean()) / (everyone.std(unbiased=False) + self.eps)
@@ -133,6 +143,37 @@ class RewardMix:
         """-> (total (N,), raw components {name: (N,)})."""
         components = self.score(rows, outputs)
         return self.combine(components, gather), components
+
+    def dense(self, rows: list[dict], outputs: list, to_tokens: Callable, gather: Callable = lambda t: t):
+        """-> (total (N,), token rewards (N, T) or None, raw components {name: (N,)}): the total as `__call__` gives
+        it, and the share of it that the components with a dense form earned, per token. `to_tokens(regions)` spreads
+        a component's region values onto the sampled tokens (the task's `token_rewards`). A component is normalised
+        as in `combine` (an affine map a·v + c per component): its tokens get a·value and token 0 gets c, so each row
+        of the token rewards sums to the dense components' part of the total; the rest has no per-token form."""
+        total, tokens, components = torch.zeros((), device=self.device), None, {}
+        for name, fn in self.fns.items():
+            if name in self.regions:
+                per_token = to_tokens(self.regions[name](rows, outputs)).to(self.device)  # (N, T)
+                values = per_token.sum(1)
+            else:
+                values = torch.as_tensor(fn(rows, outputs), dtype=torch.float32).reshape(-1).to(self.device)
+            components[name] = values
+            weighted = self.combine({name: values}, gather)  # w · normalised values, exactly as __call__
+            total = total + weighted
+            if name in self.regions:
+                scale = self.weights[name] / self._spread(name, values, gather)
+                per_token = scale * per_token
+                per_token[:, 0] += weighted - scale * values  # the normalisation's shift: the same for every sample
+                tokens = per_token if tokens is None else tokens + per_token
+        return total, tokens, components
+
+    def _spread(self, name: str, values: torch.Tensor, gather: Callable) -> float:
+        """What `combine` divided the component by (after it updated the running statistics)."""
+        if self.normalize == "batch":
+            return gather(values).std(unbiased=False).item() + self.eps
+        if self.normalize == "running":
+            return math.sqrt(self.stats[name].var) + self.eps
+        return 1.0
 
     def state_dict(self) -> dict:
         return {name: stats.state_dict() for name, stats in self.stats.items()}
@@ -156,19 +197,29 @@ def oracle_reward(task, train_rows: list[dict]):
         k = len(outputs) // len(rows)
         return torch.tensor([oracle.score(rows[i // k], o) for i, o in enumerate(outputs)], dtype=torch.float32)
 
+    def oracle_regions(rows: list[dict], outputs: list) -> list:
+        """Where each output's score comes from (the oracle's `regions`): they sum to `oracle_score`."""
+        k = len(outputs) // len(rows)
+        return [oracle.regions(rows[i // k], o) for i, o in enumerate(outputs)]
+
+    oracle_score.regions = oracle_regions
     return oracle_score
 
 
 def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normalize: str = "none",
                  device="cpu") -> RewardMix:
-    """Metric rewards from the task module (document frequencies etc. from `train_rows`), learned ones from disk."""
-    fns, weights = {}, {}
+    """Metric rewards from the task module (document frequencies etc. from `train_rows`), learned ones from disk
+    (on `device`, where the mix puts every value too)."""
+    fns, weights, regions = {}, {}, {}
     for spec in specs:
         if spec.path is not None:
             from reward_model import load_reward_model  # lazily: the tuner works without reward models
 
             try:  # a directory that is not a reward model must fail here, not mid-run
-                fns[spec.name] = load_reward_model(spec.path, device=device).score
+                model = load_reward_model(spec.path, device=device)
+                fns[spec.name] = model.score
+                if getattr(model, "regions", None) is not None:  # a dense reward model
+                    regions[spec.name] = model.regions
             except (ModelError, ConfigError) as err:  # not a reward model; a task with no reward-model architecture
                 raise RewardSpecError(f"reward {spec.name}: cannot load reward model from {spec.path!r}: {err}"
                                       ) from err
@@ -180,4 +231,8 @@ def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normaliz
             except ConfigError as err:
                 raise RewardSpecError(f"unknown metric reward {spec.name!r} for task {task.NAME!r}: {err}") from err
         weights[spec.name] = spec.weight
-    return RewardMix(fns, weights, normalize)
+        if getattr(fns[spec.name], "regions", None) is not None:  # a function with a dense form (the oracle)
+            regions[spec.name] = fns[spec.name].regions
+    mix = RewardMix(fns, weights, normalize, device=device)
+    mix.regions = regions
+    return mix

@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -31,7 +32,15 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from tuner.advantages import BASELINES, compute_advantages, reinforce_loss
+from tuner.advantages import (
+    BASELINES,
+    TOKEN_CREDITS,
+    clipped_token_loss,
+    compute_advantages,
+    reinforce_loss,
+    token_advantages,
+    token_reinforce_loss,
+)
 from tuner.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
@@ -75,7 +84,7 @@ def tune_with_reinforce(cfg: TuneConfig):
                disable=not accelerator.is_main_process)
     for step in bar:
         timer, step_start = Timer(), time.perf_counter()
-        logs, finite = defaultdict(list), True
+        logs, finite, kept = defaultdict(list), True, []
         for m, batch in micro_batches(cfg, t, step):
             # the sampling seed of micro-batch m is a function of (seed, step, m) only: resumable, rank-independent
             generator = torch.Generator(device=accelerator.device).manual_seed(cfg.seed * 1_000_003 + step * 1_009 + m)
@@ -97,9 +106,23 @@ def tune_with_reinforce(cfg: TuneConfig):
                     accelerator.backward(loss / cfg.grad_accum)
             for name, value in (loss_logs | {"loss": loss.item()}).items():
                 logs[name].append(value)
+            if cfg.num_iterations > 1:
+                kept.append((batch, pixel_values, scored))
 
         # 5. one optimiser step for the global batch, or a skipped step on every rank if any rank saw NaN/inf
         optimizer_step(cfg, t, finite, logs, step)
+        # 5b. --num_iterations: more steps on the same samples, importance ratios clipped (every rank takes part)
+        for _ in range(cfg.num_iterations - 1):
+            for batch, pixel_values, scored in kept:
+                with timer("forward_backward"):
+                    loss, loss_logs, ok = reuse_loss(cfg, task, policy, batch, pixel_values, scored,
+                                                     accelerator.autocast)
+                    finite &= ok
+                    if finite:
+                        accelerator.backward(loss / cfg.grad_accum)
+                for name, value in loss_logs.items():
+                    logs[name].append(value)
+            optimizer_step(cfg, t, finite, logs, step)
         state.step = step + 1
 
         # 6. logging (means over processes), evaluation, checkpoint
@@ -256,6 +279,20 @@ class Rollout:
     rewards: torch.Tensor  # (b, k) the weighted total of the normalised components
     greedy_rewards: torch.Tensor | None  # (b,) the greedy decode's total (the SCST baseline), else None
     components: dict[str, torch.Tensor]  # raw value of each component for the samples: name -> (b·k,)
+    # (b·k, T) the share of `rewards` that dense components earned, per token (--token_credit own | to_go), else None
+    token_rewards: torch.Tensor | None = None
+    reuse: Reuse | None = None  # what later passes over these samples need (--num_iterations > 1), set by policy_loss
+
+
+@dataclass
+class Reuse:
+    """The first pass's view of a rollout, kept for the later passes over it (PPO-style clipped ratios)."""
+
+    tokens: torch.Tensor  # (n, T) the trained samples (all b·k, or one per image with --train_on one)
+    mask: torch.Tensor  # (n, T)
+    k: int  # samples per image among them
+    advantages: torch.Tensor  # (n, T) each token's advantage
+    old_log_probs: torch.Tensor  # (n, T) log P of each token under the policy that sampled it
 
 
 def rollout(cfg: TuneConfig, task, policy, reward, batch: list[dict], pixel_values: torch.Tensor,
@@ -270,6 +307,11 @@ def rollout(cfg: TuneConfig, task, policy, reward, batch: list[dict], pixel_valu
         greedy = policy.greedy(pixel_values, max_new_tokens) if cfg.baseline == "greedy" else None
     with timer("reward"):
         outputs = task.decode(policy, batch, samples.tokens, k)  # b·k, image-major
+        if dense_credit(cfg, task, reward):  # each token's share of the dense components (token_credit own | to_go)
+            spread = partial(task.token_rewards, policy, samples.tokens.cpu(), outputs)
+            total, token_rewards, components = reward.dense(batch, outputs, spread, gather=gather)
+            return Rollout(samples, outputs, total.view(b, k).to(pixel_values.device), None, components,
+                           token_rewards.to(pixel_values.device))
         if greedy is None:
             total, components = reward(batch, outputs, gather=gather)
             return Rollout(samples, outputs, total.view(b, k).to(pixel_values.device), None, components)
@@ -281,6 +323,11 @@ def rollout(cfg: TuneConfig, task, policy, reward, batch: list[dict], pixel_valu
         return Rollout(samples, outputs, total[:, :k], total[:, k], components)
 
 
+def dense_credit(cfg: TuneConfig, task, reward) -> bool:
+    """Whether tokens get their own credit: --token_credit own | to_go and a reward component with a dense form."""
+    return cfg.token_credit != "sequence" and bool(getattr(reward, "regions", None)) and hasattr(task, "token_rewards")
+
+
 def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pixel_values: torch.Tensor,
                 scored: Rollout, generator: torch.Generator | None = None, autocast=nullcontext
                 ) -> tuple[torch.Tensor, dict[str, float], bool]:
@@ -288,36 +335,86 @@ def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pix
 
     KL to the anchor is folded into the reward (as in RLOO: r − β (log π − log π_ref), on the sampled sequences),
     advantages come from `cfg.baseline`, and loss = −mean(adv · log P(sample)) with log P recomputed by teacher
-    forcing (differentiable), plus `mle_coef` × the MLE loss on a reference output of each row."""
+    forcing (differentiable), plus `mle_coef` × the MLE loss on a reference output of each row.
+
+    With per-token rewards (`scored.token_rewards`: a dense reward under --token_credit own | to_go) each token
+    pays its own KL term instead (as TRL does), each token gets its own advantage (`token_advantages`: own region
+    or reward-to-go, leave-one-out per position; the reward's part without a dense form per sequence), and
+    loss = −Σ_t adv_t · log P(token t), averaged over samples."""
     b, k = scored.rewards.shape
     samples, rewards, logs = scored.samples, scored.rewards, {}
+    dense = scored.token_rewards is not None
+    token_rewards = scored.token_rewards
     if cfg.kl_coef:
         anchor = reference or policy
-        with torch.no_grad(), autocast(), reference_mode(anchor):
-            ref_log_probs = anchor.log_prob(pixel_values, samples.tokens, samples.mask, k, cfg.temperature)
-        kl = (samples.log_probs - ref_log_probs).view(b, k)  # (b, k)
-        rewards = rewards - cfg.kl_coef * kl
+        with torch.no_grad(), autocast():
+            # the policy's log P by teacher forcing, the anchor's own path: the sampler's (KV-cached, rounded in
+            # bf16 token by token) differ from it, which reads as a KL at step 0 against an identical anchor
+            log_probs_now = policy.token_log_probs(pixel_values, samples.tokens, samples.mask, k, cfg.temperature)
+            with reference_mode(anchor):
+                ref_log_probs = anchor.token_log_probs(pixel_values, samples.tokens, samples.mask, k, cfg.temperature)
+        token_kl = log_probs_now - ref_log_probs  # (b·k, T), 0 off the mask
+        kl = token_kl.sum(dim=1).view(b, k)  # (b, k)
+        if dense:  # each token pays for its own departure from the anchor
+            token_rewards = token_rewards - cfg.kl_coef * token_kl
+        else:
+            rewards = rewards - cfg.kl_coef * kl
         logs["kl"] = kl.mean().item()
     finite = bool(torch.isfinite(rewards).all())
 
-    advantages = compute_advantages(rewards, cfg.baseline, scored.greedy_rewards)  # (b, k)
     tokens, mask, kk = samples.tokens, samples.mask, k
+    if dense:
+        shape = (b, k, tokens.shape[1])
+        rest = scored.rewards - scored.token_rewards.sum(dim=1).view(b, k)  # the components with no dense form
+        advantages = token_advantages(token_rewards.view(shape), mask.view(shape), cfg.token_credit, rest)
+        advantages = advantages.view(b * k, -1)  # (b·k, T)
+        finite &= bool(torch.isfinite(token_rewards).all())
+    else:
+        advantages = compute_advantages(rewards, cfg.baseline, scored.greedy_rewards)  # (b, k)
     if cfg.train_on == "one":  # one random sample per image, as in the paper's released code
         device = pixel_values.device
         pick = torch.arange(b, device=device) * k + torch.randint(k, (b,), generator=generator, device=device)
-        tokens, mask, kk, advantages = tokens[pick], mask[pick], 1, advantages.reshape(-1)[pick]
-    logs["adv_abs"] = advantages.abs().mean().item()
+        tokens, mask, kk = tokens[pick], mask[pick], 1
+        advantages = advantages[pick] if dense else advantages.reshape(-1)[pick]
+    logs["adv_abs"] = (advantages[mask] if dense else advantages).abs().mean().item()
 
     with autocast():
-        log_probs = policy.log_prob(pixel_values, tokens, mask, kk, cfg.temperature)  # (b·kk,)
-        loss = reinforce_loss(log_probs, advantages.reshape(-1))
-        if cfg.mle_coef:  # MLE on the references keeps the policy near fluent outputs
-            ref_tokens, ref_mask = task.reference_tokens(policy, batch)
-            ref_tokens, ref_mask = ref_tokens.to(pixel_values.device), ref_mask.to(pixel_values.device)
-            mle = -policy.log_prob(pixel_values, ref_tokens, ref_mask).sum() / ref_mask.sum()
-            loss = loss + cfg.mle_coef * mle
-            logs["mle"] = mle.item()
+        token_log_probs = policy.token_log_probs(pixel_values, tokens, mask, kk, cfg.temperature)  # (b·kk, T)
+        if dense:
+            loss = token_reinforce_loss(token_log_probs, advantages, mask)
+        else:
+            loss = reinforce_loss(token_log_probs.sum(dim=1), advantages.reshape(-1))
+        loss = loss + mle_term(cfg, task, policy, batch, pixel_values, logs)
+    if cfg.num_iterations > 1:  # the later passes reuse these advantages and the sampling policy's log-probs
+        per_token = advantages if dense else advantages.reshape(-1, 1) * mask
+        scored.reuse = Reuse(tokens, mask, kk, per_token.detach(), token_log_probs.detach())
     return loss, logs, finite and bool(torch.isfinite(loss))
+
+
+def reuse_loss(cfg: TuneConfig, task, policy, batch: list[dict], pixel_values: torch.Tensor, scored: Rollout,
+               autocast=nullcontext) -> tuple[torch.Tensor, dict[str, float], bool]:
+    """A later pass over a rollout the policy has already stepped on (--num_iterations): PPO's clipped surrogate,
+    as TRL's GRPO, with the first pass's advantages and the sampling policy's log-probs -> (loss, logs, finite)."""
+    reuse, logs = scored.reuse, {}
+    with autocast():
+        token_log_probs = policy.token_log_probs(pixel_values, reuse.tokens, reuse.mask, reuse.k, cfg.temperature)
+        loss = clipped_token_loss(token_log_probs, reuse.old_log_probs, reuse.advantages, reuse.mask, cfg.epsilon)
+        loss = loss + mle_term(cfg, task, policy, batch, pixel_values, logs)
+    ratio = (token_log_probs.detach() - reuse.old_log_probs)[reuse.mask].exp()
+    logs["clip_frac"] = ((ratio - 1).abs() > cfg.epsilon).float().mean().item()
+    return loss, logs, bool(torch.isfinite(loss))
+
+
+def mle_term(cfg: TuneConfig, task, policy, batch: list[dict], pixel_values: torch.Tensor, logs: dict):
+    """`mle_coef` × the MLE loss on a reference output of each row (logged as `mle`); 0 when off. MLE on the
+    references keeps the policy near fluent outputs."""
+    if not cfg.mle_coef:
+        return 0.0
+    ref_tokens, ref_mask = task.reference_tokens(policy, batch)
+    ref_tokens, ref_mask = ref_tokens.to(pixel_values.device), ref_mask.to(pixel_values.device)
+    mle = -policy.log_prob(pixel_values, ref_tokens, ref_mask).sum() / ref_mask.sum()
+    logs["mle"] = mle.item()
+    return cfg.mle_coef * mle
 
 
 def optimizer_step(cfg: TuneConfig, t: Tuning, finite: bool, logs: dict, step: int) -> None:
@@ -371,6 +468,12 @@ def check_config(cfg: TuneConfig) -> None:
         problems.append(f"baseline {cfg.baseline} needs k >= 2 samples per image")
     if cfg.train_on not in ("all", "one"):
         problems.append(f"train_on {cfg.train_on!r} is not all or one")
+    if cfg.token_credit not in TOKEN_CREDITS:
+        problems.append(f"token_credit {cfg.token_credit!r} is not one of {', '.join(TOKEN_CREDITS)}")
+    elif cfg.token_credit != "sequence" and cfg.baseline != "loo":
+        problems.append(f"token_credit {cfg.token_credit} needs baseline loo (a leave-one-out baseline per position)")
+    if cfg.num_iterations < 1 or not 0 < cfg.epsilon < 1:
+        problems.append("num_iterations must be >= 1 and epsilon in (0, 1)")
     if cfg.reward_norm not in NORMALIZATIONS:
         problems.append(f"reward_norm {cfg.reward_norm!r} is not one of {', '.join(NORMALIZATIONS)}")
     if cfg.temperature <= 0 or cfg.k < 1 or cfg.steps < 0 or cfg.grad_accum < 1:
@@ -457,7 +560,8 @@ def tracker(name: str):
 
 
 class Timer:
-    """Accumulates wall-clock seconds per named phase of a step."""
+    """Accumulates wall-clock seconds per named phase of a step. On a GPU each phase ends with a synchronize: CUDA
+    runs asynchronously, and without it a phase's kernels would be billed to whichever later phase waits for them."""
 
     def __init__(self):
         self.totals = defaultdict(float)
@@ -466,6 +570,8 @@ class Timer:
     def __call__(self, name: str):
         start = time.perf_counter()
         yield
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
         self.totals[name] += time.perf_counter() - start
 
 
