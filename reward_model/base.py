@@ -51,6 +51,12 @@ class RewardModelConfig:
                                     metadata={"help": "linear layer names that get adapters"})
     train_text_encoder: bool = field(default=False, metadata={"help": "fine-tune the whole text encoder "
                                                                       "(default: frozen, embeddings cached)"})
+    dense: bool = field(default=False, metadata={"help": "dense reward: image outputs get a score map over a "
+                                                         "map_grid x map_grid raster of cells (the score is its mean), "
+                                                         "captions a score per word (the score is their sum); marks "
+                                                         "train them where they were made"})
+    map_grid: int = field(default=8, metadata={"help": "cells per side of an image output's score map (dense): the "
+                                                       "colorizer's colour grid, one cell per token"})
     # Filled in by build_reward_model; a saved model rebuilds its backbones from these. Not command-line flags.
     vision_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the image encoder",
                                                                 "flag": False})
@@ -89,7 +95,8 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def score(self, rows: list[dict], outputs: list, batch_rows: int = 64) -> torch.Tensor:
-        """Rewards of `outputs` (image-major, k per row) as float32 on CPU, without gradients."""
+        """Rewards of `outputs` (image-major, k per row) as float32 on the model's device, without gradients (no copy
+        to the CPU per chunk: the tuner normalises and gathers them on its accelerator's device)."""
         if len(rows) == 0 or len(outputs) % len(rows):
             raise ValueError(f"score: {len(outputs)} outputs is not a multiple of {len(rows)} rows")
         k = len(outputs) // len(rows)
@@ -100,9 +107,43 @@ class RewardModel(nn.Module):
         for i in range(0, len(rows), batch_rows):
             batch = self.inputs(rows[i : i + batch_rows], outputs[i * k : (i + batch_rows) * k])
             batch = {n: v.to(device) if torch.is_tensor(v) else v for n, v in batch.items()}
-            chunks.append(self(**batch).float().cpu())
+            chunks.append(self(**batch).float())
         self.train(was_training)
         return torch.cat(chunks)
+
+    @property
+    def regions(self):
+        """The reward's dense form for per-token credit (tuner/rewards.py `RewardMix.regions`), as the oracles give
+        theirs: `regions(rows, outputs)` -> per output an array of what each region adds (they sum to `score`); None
+        for a scalar model (its reward has no per-region form)."""
+        return self.output_regions if self.cfg.dense else None
+
+    def output_regions(self, rows: list[dict], outputs: list) -> list:
+        """Per output, its regions' values as an array summing to its reward (subclasses shape them per task)."""
+        return list(self.score_dense(rows, outputs).numpy())
+
+    @torch.no_grad()
+    def score_dense(self, rows: list[dict], outputs: list, batch_rows: int = 64) -> torch.Tensor:
+        """Per-region rewards [len(outputs), R] of a dense model, float32 on CPU, that sum to `score`: for image
+        outputs R = map_grid² cells in raster order (the colorizer's tokens), each its share of the map's mean; for
+        captions R = 1 + the longest caption's words: the caption as a whole (what no word carries) first, then each
+        word, zero past a caption's end. The tuner credits each token with these (`regions`)."""
+        if not self.cfg.dense:
+            raise ModelError("score_dense: this reward model is not dense (trained without --dense): use score()")
+        if len(rows) == 0 or len(outputs) % len(rows):
+            raise ValueError(f"score_dense: {len(outputs)} outputs is not a multiple of {len(rows)} rows")
+        k = len(outputs) // len(rows)
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        chunks = []
+        for i in range(0, len(rows), batch_rows):
+            batch = self.inputs(rows[i : i + batch_rows], outputs[i * k : (i + batch_rows) * k])
+            batch = {n: v.to(device) if torch.is_tensor(v) else v for n, v in batch.items()}
+            chunks.append(self.dense_scores(**batch).float().cpu())
+        self.train(was_training)
+        width = max(c.shape[1] for c in chunks)
+        return torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in chunks])
 
     # -- persistence -------------------------------------------------------------------------------
     def state_to_save(self) -> dict[str, torch.Tensor]:

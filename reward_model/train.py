@@ -21,10 +21,12 @@ import torch
 
 from reward_model.base import RewardModelConfig, build_reward_model
 from reward_model.data import PairDataset, collate_pairs, column, load_export, split_by_item, validate
-from reward_model.losses import bradley_terry_loss
+from reward_model.losses import bradley_terry_loss, marks_loss
 from reward_model.metrics import pair_metrics
+from vrlhf import collectives
 from vrlhf.errors import ConfigError, DataError
 from vrlhf.tasks import get_task
+from vrlhf.training import resolve_mixed_precision
 
 
 @dataclass
@@ -56,6 +58,9 @@ class TrainRewardConfig(RewardModelConfig):
                                                            "outputs by the same random flip or quarter turn (only "
                                                            "for tasks whose preferences survive it: colorization, "
                                                            "not captioning); none; auto: flips where they may"})
+    marks_coef: float = field(default=1.0, metadata={
+        "help": "dense models, exports with marks: weight of the term that asks every marked region (cell, word) to "
+                "score below the unmarked ones of the same output (reward_model/losses.py marks_loss; 0: off)"})
     contrastive_coef: float = field(default=1.0, metadata={
         "help": "weight of an in-batch term where each input's chosen output must outscore outputs made for other "
                 "inputs: captions, every other image's chosen caption; images, another pair's chosen colours carried "
@@ -64,8 +69,13 @@ class TrainRewardConfig(RewardModelConfig):
     eval_fraction: float = field(default=0.1, metadata={"help": "share of input images held out"})
     eval_every: int = field(default=50, metadata={"help": "evaluate (and maybe checkpoint) every N steps"})
     seed: int = field(default=0, metadata={"help": "seed of the split, initialisation and shuffling"})
-    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (Accelerate)"})
+    mixed_precision: str = field(default="", metadata={
+        "help": "no | bf16 | fp16; empty: the launcher's (accelerate launch --mixed_precision, else no)"})
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    num_workers: int = field(default=-1, metadata={
+        "help": "DataLoader processes that decode and preprocess the pairs beside training; -1: 4 when training on a "
+                "GPU (which would otherwise wait for the main thread to decode images), 0 on a CPU (workers would "
+                "take its cores)"})
 
 
 def resolve_image_encoder(value: str, task: str) -> tuple[str, str | None]:
@@ -92,7 +102,7 @@ def evaluate_pairs(model, loader, accelerator=None, cfg=None) -> dict[str, float
             r = model(**batch).float()
             delta = r[0::2] - r[1::2]
             if accelerator is not None:
-                delta, label = accelerator.gather_for_metrics((delta, label))
+                delta, label = collectives.gather_for_metrics(accelerator, (delta, label))
             deltas.append(delta.cpu())
             labels.append(label.cpu())
     model.train()
@@ -138,7 +148,9 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
         raise ConfigError("train-reward needs --data EXPORT and --out DIR")
     check_out(cfg.out, cfg.overwrite)  # before anything loads: an earlier run is replaced only on purpose
     # cpu=True on a CPU machine: without it a torchrun launch silently trains one process per rank, unsynchronised
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    # mixed_precision None (no flag): Accelerate takes the launcher's (`accelerate launch --mixed_precision bf16`)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     set_seed(cfg.seed)
     ds = load_export(cfg.data)
     task, keep, notes = validate(ds, cfg.data, cfg.task)
@@ -165,11 +177,15 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
     transplanted = not text_outputs and cfg.contrastive_coef > 0  # image outputs: a carried-over negative per pair
     train_collate = partial(collate_pairs, model, transplant=get_task(task).transplant) if transplanted else collate
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_set = PairDataset(ds, train_idx, task, augment=augment, seed=cfg.seed)
+    train_set = PairDataset(ds, train_idx, task, augment=augment, seed=cfg.seed,
+                            marks=cfg.dense and cfg.marks_coef > 0, mark_grid=cfg.map_grid)
+    # Workers are forked afresh each epoch (not persistent), so each sees the dataset's `epoch` (augment) of its pass;
+    # the batches and their order are the main thread's. collate only preprocesses on the CPU: no CUDA in a worker.
+    workers = cfg.num_workers if cfg.num_workers >= 0 else 4 if accelerator.device.type == "cuda" else 0
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
-                                               collate_fn=train_collate, generator=gen)
+                                               collate_fn=train_collate, generator=gen, num_workers=workers)
     eval_loader = torch.utils.data.DataLoader(PairDataset(ds, eval_idx, task), batch_size=2 * cfg.batch_size,
-                                              collate_fn=collate)
+                                              collate_fn=collate, num_workers=workers)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
@@ -219,12 +235,17 @@ def pair_loss(model, batch: dict, cfg: TrainRewardConfig, text_outputs: bool, au
     text outputs, each image's chosen caption must outscore the other images' chosen captions; image outputs (collated
     with a transplanted third output per pair), each chosen output must outscore the one carried over from another."""
     label = batch.pop("label")
+    marks = batch.pop("marks", None)  # [outputs, regions] where annotators marked, with a dense model
     n_outputs = len(batch["captions"]) if text_outputs else len(batch["pixel_values"])
     contrast = cfg.contrastive_coef if len(label) > 1 and (text_outputs or n_outputs == 3 * len(label)) else 0.0
     if contrast and text_outputs:
         batch["captions"] = with_other_captions(batch["captions"])
     with autocast():
-        r = model(**batch).float()
+        r, regions, valid = model(**batch, dense=True) if marks is not None else (model(**batch), None, None)
+        r = r.float()
+    if marks is not None:  # the marked outputs are each pair's chosen and rejected (not the in-batch extras)
+        two = lambda x: x.view(len(label), -1, x.shape[-1])[:, :2].flatten(0, 1) if x is not None else None  # noqa: E731
+        marked = marks_loss(two(regions), two(marks), two(valid))
     if contrast:
         r = r.view(len(label), -1)  # per image: chosen, rejected, then the outputs made for other images
         if text_outputs:  # one chosen caption per image of the batch: which one is this image's?
@@ -233,6 +254,8 @@ def pair_loss(model, batch: dict, cfg: TrainRewardConfig, text_outputs: bool, au
             others = bradley_terry_loss(r[:, 0], r[:, 2])
         r = r[:, :2].reshape(-1)
     loss = bradley_terry_loss(r[0::2], r[1::2], label, cfg.margin, cfg.center_rewards_coefficient)
+    if marks is not None:
+        loss = loss + cfg.marks_coef * marked
     return loss + contrast * others if contrast else loss
 
 

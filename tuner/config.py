@@ -84,7 +84,8 @@ class TuneConfig:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     merge_lora: bool = field(default=True, metadata={
         "help": "merge LoRA into the weights when saving final/ (else save the adapter)"})
-    mixed_precision: str = field(default="no", metadata={"help": "Accelerate mixed precision: no | bf16 | fp16"})
+    mixed_precision: str = field(default="", metadata={
+        "help": "no | bf16 | fp16; empty: the launcher's (accelerate launch --mixed_precision, else no)"})
 
     # ---- bookkeeping ----
     eval_every: int = field(default=20, metadata={

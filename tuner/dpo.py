@@ -53,7 +53,8 @@ class DPOTuneConfig:
     image_column: str = field(default="image", metadata={"help": "image column of a Hugging Face --eval_data"})
     caption_column: str = field(default="", metadata={"help": "caption column of a Hugging Face --eval_data; "
                                                               "empty: captions, caption or text"})
-    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (GPU only)"})
+    mixed_precision: str = field(default="", metadata={
+        "help": "no | bf16 | fp16 (fp16: GPU only); empty: the launcher's (ACCELERATE_MIXED_PRECISION), else no"})
     save_every: int = field(default=0, metadata={"help": "TRL checkpoint every N steps in checkpoints/; 0: off"})
     log_with: str = field(default="none", metadata={"help": "TRL report_to: none | tensorboard | wandb"})
     seed: int = field(default=0, metadata={"help": "seed of the pair order"})
@@ -97,9 +98,10 @@ def dpo(cfg: DPOTuneConfig):
     rundir = RunDir(out, enabled=main_process, overwrite=cfg.overwrite)
     rundir.save_config(cfg)
     max_new_tokens = policy.max_new_tokens
-    if main_process:
-        log_eval(rundir, evaluate, task, policy, eval_rows, max_new_tokens, step=0)
     trainer = build_trainer(cfg, policy, pairs, out)
+    if main_process:  # once the Trainer has put the model on its device (on the CPU this would take minutes)
+        log_eval(rundir, evaluate, task, policy, eval_rows, max_new_tokens, step=0)
+    trainer.accelerator.wait_for_everyone()
     trainer.add_callback(_log_callback(rundir, cfg.steps))
     trainer.train()
     policy.model = trainer.model
@@ -184,6 +186,8 @@ def preference_pairs(path: str, task: str, prompt: str):
 def build_trainer(cfg: DPOTuneConfig, policy, pairs, out: Path):
     from trl import DPOConfig, DPOTrainer
 
+    from tuner.trl_backend import precision_args
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cpu = not torch.cuda.is_available()
     args = DPOConfig(
@@ -192,8 +196,7 @@ def build_trainer(cfg: DPOTuneConfig, policy, pairs, out: Path):
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type="constant_with_warmup",
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm or 0.0,
         beta=cfg.beta, loss_type=[cfg.loss_type], max_length=None,  # cutting would cut image tokens
-        bf16=cfg.mixed_precision == "bf16" and not cpu, fp16=cfg.mixed_precision == "fp16" and not cpu,
-        activation_checkpointing=False, use_cpu=cpu, logging_steps=1,
+        **precision_args(cfg.mixed_precision, cpu), use_cpu=cpu, logging_steps=1,
         report_to=cfg.log_with or "none", save_strategy="steps" if cfg.save_every else "no",
         save_steps=cfg.save_every or 500, save_total_limit=2, dataloader_num_workers=0,
         remove_unused_columns=False,

@@ -45,10 +45,12 @@ from tuner.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
 from tuner.rewards import NORMALIZATIONS, RewardMix, build_reward, parse_reward_specs
+from vrlhf import collectives
 from vrlhf.errors import ConfigError
 from vrlhf.hub import is_hub_id
 from vrlhf.policy import Samples, SequencePolicy
 from vrlhf.rundir import RunDir, check_out, removed_on_failure
+from vrlhf.training import resolve_mixed_precision
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +92,8 @@ def tune_with_reinforce(cfg: TuneConfig):
             generator = torch.Generator(device=accelerator.device).manual_seed(cfg.seed * 1_000_003 + step * 1_009 + m)
             pixel_values = task.pixel_values(policy, [r["image"] for r in batch]).to(accelerator.device)  # (b, C, H, W)
             # 1-2. k samples per image, decoded and scored (every reward component beside the weighted total)
-            scored = rollout(cfg, task, policy, t.reward, batch, pixel_values, generator, accelerator.gather, timer,
-                             accelerator.autocast)
+            scored = rollout(cfg, task, policy, t.reward, batch, pixel_values, generator,
+                             partial(collectives.gather, accelerator), timer, accelerator.autocast)
             logs["reward"].append(scored.rewards.mean().item())
             for name, values in scored.components.items():
                 logs[f"reward/{name}"].append(values.mean().item())
@@ -180,8 +182,9 @@ def setup(cfg: TuneConfig) -> Tuning:
     check_config(cfg)
     task = get_task(cfg.task)
     specs = parse_reward_specs(cfg.reward or list(task.DEFAULT_REWARDS))
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
-                              log_with=tracker(cfg.log_with), project_dir=cfg.out)
+    # mixed_precision None (no flag): Accelerate takes the launcher's (`accelerate launch --mixed_precision bf16`)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(
+        cfg.mixed_precision), log_with=tracker(cfg.log_with), project_dir=cfg.out)
     world = accelerator.num_processes
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by processes × grad_accum = "
@@ -212,7 +215,10 @@ def setup(cfg: TuneConfig) -> Tuning:
     state = TrainState(reward=reward)
     accelerator.register_for_checkpointing(policy.model, scheduler, state)
     out = Path(cfg.out)
-    checkpoint = latest_checkpoint(out / "checkpoints", say=accelerator.print) if cfg.resume else None
+    # the main process hashes the checkpoints and picks one; every rank resumes from that one (ranks never disagree)
+    checkpoint = latest_checkpoint(out / "checkpoints", say=print) if cfg.resume and accelerator.is_main_process \
+        else None
+    checkpoint = collectives.broadcast_object(accelerator, checkpoint) if cfg.resume else None
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         accelerator.print(f"resumed from {checkpoint} at step {state.step}")
@@ -422,10 +428,11 @@ def optimizer_step(cfg: TuneConfig, t: Tuning, finite: bool, logs: dict, step: i
     from vrlhf.training import average_gradients
 
     accelerator = t.accelerator
-    if accelerator.reduce(torch.tensor(float(not finite), device=accelerator.device), "sum").item() == 0:
+    skip = collectives.reduce(accelerator, torch.tensor(float(not finite), device=accelerator.device), "sum")
+    if skip.item() == 0:
         average_gradients(accelerator, t.params)
-        if cfg.max_grad_norm:
-            logs["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(t.params, cfg.max_grad_norm)))
+        if cfg.max_grad_norm:  # Accelerate's: under fp16 it unscales first, so the clip and the logged norm are true
+            logs["grad_norm"].append(float(accelerator.clip_grad_norm_(t.params, cfg.max_grad_norm)))
         t.optimizer.step()
         t.scheduler.step()
     else:
@@ -438,7 +445,7 @@ def optimizer_step(cfg: TuneConfig, t: Tuning, finite: bool, logs: dict, step: i
 def step_record(t: Tuning, logs: dict, timer: Timer, step_time: float) -> dict:
     """The step's metrics.jsonl line: each logged value's mean over micro-batches and processes, and timings."""
     record = {name: sum(v) / len(v) for name, v in logs.items()}
-    means = t.accelerator.reduce(torch.tensor(list(record.values()), device=t.accelerator.device), "mean")
+    means = collectives.reduce(t.accelerator, torch.tensor(list(record.values()), device=t.accelerator.device))
     record = dict(zip(record, means.tolist()))
     record.update({f"time/{name}": seconds for name, seconds in timer.totals.items()})
     record["time/other"] = step_time - sum(timer.totals.values())

@@ -9,8 +9,11 @@ with our reward mix as TRL reward functions, writing the run directory our own l
 trainers do not run (TRL_FAMILIES). What the flags become:
 
 - `--baseline loo` / `group_norm`: `RLOOTrainer` / `GRPOTrainer` (`greedy` and `none` are our loop's only);
-- `--k`: `num_generations`; `--batch_size` (images per step): `per_device_train_batch_size` = batch_size · k /
-  (processes · grad_accum), since TRL counts completions;
+- `--k`: `num_generations`; `--batch_size` (images per step): batch_size · k completions per optimiser step, all
+  generated at once (`generation_batch_size`), each rank's share in forward/backward passes of at most
+  COMPLETIONS_PER_PASS completions (`per_device_train_batch_size`) and at least `--grad_accum` of them
+  (`gradient_accumulation_steps`): see `batch_sizes`;
+- `--mixed_precision`: `bf16` / `fp16`; empty: the launcher's (ACCELERATE_MIXED_PRECISION), else fp32;
 - `--steps`, `--lr`, `--warmup_steps`, `--weight_decay`, `--max_grad_norm`, `--grad_accum`, `--seed`: the same
   (a constant learning rate after warm-up, as ours);
 - `--kl_coef`: `beta` (RLOO folds the KL into the reward as ours does; GRPO puts it in the loss);
@@ -23,12 +26,15 @@ trainers do not run (TRL_FAMILIES). What the flags become:
 
 Reward functions receive TRL's completion token ids and decode them with the task (`Caption.finished`: the completion
 ended with a stop id), and the rows they belong to through a `row_index` column: so CIDEr-D, the oracle and learned
-reward models score exactly as they do in our loop. On CPU, bf16 and gradient checkpointing (TRL's defaults) are off.
+reward models score exactly as they do in our loop (on the training device; `--reward_norm batch` whitens over every
+rank's completions, and `running` statistics are saved in each checkpoint and restored on resume). Gradient
+checkpointing (TRL's default) is on, except on the CPU.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections import defaultdict
@@ -38,9 +44,14 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from vrlhf import collectives
 from vrlhf.errors import ConfigError
 
 ALGORITHMS = {"loo": "rloo", "group_norm": "grpo"}  # --baseline -> TRL trainer
+# Completions per forward/backward pass on one device. A rank's share of a step (32 images × 16 samples = 512 on one
+# GPU at the defaults) in one pass would hold 512 sequences' activations; the rest accumulates instead.
+COMPLETIONS_PER_PASS = 64
+STATS_FILE = "reward_stats.json"  # the running reward statistics in each TRL checkpoint
 # The VLM families TRL's trainers run. Not PaliGemma: its processor wants the images with every text TRL tokenises,
 # and its forward is called with `labels` TRL's RLOO/GRPO do not take (tracebacks from inside TRL 1.x, with or
 # without a chat template); our loop tunes it.
@@ -118,7 +129,7 @@ def tune_with_trl(cfg):
         raise ConfigError(f"--backend trl tunes text outputs (captioning); task {cfg.task!r} makes {task.OUTPUT}s")
     specs = parse_reward_specs(cfg.reward or list(task.DEFAULT_REWARDS))
     train_rows, eval_rows = split_data(cfg)
-    reward = build_reward(task, specs, train_rows, cfg.reward_norm)
+    reward = build_reward(task, specs, train_rows, cfg.reward_norm, training_device())  # learned RMs: on the GPU
     torch.manual_seed(cfg.seed)
     policy = task.load_policy(cfg.policy)
     if policy.adapter is not vlm:
@@ -141,12 +152,18 @@ def tune_with_trl(cfg):
     rundir.save_config(cfg)
     show_rows = eval_rows[: cfg.num_show]
     max_new_tokens = cfg.max_new_tokens or policy.max_new_tokens
+
+    trainer, clock = build_trainer(cfg, task, policy, reward, train_rows, out)
+    stats = RewardStatsCallback(trainer.reward_funcs)
+    if resume_from is not None:
+        stats.load(resume_from)
+    # "before" once the Trainer has put the model on its device (evaluating on the CPU first would take minutes)
     if resume_from is None and main:
         log_eval(rundir, evaluate, task, policy, eval_rows, max_new_tokens, step=0)
         if show_rows:
             save_samples(task, policy, show_rows, out / "samples_before", seed=cfg.seed)
-
-    trainer, clock = build_trainer(cfg, task, policy, reward, train_rows, out)
+    trainer.accelerator.wait_for_everyone()
+    trainer.add_callback(stats)
     trainer.add_callback(RunDirCallback(cfg, task, policy, eval_rows, rundir, clock, max_new_tokens, evaluate))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     policy.model = trainer.model  # with LoRA: the PEFT model TRL built
@@ -182,15 +199,14 @@ def build_trainer(cfg, task, policy, reward, train_rows: list[dict], out: Path):
                                                                                                cfg.log_with)
     args = TrainerConfig(
         output_dir=str(out / "checkpoints"), max_steps=cfg.steps, seed=cfg.seed, data_seed=cfg.seed,
-        num_generations=cfg.k, per_device_train_batch_size=cfg.batch_size * cfg.k // (world * cfg.grad_accum),
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type="constant_with_warmup",
+        num_generations=cfg.k, **batch_sizes(cfg, world), learning_rate=cfg.lr,
+        lr_scheduler_type="constant_with_warmup",
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm or 0.0,
         beta=cfg.kl_coef, temperature=cfg.temperature, top_k=0, top_p=1.0,
         generation_kwargs={"suppress_tokens": list(policy.banned_token_ids)} if policy.banned_token_ids else None,
         max_completion_length=cfg.max_new_tokens or policy.max_new_tokens,
         reward_weights=list(reward.weights.values()), disable_dropout=True, remove_unused_columns=False,
-        bf16=cfg.mixed_precision == "bf16" and not cpu, fp16=cfg.mixed_precision == "fp16" and not cpu,
-        activation_checkpointing=False, use_cpu=cpu, logging_steps=1, report_to=tracker,
+        **precision_args(cfg.mixed_precision, cpu), use_cpu=cpu, logging_steps=1, report_to=tracker,
         save_strategy="steps" if cfg.save_every else "no",
         save_steps=cfg.save_every or 500, save_total_limit=2, dataloader_num_workers=0,
     )
@@ -208,30 +224,66 @@ def build_trainer(cfg, task, policy, reward, train_rows: list[dict], out: Path):
 
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                  target_modules="all-linear")
-    trainer = Trainer(model=policy.model, reward_funcs=reward_functions(task, policy, reward, train_rows, clock),
-                      args=args, train_dataset=dataset, processing_class=policy.processor, peft_config=peft_config)
+    trainer = None
+
+    def gather(values):  # every rank scores its share of each generation batch in step: a safe collective
+        return collectives.gather(trainer.accelerator, values)
+
+    funcs = reward_functions(task, policy, reward, train_rows, clock, gather)
+    trainer = Trainer(model=policy.model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                      processing_class=policy.processor, peft_config=peft_config)
     clock.instrument(trainer)
     return trainer, clock
 
 
-def reward_functions(task, policy, reward, train_rows: list[dict], clock) -> list:
-    """One TRL reward function per component of our RewardMix, each normalised as `--reward_norm` says; the raw
-    component means go to the log as `reward/NAME`."""
+def batch_sizes(cfg, world: int) -> dict:
+    """TRL's batch arguments: a rank's share of a step's batch_size · k completions, in passes of at most
+    COMPLETIONS_PER_PASS (the largest divisor of the share that fits, and at least --grad_accum passes); the whole
+    share is generated at once (TRL's default: one generation batch per optimiser step, as our loop samples)."""
+    share = cfg.batch_size * cfg.k // world  # completions per rank per optimiser step
+    limit = min(COMPLETIONS_PER_PASS, share // cfg.grad_accum)
+    per_pass = max(d for d in range(1, max(1, limit) + 1) if share % d == 0)
+    return {"per_device_train_batch_size": per_pass, "gradient_accumulation_steps": share // per_pass}
+
+
+def precision_args(flag: str, cpu: bool) -> dict:
+    """TrainingArguments' bf16 / fp16 from --mixed_precision, else the launcher's; gradient checkpointing (TRL's
+    default) on a GPU, where activations are the memory that matters, off on the CPU, where it only costs time."""
+    from vrlhf.training import launcher_mixed_precision
+
+    precision = launcher_mixed_precision(flag)
+    if precision == "fp16" and cpu:
+        raise ConfigError("--mixed_precision fp16 needs a GPU (no fp16 gradient scaling on the CPU): use bf16 or no")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "activation_checkpointing": not cpu}
+
+
+def training_device() -> torch.device:
+    """The device this process trains on (the Trainer's: the local rank's GPU, else the CPU)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def reward_functions(task, policy, reward, train_rows: list[dict], clock, gather=lambda t: t) -> list:
+    """One TRL reward function per component of our RewardMix, each normalised as `--reward_norm` says (`gather`:
+    over every rank's completions); the raw component means go to the log as `reward/NAME`. Each function's mix is
+    its `.mix` (running statistics: RewardStatsCallback)."""
     from tuner.rewards import RewardMix
 
     def make(name: str):
-        single = RewardMix({name: reward.fns[name]}, {name: 1.0}, reward.normalize)
+        single = RewardMix({name: reward.fns[name]}, {name: 1.0}, reward.normalize, device=reward.device)
 
         def score(prompts, completions, completion_ids, row_index, log_metric=None, **_):
             with clock("reward"):
                 rows, k = grouped([train_rows[i] for i in row_index], row_index)
                 outputs = task.decode(policy, rows, padded(completion_ids, policy.pad_token_id), k)
-                total, raw = single(rows, outputs)
+                total, raw = single(rows, outputs, gather=gather)
                 if log_metric is not None:
                     log_metric(f"reward/{name}", raw[name].mean().item())
                 return total.tolist()
 
         score.__name__ = name  # TRL logs rewards/<name>/mean
+        score.mix = single
         return score
 
     return [make(name) for name in reward.fns]
@@ -295,6 +347,31 @@ class Clock:
         self.totals.clear()
         self.mark = now
         return record
+
+
+class RewardStatsCallback(TrainerCallback):
+    """The running reward statistics (`--reward_norm running`) saved into each TRL checkpoint (STATS_FILE) and read
+    back on resume: a resumed run normalises as the uninterrupted one would."""
+
+    def __init__(self, reward_funcs):
+        self.mixes = [f.mix for f in reward_funcs if hasattr(f, "mix")]
+
+    def state_dict(self) -> dict:
+        return {name: stats for mix in self.mixes for name, stats in mix.state_dict().items()}
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:  # the statistics are of gathered values: the same on every rank
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (folder / STATS_FILE).write_text(json.dumps(self.state_dict()))
+
+    def load(self, checkpoint: Path) -> None:
+        path = Path(checkpoint) / STATS_FILE
+        if not path.is_file():  # a checkpoint of an older version: statistics start afresh
+            print(f"note: {path} is missing: running reward statistics start afresh")
+            return
+        state = json.loads(path.read_text())
+        for mix in self.mixes:
+            mix.load_state_dict({name: state[name] for name in mix.fns if name in state})
 
 
 class RunDirCallback(TrainerCallback):

@@ -27,7 +27,7 @@ from vrlhf.config import parse_config
 from vrlhf.data import load_split
 from vrlhf.rundir import RunDir, check_out
 from vrlhf.tasks import get_task
-from vrlhf.training import average_gradients, save_files_atomically
+from vrlhf.training import average_gradients, resolve_mixed_precision, save_files_atomically
 
 
 @dataclass
@@ -52,7 +52,8 @@ class PretrainConfig:
     patch_size: int = field(default=8, metadata={"help": "ViT patch size in pixels (image_size must be a multiple)"})
     hidden_size: int = field(default=128, metadata={"help": "transformer width (encoder and decoder)"})
     layers: int = field(default=3, metadata={"help": "layers in the encoder and in the decoder"})
-    mixed_precision: str = field(default="no", metadata={"help": "no | fp16 | bf16 (Accelerate)"})
+    mixed_precision: str = field(default="", metadata={
+        "help": "no | fp16 | bf16; empty: the launcher's (accelerate launch --mixed_precision, else no)"})
     strict: bool = field(default=False, metadata={
         "help": "fail on a missing or unreadable image (default: skip and count)"})
     init: str = field(default="", metadata={"help": "start from this policy instead of a fresh model: a directory "
@@ -90,8 +91,9 @@ def evaluate(task, policy, rows: list[dict], batch_size: int = 100) -> dict[str,
     nll, count, outputs = 0.0, 0, []
     for i in range(0, len(rows), batch_size):
         batch = rows[i : i + batch_size]
-        pixels = task.pixel_values(policy, [r["image"] for r in batch])
+        pixels = task.pixel_values(policy, [r["image"] for r in batch]).to(policy.device)
         tokens, mask, k = task.heldout_targets(policy, batch)  # (B*k, T): k targets per image
+        tokens, mask = tokens.to(policy.device), mask.to(policy.device)
         nll -= policy.token_log_probs(pixels, tokens, mask, k=k).sum().item()
         count += mask.sum().item()
         outputs += task.decode(policy, batch, policy.greedy(pixels).tokens)
@@ -101,7 +103,9 @@ def evaluate(task, policy, rows: list[dict], batch_size: int = 100) -> dict[str,
 def pretrain(cfg: PretrainConfig) -> dict:
     check_out(cfg.out, cfg.overwrite)  # before anything loads: an earlier run is replaced only on purpose
     # cpu=True on a CPU machine: without it a torchrun launch silently trains one process per rank, unsynchronised
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    # mixed_precision None (no flag): Accelerate takes the launcher's (`accelerate launch --mixed_precision bf16`)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     torch.manual_seed(cfg.seed + accelerator.process_index)
     rng = random.Random(cfg.seed + accelerator.process_index)
     train_rows, test_rows = split_data(cfg)
@@ -113,8 +117,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, cfg.steps // 20), cfg.steps)
     optimizer = accelerator.prepare(optimizer)  # not the scheduler: Accelerate would step it once per process
 
-    # Inputs are small: preprocess every training image once instead of every step.
-    pixels = task.pixel_values(policy, [r["image"] for r in train_rows])  # (N, C, S, S)
+    # Inputs are small: preprocess every training image once instead of every step; they stay in host memory and
+    # each step's batch goes to the device (the whole set on every GPU would cost N × C × S × S floats each).
+    pixels = task.pixel_values(policy, [r["image"] for r in train_rows])  # (N, C, S, S) on the CPU
     out = Path(cfg.out)
     run = RunDir(out, enabled=accelerator.is_main_process, overwrite=cfg.overwrite)
     run.save_config(cfg)
@@ -126,11 +131,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
         policy.train()
         idx = rng.sample(range(len(train_rows)), min(cfg.batch_size, len(train_rows)))
         tokens, mask = task.reference_tokens(policy, [train_rows[i] for i in idx], rng)
+        device = accelerator.device
         with accelerator.autocast():
-            loss = mle_loss(policy, pixels[idx], tokens, mask)
+            loss = mle_loss(policy, pixels[idx].to(device, non_blocking=True), tokens.to(device), mask.to(device))
         accelerator.backward(loss)
         average_gradients(accelerator, params)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        accelerator.clip_grad_norm_(params, 1.0)  # under fp16 Accelerate unscales first: the clip sees true norms
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)  # free the gradients now, we do not need them until next backward

@@ -1,4 +1,5 @@
-"""Small training helpers shared by every trainer: gradient averaging across processes, atomic file writes."""
+"""Small training helpers shared by every trainer: gradient averaging across processes, the mixed precision asked,
+atomic file writes."""
 
 from __future__ import annotations
 
@@ -6,24 +7,34 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
-
 
 def average_gradients(accelerator, params) -> None:
     """Average gradients over processes.
 
     The policy calls into the HF model's sub-modules (encoder, decoder) rather than one `forward`, so we do not wrap
-    it in DDP; instead we all-reduce the gradients ourselves, in one flat buffer to keep it to a single collective.
+    it in DDP; instead we all-reduce the gradients ourselves, in DDP-sized buckets (vrlhf.collectives): no copy of
+    every gradient at once, and big tensors reduced in place.
     """
-    if accelerator.num_processes == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    flat = accelerator.reduce(flat, reduction="mean")
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    from vrlhf import collectives
+
+    collectives.all_reduce_mean_(accelerator, [p.grad for p in params if p.grad is not None])
+
+
+def resolve_mixed_precision(flag: str | None) -> str | None:
+    """`--mixed_precision` for Accelerator(...): the flag when given, else None, so that Accelerate reads the
+    launcher's choice (`accelerate launch --mixed_precision bf16` sets ACCELERATE_MIXED_PRECISION; default: no)."""
+    from vrlhf.errors import ConfigError
+
+    if flag not in ("", None, "no", "bf16", "fp16"):
+        raise ConfigError(f"--mixed_precision {flag!r} is not no, bf16 or fp16 (empty: the launcher's)")
+    return flag or None
+
+
+def launcher_mixed_precision(flag: str | None) -> str:
+    """The precision a Trainer (TRL) runs in: the flag, else the launcher's ACCELERATE_MIXED_PRECISION, else no."""
+    import os
+
+    return resolve_mixed_precision(flag) or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
 
 
 def save_files_atomically(out_dir: str | Path, write) -> Path:

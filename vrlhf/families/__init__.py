@@ -76,9 +76,18 @@ def load_config(path: str | Path):
 
 
 def load_model(path: str | Path, **kwargs):
-    """(model, adapter) for the model at `path`, with the HF class its family names."""
+    """(model, adapter) for the model at `path`, with the HF class its family names, in float32 unless `dtype` says.
+
+    float32 because these weights are trained: hub VLMs are saved in bf16, and transformers loads the saved dtype,
+    where AdamW's updates at lr 5e-5 mostly round away (bf16 keeps 8 bits of mantissa); mixed precision
+    (--mixed_precision bf16) then runs the matmuls in bf16 over fp32 master weights. With LoRA only the adapters are
+    trained (PEFT keeps them in fp32), so a frozen base could be loaded in bf16 to halve its memory
+    (`dtype=torch.bfloat16`); the tuner loads fp32 in both cases (docs/TUNER.md: memory)."""
+    import torch
+
     kind = model_type(path)
     adapter = FAMILIES[kind]
+    kwargs.setdefault("dtype", torch.float32)
     try:
         return adapter.MODEL_CLASSES[kind].from_pretrained(str(path), **kwargs), adapter
     except (OSError, ValueError) as error:

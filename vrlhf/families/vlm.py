@@ -7,7 +7,8 @@ prompt. So the policy's input stays one pixel tensor per image, and sampling, te
 same tokens. That needs a fixed number of image tokens per image: Idefics3 is run on one tile per image (image
 splitting off, the image resized to the vision encoder's square), LLaVA and PaliGemma have a fixed size anyway.
 
-"Encode once" is the prefill: prompt + image run once per image, and its cache is repeated for the k samples.
+"Encode once" is the prefill: prompt + image run once per image, and its cache is repeated for the k samples,
+in sampling and teacher forcing alike.
 """
 
 from __future__ import annotations
@@ -74,11 +75,11 @@ def set_prompt(policy, prompt: str) -> None:
     prepare(policy)
 
 
-def _extras(policy, rows: int, prompt: int, answer: int) -> dict:
-    """PaliGemma attends bidirectionally over the prefix (token type 0) and causally over the answer (1)."""
+def _extras(policy, rows: int, prompt: int, answer: int, device: torch.device) -> dict:
+    """PaliGemma attends bidirectionally over the prefix (token type 0) and causally over the answer (1); built on
+    `device`, the inputs' (policy.prompt_ids stay on the CPU)."""
     if policy.family != "paligemma":
         return {}
-    device = policy.prompt_ids.device
     return {"token_type_ids": torch.cat([torch.zeros(rows, prompt, dtype=torch.long, device=device),
                                          torch.ones(rows, answer, dtype=torch.long, device=device)], dim=1)}
 
@@ -99,7 +100,7 @@ def first_step(policy, pixel_values: torch.Tensor):
     prompt = policy.prompt_ids.to(pixel_values.device)
     rows, length = pixel_values.shape[0], prompt.shape[1]
     out = policy.model(input_ids=prompt.expand(rows, -1), pixel_values=pixel_values, use_cache=True,
-                       logits_to_keep=1, **_extras(policy, rows, length, 0))
+                       logits_to_keep=1, **_extras(policy, rows, length, 0, prompt.device))
     return out.logits[:, -1], out.cache, None
 
 
@@ -109,10 +110,13 @@ def next_step(policy, context, tokens: torch.Tensor, cache, position: int):
 
 
 def teacher_forced_logits(policy, pixel_values: torch.Tensor, tokens: torch.Tensor, k: int) -> torch.Tensor:
-    """Prompt + tokens in one pass; the logits at the last prompt position and after predict tokens (N, T)."""
-    prompt = policy.prompt_ids.to(tokens.device)
-    rows, length, steps = tokens.shape[0], prompt.shape[1], tokens.shape[1]
-    inputs = torch.cat([prompt.expand(rows, -1), tokens[:, :-1]], dim=1)  # (N, P + T - 1)
-    out = policy.model(input_ids=inputs, pixel_values=pixel_values.repeat_interleave(k, dim=0), use_cache=False,
-                       logits_to_keep=steps, **_extras(policy, rows, length, steps - 1))
-    return out.logits  # (N, T, V)
+    """Logits (N, T, V) predicting `tokens` (N, T), as sampling computes them: prompt + image prefilled once per image
+    (the vision tower and the prompt run B times, not B·k), the cache repeated for the k samples, then the answer
+    tokens in one pass over it (the last is predicted, never fed)."""
+    first, cache, _ = first_step(policy, pixel_values)  # (B, V): predicts each sample's first token
+    first = first.repeat_interleave(k, dim=0)[:, None]  # (N, 1, V)
+    if tokens.shape[1] == 1:
+        return first
+    cache.batch_repeat_interleave(k)
+    out = policy.model(input_ids=tokens[:, :-1], cache=cache, use_cache=True)
+    return torch.cat([first, out.logits], dim=1)  # (N, T, V)
