@@ -45,7 +45,7 @@ from labeler.leases import MAX_COMMENT
 from labeler.schema import utcnow
 from labeler.store import MAX_K, POSITIONS, LabelError, Store
 from labeler.users import Roles
-from vrlhf.config import parse_config
+from vrlhf.config import check_port, parse_config, read_text_file
 from vrlhf.exports import FORMATS
 
 log = logging.getLogger("labeler")
@@ -362,10 +362,7 @@ def load_guidelines(specs: list[str]) -> dict[str | None, str]:
             raise LabelError(f"--guidelines {spec}: no task {task!r} (tasks: {', '.join(task_names())})")
         if task in out:
             raise LabelError(f"--guidelines: {'task ' + task if task else 'a file for every task'} given twice")
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise LabelError(f"--guidelines {path}: cannot read it ({e.__class__.__name__}: {e})") from None
+        text = read_text_file(path, "--guidelines", 4 * 100_000)  # a regular file, size-checked before reading
         if not text.strip():
             raise LabelError(f"--guidelines {path}: the file is empty")
         if len(text) > 100_000:
@@ -460,6 +457,7 @@ class LabelConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(LabelConfig, argv, prog="vrlhf label")
+    check_port(cfg.port, cfg.host)  # out of range, or taken: one line naming --port, before anything loads
     check_proxies(cfg.trusted_proxies, cfg.auth is not None)
     guidelines = load_guidelines(cfg.guidelines)  # a bad file fails before the database is touched
     store = Store(cfg.db, media=cfg.media, overlap=cfg.overlap, overlap_fraction=cfg.overlap_fraction,

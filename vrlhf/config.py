@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
+import socket
+import stat
 import sys
 import typing
 from pathlib import Path
@@ -167,10 +171,10 @@ def _pop_config(argv: list[str]) -> str | None:
 
 def _read_yaml(cls, path: Path) -> dict[str, Any]:
     """The file's values by dotted field name, converted to the fields' types."""
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text_file(path, "--config")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -240,3 +244,60 @@ def _build(cls, values: dict[str, Any], prefix: str = "", base=None):
         elif base is None and _default(f) is dataclasses.MISSING:
             raise ConfigError(f"--{name} is required")
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+# ---- checks of what a flag names: files, ports ---------------------------------------------------------------
+
+MAX_FILE_BYTES = 1_000_000  # a config or guidelines file is text a person wrote: far below this
+
+
+def read_text_file(path: str | os.PathLike, flag: str, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of a small file a flag names (`--config`, `--guidelines`), read only if it is a regular file of
+    at most `max_bytes` (a FIFO would block forever, /dev/zero never ends, a huge file is refused unread);
+    ConfigError naming the flag and file otherwise. Opened without blocking and checked on the open file, so a file
+    swapped for a FIFO between a check and the read cannot hang it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot read it ({e.__class__.__name__}: {e})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode)
+                    else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a file")
+            raise ConfigError(f"{flag} {path}: {kind}, not a regular file: give a text file")
+        if info.st_size > max_bytes:
+            raise ConfigError(f"{flag} {path}: {info.st_size} bytes; at most {max_bytes} are read (is it the right "
+                              "file?)")
+        data = os.read(fd, max_bytes + 1)  # bounded even if the file grew since fstat
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ConfigError(f"{flag} {path}: more than {max_bytes} bytes; at most {max_bytes} are read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{flag} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def check_port(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse a `--port` outside 0-65535, or one that a server already listens on at `host`, in one line saying
+    what to do (0: any free port). SO_REUSEADDR as servers use it: a port only in TIME_WAIT is free to take."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a port is a number from 1 to 65535 (or 0: any free port)")
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"--port {port}: {host}:{port} is in use (another server, perhaps another vrlhf "
+                                  "label): pass another --port, or --port 0 for any free one") from None
+            raise ConfigError(f"--port {port}: cannot serve on {host}:{port} ({e.strerror}): pass another --port "
+                              "or --host") from None
