@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import html
-import importlib.util
 import ipaddress
 import logging
 import os
@@ -29,7 +28,6 @@ import socket
 import sys
 import tempfile
 import traceback
-from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -37,15 +35,16 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
-from labeler import page, stats
+from labeler import guides, page, stats
+from labeler.cli import LabelConfig, check_proxies, main  # noqa: F401  (`python -m labeler.app` runs main)
 from labeler.desk import Desk, Labeler, refuse
 from labeler.downloads import ROUTE, DownloadRoute, Downloads
 from labeler.gate import Gate
+from labeler.guides import load_guidelines  # noqa: F401  (re-exported: the demo and tests load them here)
 from labeler.leases import MAX_COMMENT
 from labeler.schema import utcnow
 from labeler.store import MAX_K, POSITIONS, LabelError, Store
 from labeler.users import Roles
-from vrlhf.config import check_port, parse_config, read_text_file
 from vrlhf.exports import FORMATS
 
 log = logging.getLogger("labeler")
@@ -126,12 +125,13 @@ def page_event(handler, n_outputs: int, say_at: int):
 
 
 def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str | None, str] | None = None,
-              title: str = "visual-rlhf labeler", download_seconds: float = 600, poll_seconds: float = 10.0
-              ) -> gr.Blocks:
+              title: str = "visual-rlhf labeler", download_seconds: float = 600, poll_seconds: float = 10.0,
+              idle_seconds: float = 180.0) -> gr.Blocks:
     """The labeling UI (Label, and Stats & export for admins) plus the `next`, `vote` and `undo` API endpoints.
 
     `guidelines`: Markdown per task (None: for every task without its own). A page with nothing left checks for
-    new work every `poll_seconds`; an export's download link works once, for `download_seconds`.
+    new work every `poll_seconds`; a page left alone for `idle_seconds` (0: never) pauses and gives its
+    reservations back; an export's download link works once, for `download_seconds`.
     """
     auth = auth_file is not None
     lab, roles, guidelines = Labeler(store, auth), Roles(auth_file), guidelines or {}
@@ -151,33 +151,42 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
             name_box = gr.Textbox(label="Your name", placeholder="e.g. alice", max_length=100, elem_id="vr-name")
             name_msg = gr.Markdown(elem_id="vr-name-msg")
             start = gr.Button("Start", variant="primary", elem_id="vr-start")
-        with gr.Tabs():
+        with gr.Tabs(visible=auth) as tabs:  # shown once someone is labelling (no empty tabs under the name box)
             with gr.Tab("Label", id="label"):
-                with gr.Column(visible=False) as label_col:
-                    with gr.Row(equal_height=True):
-                        task_pick = gr.Radio(task_choices, value=ALL, label="Task", elem_id="vr-task", scale=1)
+                with gr.Column(visible=False, elem_id="vr-label") as label_col:
+                    with gr.Row(equal_height=True, elem_id="vr-top"):
+                        task_pick = gr.Radio(task_choices, value=ALL, label="Task", elem_id="vr-task", scale=3)
                         progress = gr.Markdown(elem_id="vr-progress")
+                        if auth:  # a shared computer: end this login here (the page's reservations go back)
+                            gr.Button("Log out", elem_id="vr-logout", size="sm", scale=0, min_width=90).click(
+                                None, js="() => { location.href = 'logout?all_session=false'; }")
                     message = gr.Markdown(elem_id="vr-message")
                     with gr.Accordion("Guidelines [G]", open=False, elem_id="vr-guidelines") as guide_acc:
                         guide_text = gr.Markdown(elem_id="vr-guidelines-text")
                     view = gr.HTML(elem_id="vr-view")
-                    with gr.Row(visible=True, elem_classes="vr-keys") as pair_row:
-                        pair_btns = [gr.Button("A better [1]", elem_id="vr-a", variant="primary"),
-                                     gr.Button("B better [2]", elem_id="vr-b", variant="primary"),
-                                     gr.Button("Tie [3]", elem_id="vr-tie"),
-                                     gr.Button("Both bad [0]", elem_id="vr-bad")]
-                    with gr.Row(visible=False, elem_classes="vr-keys") as rank_row:
-                        rank_btns = [gr.Button(f"{p} [{i + 1}]", elem_id=f"vr-rank-{p}", variant="primary")
-                                     for i, p in enumerate(POSITIONS[:MAX_K])]
-                        all_bad = gr.Button("All bad [0]", elem_id="vr-allbad")
                     with gr.Row(equal_height=True):
                         comment = gr.Textbox(show_label=False, max_length=MAX_COMMENT, lines=1, scale=4,
-                                             placeholder="Comment on this comparison (optional; saved with your vote)",
+                                             placeholder="Comment on this comparison (optional; saved with your vote; "
+                                                         "Enter or Esc: back to the keys)",
                                              elem_id="vr-comment")
                         flag = gr.Checkbox(label="Flag for the project lead", elem_id="vr-flag", scale=1)
-                    with gr.Row(elem_classes="vr-keys"):
-                        skip = gr.Button("Skip [S]", elem_id="vr-skip")
-                        undo = gr.Button("Undo last [U]", elem_id="vr-undo")
+                    # Vote buttons, Skip and Undo: a bar fixed to the bottom of the window (page.CSS), always in view.
+                    with gr.Column(elem_id="vr-actions"):
+                        with gr.Row(visible=True, elem_classes="vr-keys") as pair_row:
+                            pair_btns = [gr.Button("A better [1]", elem_id="vr-a", variant="primary"),
+                                         gr.Button("B better [2]", elem_id="vr-b", variant="primary"),
+                                         gr.Button("Tie [3]", elem_id="vr-tie"),
+                                         gr.Button("Both bad [0]", elem_id="vr-bad")]
+                        with gr.Row(visible=False, elem_classes="vr-keys") as rank_row:
+                            rank_btns = [gr.Button(f"{p} [{i + 1}]", elem_id=f"vr-rank-{p}", variant="primary")
+                                         for i, p in enumerate(POSITIONS[:MAX_K])]
+                            all_bad = gr.Button("All bad [0]", elem_id="vr-allbad")
+                        with gr.Row(elem_classes="vr-keys"):
+                            skip = gr.Button("Skip [S]", elem_id="vr-skip", size="sm")
+                            undo = gr.Button("Undo last [U]", elem_id="vr-undo", size="sm")
+                    # Pressed by the page's script (page.HEAD_JS): a page left alone pauses; the next key goes on.
+                    away = gr.Button("away", elem_id="vr-away", elem_classes="vr-hidden")
+                    back = gr.Button("back", elem_id="vr-back", elem_classes="vr-hidden")
             with gr.Tab("Stats & export", id="stats", visible=not auth, elem_id="vr-stats-tab") as stats_tab:
                 admin_msg = gr.Markdown(elem_id="vr-admin-msg")
                 with gr.Row(equal_height=True):
@@ -188,39 +197,47 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
                 refresh = gr.Button("Refresh statistics", elem_id="vr-refresh", size="sm")
                 summary = gr.Markdown(elem_id="vr-summary")
                 per_annotator = gr.Dataframe(stats.per_annotator([]), interactive=False, elem_id="vr-per-annotator",
-                                             label="Per annotator (agreement: the share of their judgments that "
-                                                   "match another annotator's on the same comparison)")
-                disagreements = gr.Dataframe(stats.disagreements(store, []), interactive=False,
-                                             label="Disagreements", elem_id="vr-disagreements")
-                notes = gr.Dataframe(stats.notes([]), interactive=False, label="Comments and flags",
-                                     elem_id="vr-notes")
+                                             label="Per annotator")
+                gr.Markdown(stats.PER_ANNOTATOR_EXPLAINED)
+                gr.Markdown("### Disagreements\nComparisons whose annotators judged differently, newest first.")
+                disagreements = gr.HTML(elem_id="vr-disagreements")
+                gr.Markdown("### Comments and flags")
+                notes = gr.HTML(elem_id="vr-notes")
+                inspected = gr.HTML(elem_id="vr-inspected")  # a clicked row's comparison, as its annotators saw it
+                inspect_id = gr.Textbox(visible=False)
+                inspect = gr.Button("inspect", elem_id="vr-inspect", elem_classes="vr-hidden")
                 labels = gr.Dataframe(stats.label_mix([]), interactive=False, label="Label distribution")
 
         # Outputs of every comparison event (`core`), and of the events that open a page (`full`). The lease token
-        # comes first, the message line second (page_event writes its sentences there).
+        # comes first, the message line second (page_event writes its sentences there), the name line last.
         core = [shown, message, view, progress, pair_row, rank_row, *rank_btns, skip, comment, flag, timer, guide_acc,
                 guide_text]
-        full = core + [login_col, label_col, stats_tab, task_pick, name_msg]
+        full = core + [login_col, label_col, stats_tab, task_pick, tabs, name_msg]
 
         def render(desk: Desk, said: str = "", opening: bool = False, request: gr.Request | None = None) -> list:
             with desk.lock:
                 v, p = desk.cur, store.progress(desk.name)
                 k = v["k"] if v else 2
+                acc, text, opened = gr.update(), gr.update(), False
+                key = (v["task"], guides.kind_of(k)) if v else (desk.task, "pairs")
+                if key != desk.guides:  # the guidelines follow the comparison's task and kind (pairs, rankings)
+                    text = gr.update(value=guides.guidelines_markdown(key[0], k, guidelines))
+                    done = p["tasks"].get(key[0], {}).get("count", 0) if key[0] else p["count"]
+                    other_kind = any(t == key[0] and kind != key[1] for t, kind in desk.seen)
+                    if v is not None and key not in desk.seen and (done == 0 or other_kind):
+                        acc, opened = gr.update(open=True), True  # first time on this task, or this kind of it
+                    desk.guides = key
+                    desk.seen.add(key)
                 if v is not None:
                     left = (datetime.fromisoformat(v["expires_at"][:-1]) - utcnow()).total_seconds()
-                    body = page.render_view(store, v, desk.rank, store.lease_seconds, left)
+                    body = page.render_view(store, v, desk.rank, store.lease_seconds, left, idle_seconds,
+                                            guides_opened=opened)
+                elif desk.away:
+                    body = page.render_paused(idle_seconds)
                 else:
                     body = page.render_done(p, desk.task, poll_seconds)
                 fresh = v is None or v["token"] != desk.rendered  # a new comparison on screen: a blank note
                 desk.rendered = v and v["token"]
-                guide_task = v["task"] if v else desk.task
-                acc, text = gr.update(), gr.update()
-                if guide_task != desk.guide_task:  # the guidelines follow the comparison's task
-                    text = gr.update(value=page.guidelines_markdown(guide_task, guidelines))
-                    done = p["tasks"].get(guide_task, {}).get("count", 0) if guide_task else p["count"]
-                    if done == 0:
-                        acc = gr.update(open=True)  # first time on this task (first login): open them
-                    desk.guide_task = guide_task
                 out = [v["token"] if v else "", gr.update(value=said, visible=bool(said)), body,
                        page.render_progress(desk.name, p, desk.task),
                        gr.update(visible=v is not None and k == 2), gr.update(visible=v is not None and k > 2),
@@ -228,13 +245,14 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
                        gr.update(visible=v is not None),
                        gr.update(value="", visible=v is not None) if fresh else gr.update(),
                        gr.update(value=False, visible=v is not None) if fresh else gr.update(),
-                       gr.Timer(active=v is None), acc, text]
+                       gr.Timer(active=v is None and not desk.away), acc, text]
             if not opening:
                 return out
             tasks_now = [(label, value) for label, value in task_choices if value == ALL or value in store.tasks()]
             return out + [gr.update(visible=False), gr.update(visible=True),
                           gr.update(visible=request is not None and is_admin(request)),
-                          gr.update(choices=tasks_now, value=desk.task or ALL), gr.update(value="", visible=False)]
+                          gr.update(choices=tasks_now, value=desk.task or ALL), gr.update(visible=True),
+                          gr.update(value="", visible=False)]
 
         def on_load(request: gr.Request):
             if not auth:
@@ -254,7 +272,11 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
                 out[-1] = gr.update(value="A name is 1 to 100 letters, digits or spaces on one line: type it again "
                                           "and press Start.", visible=True)
                 return out
-            return render(desk, opening=True, request=request)
+            said = ""
+            if name != desk.name:  # check_name strips: say so, so the lead's tables hold no surprise
+                said = (f"Your name is stored as “{desk.name}” (spaces at its ends are dropped): your votes are "
+                        f"counted under that name.")
+            return render(desk, said, opening=True, request=request)
 
         def on_click(choice: str):
             def on_button(token: str, note: str, flagged: bool, name: str, request: gr.Request):
@@ -280,6 +302,18 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
                     + [gr.update()] * (len(core) - 4)
             return render(desk, "New comparisons have arrived.")
 
+        def on_away(name: str, request: gr.Request):
+            desk = lab.desk(request, name)
+            lab.pause(desk)
+            return render(desk)
+
+        def on_back(name: str, request: gr.Request):
+            desk = lab.desk(request, name)
+            if not desk.away:
+                return [gr.update()] * len(core)
+            lab.resume(desk)
+            return render(desk, "Welcome back." if desk.cur is not None else "")
+
         admin_outputs = [admin_msg, summary, per_annotator, disagreements, notes, labels, export_task]
 
         def on_stats(request: gr.Request):
@@ -290,6 +324,13 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
             said = stats.summary_markdown(s, store.overlap, store.overlap_fraction)
             return [gr.update(value="", visible=False), said, s["per_annotator"], s["disagreements"], s["notes"],
                     s["labels"], gr.update(choices=choices)]
+
+        def on_inspect(comparison: str, request: gr.Request):
+            if not is_admin(request):
+                return gr.update(value=NOT_ADMIN, visible=True), gr.update()
+            if not (comparison or "").isdigit():
+                return gr.update(), gr.update()
+            return gr.update(value="", visible=False), stats.inspect_html(store, int(comparison))
 
         def on_export(task: str, format_: str, request: gr.Request):
             from labeler.export import export_archive
@@ -321,7 +362,7 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
         def on_unload(request: gr.Request):
             lab.close(request)
 
-        demo.unload(on_unload)
+        demo.unload(on_unload)  # the tab closed (its heartbeat stream ended): its reservations go back now
         for trigger in (start.click, name_box.submit):
             trigger(page_event(on_start, len(full), len(full) - 1), name_box, full, **ui)
         for btn, choice in zip(pair_btns, ("a", "b", "tie", "both_bad")):
@@ -333,8 +374,13 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
         undo.click(page_event(on_undo, len(core), 1), [shown, name_box], core, **ui)
         task_pick.input(page_event(on_task, len(full), 1), [task_pick, name_box], full, **ui)
         timer.tick(page_event(on_tick, len(core), 1), name_box, core, **ui)
+        away.click(page_event(on_away, len(core), 1), name_box, core, **ui)
+        back.click(page_event(on_back, len(core), 1), name_box, core, **ui)
         stats_tab.select(page_event(on_stats, len(admin_outputs), 0), None, admin_outputs, **ui)
         refresh.click(page_event(on_stats, len(admin_outputs), 0), None, admin_outputs, **ui)
+        inspect.click(page_event(on_inspect, 2, 0), inspect_id, [admin_msg, inspected],
+                      js="() => [window.vrInspect || '']", **ui).then(
+            None, None, None, js="() => document.getElementById('vr-inspected').scrollIntoView({block: 'start'})")
         export_btn.click(page_event(on_export, 2, 0), [export_task, fmt], [admin_msg, download], **ui).then(
             None, None, None, js="() => { const a = document.querySelector('#vr-download a'); if (a) a.click(); }")
 
@@ -348,47 +394,10 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
     return demo
 
 
-def load_guidelines(specs: list[str]) -> dict[str | None, str]:
-    """`--guidelines` values: `FILE.md` (every task) or `TASK=FILE.md`; {task or None: Markdown}. A missing, empty
-    or oversized file, an unknown task or a task given twice is a one-line error naming it."""
-    out: dict[str | None, str] = {}
-    for spec in specs:
-        task, sep, path = spec.partition("=")
-        if not sep or not task.isidentifier():
-            task, path = None, spec
-        elif importlib.util.find_spec(f"vrlhf.tasks.{task}") is None:
-            from vrlhf.tasks import task_names
-
-            raise LabelError(f"--guidelines {spec}: no task {task!r} (tasks: {', '.join(task_names())})")
-        if task in out:
-            raise LabelError(f"--guidelines: {'task ' + task if task else 'a file for every task'} given twice")
-        text = read_text_file(path, "--guidelines", 4 * 100_000)  # a regular file, size-checked before reading
-        if not text.strip():
-            raise LabelError(f"--guidelines {path}: the file is empty")
-        if len(text) > 100_000:
-            raise LabelError(f"--guidelines {path}: {len(text)} characters; guidelines take at most 100000")
-        out[task] = text
-    return out
-
-
-def check_proxies(proxies: list[str], auth: bool) -> str:
-    """`--trusted_proxies` checked (addresses or networks; only with --auth: a server without logins refuses
-    requests relayed by a proxy); the value of uvicorn's FORWARDED_ALLOW_IPS ("": trust nobody's header)."""
-    if proxies and not auth:
-        raise LabelError("--trusted_proxies needs --auth: a server without logins refuses requests a proxy relays")
-    for proxy in proxies:
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise LabelError(f"--trusted_proxies {proxy}: not an IP address or network (e.g. 10.0.0.2 or "
-                             "10.0.0.0/24)") from None
-    return ",".join(proxies)
-
-
 def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_file: str | None = None,
           block: bool = True, quiet: bool = False, login_policy=None, download_seconds: float = 600,
           guidelines: dict[str | None, str] | None = None, poll_seconds: float = 10.0,
-          trusted_proxies: list[str] | None = None) -> tuple[gr.Blocks, str]:
+          trusted_proxies: list[str] | None = None, idle_seconds: float = 180.0) -> tuple[gr.Blocks, str]:
     """Launch the app; returns (blocks, url). Refuses non-loopback hosts without `auth_file`; `login_policy`
     (labeler.users.LoginPolicy) sets how failed logins are slowed and limited; the client address those limits
     count is taken from X-Forwarded-For only on requests from `trusted_proxies` (addresses or networks; default:
@@ -400,7 +409,8 @@ def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_f
     forwarded_allow_ips = check_proxies(trusted_proxies or [], auth_file is not None)
     if auth_file is not None:
         load_users(auth_file)  # fail now, not at the first login
-    demo = build_app(store, auth_file, guidelines, download_seconds=download_seconds, poll_seconds=poll_seconds)
+    demo = build_app(store, auth_file, guidelines, download_seconds=download_seconds, poll_seconds=poll_seconds,
+                     idle_seconds=idle_seconds)
     # Gradio builds uvicorn's Config inside launch() and passes no `forwarded_allow_ips`, so uvicorn reads this
     # variable, and without it trusts X-Forwarded-For from 127.0.0.1: anyone on the machine (or a proxy there that
     # passes the header on) would choose the address the login limits count.
@@ -427,44 +437,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-@dataclass
-class LabelConfig:
-    db: str = field(metadata={"help": "database: a SQLite file path or a SQLAlchemy URL (postgresql://...: several "
-                                      "app servers may share it)"})
-    media: str | None = field(default=None, metadata={"help": "directory of rendered PNGs (default: beside the "
-                                                              "SQLite file; needed with PostgreSQL)"})
-    host: str = field(default="127.0.0.1", metadata={"help": "interface to bind; non-loopback needs --auth"})
-    port: int = field(default=7860, metadata={"help": "port to serve on (0: any free port)"})
-    auth: str | None = field(default=None, metadata={"help": "users file from `vrlhf annotators add`: require "
-                                                             "logins (admins: --admin)"})
-    guidelines: list[str] = field(default_factory=list, metadata={
-        "help": "Markdown guidelines shown to annotators: FILE.md for every task, or TASK=FILE.md per task "
-                "(repeat the flag or list several)"})
-    overlap: int = field(default=1, metadata={"help": "distinct annotators per overlapped comparison (every server "
-                                                      "on one database needs the same)"})
-    overlap_fraction: float = field(default=1.0, metadata={"help": "fraction of comparisons that get --overlap "
-                                                                   "annotators (the rest get one)"})
-    lease_seconds: float = field(default=600.0, metadata={"help": "how long a shown comparison stays reserved "
-                                                                  "before it returns to the queue"})
-    poll_seconds: float = field(default=10.0, metadata={"help": "how often a page with nothing left checks for new "
-                                                                "rounds and lapsed reservations"})
-    trusted_proxies: list[str] = field(default_factory=list, metadata={
-        "help": "addresses or networks of your reverse proxies (e.g. 10.0.0.2): only requests from them may name "
-                "the client in X-Forwarded-For, which the per-address login limit counts (default: none)"})
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(LabelConfig, argv, prog="vrlhf label")
-    check_port(cfg.port, cfg.host)  # out of range, or taken: one line naming --port, before anything loads
-    check_proxies(cfg.trusted_proxies, cfg.auth is not None)
-    guidelines = load_guidelines(cfg.guidelines)  # a bad file fails before the database is touched
-    store = Store(cfg.db, media=cfg.media, overlap=cfg.overlap, overlap_fraction=cfg.overlap_fraction,
-                  lease_seconds=cfg.lease_seconds)
-    serve(store, cfg.host, cfg.port or free_port(cfg.host), cfg.auth, guidelines=guidelines,
-          poll_seconds=cfg.poll_seconds, trusted_proxies=cfg.trusted_proxies)
-    return 0
 
 
 if __name__ == "__main__":

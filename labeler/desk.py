@@ -31,8 +31,10 @@ class Desk:
         self.nxt: dict | None = None
         self.rank: list[str] = []
         self.lock = threading.Lock()
-        self.guide_task: str | None = ""  # the task whose guidelines the page shows ("": none shown yet)
+        self.guides: tuple | None = None  # (task, kind) whose guidelines the page shows (None: none shown yet)
+        self.seen: set[tuple] = set()  # every (task, kind) whose guidelines this page has shown
         self.rendered: str | None = None  # the lease token the page shows
+        self.away = False  # paused after a while without a key or click: it holds no reservation
 
 
 class Labeler:
@@ -119,9 +121,28 @@ class Labeler:
         return desk
 
     def close(self, request: gr.Request) -> None:
+        """The page closed (Gradio's unload: its heartbeat stream ended) or logged out: its reservations go back to
+        the queue now, not when they lapse."""
         desk = self.desks.get(request.session_hash)
         if desk is not None and self.owns(desk, request):
             del self.desks[request.session_hash]
+            self.give_back(desk)
+
+    def give_back(self, desk: Desk) -> None:
+        """Release what the desk holds (the comparison on screen and the prefetched one); a partial ranking goes."""
+        with desk.lock:
+            held = [v["token"] for v in (desk.cur, desk.nxt) if v is not None]
+            desk.cur, desk.nxt, desk.rank = None, None, []
+            self.store.release(desk.name, held)
+
+    def pause(self, desk: Desk) -> None:
+        """The page was left alone: give its reservations back; `resume` (the next key or click) goes on."""
+        desk.away = True
+        self.give_back(desk)
+
+    def resume(self, desk: Desk) -> None:
+        desk.away = False
+        self.poll(desk)
 
     def set_task(self, desk: Desk, task: str | None) -> None:
         """Label `task` only (None: every task, interleaved); leases of other tasks go back to the queue at once."""
@@ -164,6 +185,8 @@ class Labeler:
     def poll(self, desk: Desk) -> bool:
         """A page with nothing on screen asks again (new rounds, lapsed reservations); True when it got one."""
         with desk.lock:
+            if desk.away:
+                return False
             if desk.cur is None:
                 desk.cur = self.store.next_comparison(desk.name, task=desk.task)
                 if desk.cur is None:

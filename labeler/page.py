@@ -12,23 +12,6 @@ import html
 import json
 from pathlib import Path
 
-HOW_TO = """### Buttons and keys
-Look at the input first, then at the candidates: pick the one that is the better output **for this input**.
-
-- **A better [1]**, **B better [2]**: that candidate is better, even if only a little. Most comparisons have a winner.
-- **Tie [3]**: both are about equally good, or equally flawed. Use it when you really cannot choose.
-- **Both bad [0]**: neither is acceptable (wrong, unreadable, unrelated to the input). No preference is recorded.
-- **Skip [S]**: you cannot judge this one (you are unsure what the input shows). It goes to another annotator.
-- **Undo [U]**: takes back your last vote, or your last pick in a ranking, and shows that comparison again.
-- With 3 or 4 candidates, press them from best to worst (**A [1]** … **D [4]**); the last one is implied.
-  **All bad [0]** when none is acceptable.
-- **Comment** and **Flag**: a note for the project lead (a broken image, an offensive output, a comparison that makes
-  no sense); it is saved with your next vote or skip.
-- Click an image to enlarge it (click again or press Esc to close). **G** opens and closes these guidelines.
-- Each comparison is reserved for you while it is on screen; the timer above it shows for how long. When it runs out
-  your vote still counts unless someone else has taken the comparison meanwhile.
-"""
-
 CSS = """
 .vr-cmp {display: flex; flex-direction: column; gap: 10px; width: 100%}
 .vr-head {display: flex; gap: 12px; justify-content: space-between; flex-wrap: wrap; font-size: 0.9em; opacity: 0.85}
@@ -45,7 +28,32 @@ CSS = """
 .vr-rank {font-size: 0.9em; opacity: 0.8; text-align: center}
 .vr-timer.vr-warn {color: var(--error-text-color, #c00); font-weight: 700; opacity: 1}
 .vr-done {text-align: center; padding: 24px 8px}
-#vr-guidelines-text {max-height: 45vh; overflow-y: auto}
+.vr-hidden {display: none !important}
+#vr-guidelines.vr-new .label-wrap > span:first-child::after {content: " · new here? Tap to read them";
+                                                             color: var(--color-accent, #f97316); font-weight: 700}
+#vr-guidelines-text {max-height: 40vh; overflow-y: auto}
+/* The vote buttons, Skip and Undo stay on screen: a bar fixed to the bottom of the window (room kept below). */
+#vr-label {padding-bottom: 120px}
+#vr-actions {position: fixed; left: 0; right: 0; bottom: 0; z-index: 50; gap: 6px; margin: 0;
+             padding: 8px max(16px, calc((100vw - 1200px) / 2)) 10px; background: var(--background-fill-primary);
+             border-top: 1px solid var(--border-color-primary); box-shadow: 0 -2px 12px rgba(0, 0, 0, 0.08)}
+#vr-actions .vr-keys {gap: 8px; flex-wrap: nowrap}
+#vr-actions .vr-keys button {min-width: 0}
+#vr-comment-note {font-size: 0.85em; opacity: 0.8; margin-top: 2px}
+.vr-chosen {border: 3px solid var(--color-accent, #f97316)}
+.vr-badge {font-size: 0.85em; font-weight: 700; color: var(--color-accent, #f97316)}
+.vr-table {border-collapse: collapse; width: 100%; font-size: 0.92em}
+.vr-table th {text-align: left; font-weight: 600; padding: 6px 8px;
+              border-bottom: 2px solid var(--border-color-primary)}
+.vr-table td {padding: 6px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top}
+.vr-table tr[data-comparison] {cursor: pointer}
+.vr-table tr[data-comparison]:hover {background: var(--background-fill-secondary)}
+.vr-table img {display: inline-block; width: 44px; height: 44px; object-fit: contain; vertical-align: middle;
+               margin: 0 4px 0 0; border: 1px solid var(--border-color-primary); image-rendering: pixelated}
+.vr-table .vr-who {display: block; margin: 2px 0}
+.vr-inspect {display: flex; flex-direction: column; gap: 14px; padding: 8px 0}
+.vr-inspect h3 {margin: 0}
+.vr-inspect .vr-grid {max-width: 900px}
 #vr-zoom {position: fixed; inset: 0; background: rgba(0, 0, 0, 0.85); display: none; z-index: 1000;
           align-items: center; justify-content: center; cursor: zoom-out}
 #vr-zoom img {width: min(92vw, 92vh); height: min(92vw, 92vh); object-fit: contain}
@@ -54,42 +62,103 @@ CSS = """
 #vr-expired div {background: var(--background-fill-primary, #fff); color: var(--body-text-color, #000);
                  padding: 24px; border-radius: 12px; max-width: 420px; font-size: 1.05em; line-height: 1.5}
 #vr-expired button {margin-top: 12px; padding: 8px 16px; font-size: 1em; cursor: pointer}
-/* Phones: the input on a row of its own, half the width; the candidates two per row, each as wide as the input. */
+/* Phones: narrow page margins; the input on a row of its own, half the width; the candidates two per row, each as
+   wide as the input; compact task picker and guidelines, so the comparison starts on the first screen. */
 @media (max-width: 640px) {
-  .vr-grid {grid-template-columns: repeat(2, minmax(0, 1fr))}
-  .vr-grid .vr-input {grid-column: 1 / -1; width: calc((100% - 12px) / 2)}
-  .vr-keys {flex-wrap: wrap !important}
-  .vr-keys > * {flex: 1 1 calc(50% - 8px) !important; min-width: calc(50% - 8px) !important}
+  #vr-view .html-container {padding: 0 !important}
+  #vr-top {flex-direction: column !important; gap: 4px}
+  #vr-top > * {min-width: 0 !important; width: 100%}
+  #vr-guidelines-text h1, #vr-guidelines-text h2 {font-size: 1.15em; margin: 4px 0}
+  #vr-guidelines-text h3 {font-size: 1.05em}
+  .vr-grid {grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 8px}
+  .vr-grid .vr-input {grid-column: 1 / -1; width: calc((100% - 8px) / 2)}
+  .vr-card {padding: 4px}
+  #vr-guidelines-text {max-height: 20vh}
+  #vr-task {padding: 6px !important}
+  #vr-task label {padding: 2px 8px !important; min-height: 0 !important}
+  #vr-actions {padding: 6px 6px 8px}
+  #vr-actions .vr-keys {gap: 6px}
+  #vr-actions .vr-keys button {padding: 6px 2px; font-size: 0.9em; min-height: 36px}
+  #vr-label {padding-bottom: 110px}
 }
 """
 
-# Every shortcut is printed on its button; the key clicks the visible button that carries it. Also: click an image
-# to zoom, the reservation countdown, and a sentence (not bare "Error" badges) when the login is gone.
+# Every shortcut is printed on its button; the key clicks the visible button that carries it, whatever was clicked
+# last (a task, the Flag box, any button), except while typing in a text box: in the comment box Enter and Esc end
+# the typing (the comment is kept and goes with the vote). Also: click an image to zoom, the reservation countdown,
+# a page left alone pauses (its reservations go back), a row of the admin's tables opens its comparison, a used
+# download link goes away, and a sentence (not bare "Error" badges) when the login is gone.
 HEAD_JS = """
+<style>
+/* Outside Gradio's own container, which its `css=` cannot reach: narrow page margins on phones. */
+@media (max-width: 640px) { .gradio-container .main.app {padding-left: 6px !important; padding-right: 6px !important} }
+</style>
 <script>
 (() => {
   const keys = {"1": ["vr-rank-A", "vr-a"], "2": ["vr-rank-B", "vr-b"], "3": ["vr-rank-C", "vr-tie"],
                 "4": ["vr-rank-D"], "0": ["vr-bad", "vr-allbad"], "s": ["vr-skip"], "u": ["vr-undo"]};
+  const TEXT = new Set(["text", "password", "search", "email", "number", "url", "tel"]);
+  const typing = (el) => !!(el && el.closest) && (!!el.closest("textarea, select, [contenteditable='true']")
+                         || (el.tagName === "INPUT" && TEXT.has(el.type)));
+  const shownEl = (el) => el && el.offsetParent !== null && !el.disabled;
+  const press = (id) => { const el = document.getElementById(id); if (el) el.click(); };
   const zoom = () => document.getElementById("vr-zoom");
   const closeZoom = () => { const z = zoom(); if (z) z.style.display = "none"; };
+  const commentNote = (text) => {
+    const box = document.getElementById("vr-comment");
+    if (!box) return;
+    let note = document.getElementById("vr-comment-note");
+    if (!note) { note = document.createElement("div"); note.id = "vr-comment-note"; box.appendChild(note); }
+    note.textContent = text;
+  };
+  // The comment box: Enter and Esc leave it (the text stays and is saved with the next vote or skip).
+  document.addEventListener("keydown", (e) => {
+    if (!(e.target.closest && e.target.closest("#vr-comment"))) return;
+    if (e.key === "Escape" || (e.key === "Enter" && !e.shiftKey)) {
+      e.preventDefault(); e.stopPropagation();
+      e.target.blur();
+      commentNote(e.target.value.trim() ? "Comment kept: it is saved with your vote; press a key to vote." : "");
+    }
+  }, true);
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
-    if (e.target.closest && e.target.closest("input, textarea, select, [contenteditable]")) return;
+    if (typing(e.target)) return;
     const key = e.key.toLowerCase();
-    if (key === "escape") { closeZoom(); return; }
+    if (key === "escape") { closeZoom(); if (document.activeElement) document.activeElement.blur(); return; }
     closeZoom();
     if (key === "g") {
       const header = document.querySelector("#vr-guidelines > button, #vr-guidelines .label-wrap");
-      if (header) { e.preventDefault(); header.click(); }
+      if (shownEl(header)) { e.preventDefault(); header.click(); fold = false; }
+      const box = document.getElementById("vr-guidelines");
+      if (box) box.classList.remove("vr-new");
       return;
     }
     for (const id of keys[key] || []) {
       const el = document.getElementById(id);
-      if (el && el.offsetParent !== null && !el.disabled) { e.preventDefault(); el.click(); return; }
+      if (shownEl(el)) {
+        e.preventDefault();
+        if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
+        el.click();
+        return;
+      }
     }
   });
   document.addEventListener("click", (e) => {
-    const img = e.target.closest && e.target.closest(".vr-cmp img");
+    const row = e.target.closest && e.target.closest(".vr-table tr[data-comparison]");
+    if (row) { window.vrInspect = row.dataset.comparison; press("vr-inspect"); return; }
+    const used = e.target.closest && e.target.closest("#vr-download a");
+    if (used) {  // the link works once: once clicked it goes (after the browser has started the download)
+      setTimeout(() => {
+        const gone = document.createElement("span");
+        gone.dataset.href = used.getAttribute("href");
+        gone.className = "vr-used";
+        gone.textContent = "Downloaded " + (used.getAttribute("download") || "the export")
+          + ": the link worked once and the file is gone from the server. Export again for a new one.";
+        used.replaceWith(gone);
+      }, 0);
+      return;
+    }
+    const img = e.target.closest && e.target.closest(".vr-cmp img, .vr-inspect img");
     let z = zoom();
     if (z && z.style.display === "flex") { closeZoom(); return; }
     if (!img) return;
@@ -101,11 +170,45 @@ HEAD_JS = """
     big.src = img.src; big.alt = img.alt; big.className = img.className;
     z.style.display = "flex";
   });
-  // The reservation countdown: seconds left as the server said when it rendered the comparison.
+  // Phones: guidelines the server opened (a new task or kind) fold back, so the comparison fits the first screen;
+  // their header says they are new until opened.
+  let seen = null, fold = false;
+  const guidesHeader = () => document.querySelector("#vr-guidelines > button, #vr-guidelines .label-wrap");
+  const foldSoon = (frames) => {  // the panel opens in the same update as the view, or a frame or two later
+    const text = document.getElementById("vr-guidelines-text"), header = guidesHeader();
+    if (!fold) return;
+    if (header && text && text.offsetParent !== null) { fold = false; header.click(); return; }
+    if (frames > 0) requestAnimationFrame(() => foldSoon(frames - 1)); else fold = false;
+  };
+  new MutationObserver(() => {
+    const cmp = document.querySelector("#vr-view .vr-cmp[data-guides-opened='1']");
+    if (!cmp || cmp.dataset.token === seen || window.innerWidth > 640) return;
+    seen = cmp.dataset.token; fold = true;
+    const box = document.getElementById("vr-guidelines");
+    if (box) box.classList.add("vr-new");
+    foldSoon(120);
+  }).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener("click", (e) => {
+    const box = e.isTrusted && e.target.closest && e.target.closest("#vr-guidelines");
+    if (box) { box.classList.remove("vr-new"); fold = false; }
+  }, true);
+  // A page left alone (no key, click, touch or scroll for data-idle seconds) pauses: the server gives its
+  // reservations back to the queue. The next key or click goes on.
+  let last = Date.now(), away = false;
+  const active = () => {
+    last = Date.now();
+    if (away) { away = false; press("vr-back"); }
+  };
+  for (const ev of ["keydown", "pointerdown", "pointermove", "wheel", "touchstart", "scroll"]) {
+    window.addEventListener(ev, active, {capture: true, passive: true});
+  }
+  // The reservation countdown (seconds left as the server said when it rendered the comparison), and the pause.
   let shown = null, start = 0;
   setInterval(() => {
     const el = document.querySelector("#vr-view .vr-timer");
     if (!el) return;
+    const idle = Number(el.dataset.idle || 0);
+    if (!away && idle > 0 && Date.now() - last > idle * 1000) { away = true; press("vr-away"); return; }
     if (el.dataset.token !== shown) { shown = el.dataset.token; start = Date.now(); }
     const left = Math.round(Number(el.dataset.ttl) - (Date.now() - start) / 1000);
     const clock = (s) => Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
@@ -157,32 +260,63 @@ def image_tag(path: Path, alt: str) -> str:
     return f"<img{pixel} src='{uri}' alt='{html.escape(alt)}'>"
 
 
-def render_view(store, view: dict, rank: list[str], lease_seconds: float, seconds_left: float) -> str:
+def render_view(store, view: dict, rank: list[str], lease_seconds: float, seconds_left: float,
+                idle_seconds: float = 0, guides_opened: bool = False) -> str:
     """The comparison on screen: a header (its id, task, reservation timer), then the input and the candidates in
-    one row (on phones: the input, then the candidates two per row)."""
+    one row (on phones: the input, then the candidates two per row). `idle_seconds`: the page pauses after that
+    long without a key or click (0: never); `guides_opened`: the server opened the guidelines with it (a phone's
+    script folds them back and marks their header instead)."""
     v = view
-    shown_as = "Input (what the model saw)" if v["input"] != v["image"] else "Input"
     token = html.escape(v["token"])
     left = max(0, int(seconds_left))
-    timer = (f"<span class='vr-timer' data-token='{token}' data-ttl='{left}' "
+    timer = (f"<span class='vr-timer' data-token='{token}' data-ttl='{left}' data-idle='{idle_seconds:g}' "
              f"data-warn='{int(min(60, lease_seconds / 4))}'>Reserved for you for {left // 60}:{left % 60:02d}</span>")
     parts = [f"<div class='vr-cmp' data-token='{token}' data-comparison='{v['comparison_id']}'"
-             f" data-task='{html.escape(v['task'])}'>",
+             f" data-task='{html.escape(v['task'])}' data-k='{v['k']}' data-guides-opened='{int(guides_opened)}'>",
              f"<div class='vr-head'><span>Comparison {v['comparison_id']} · {html.escape(v['task'])}</span>{timer}"
              "</div>",
-             f"<div class='vr-grid' style='--cols: {v['k'] + 1}'>",
-             f"<div class='vr-card vr-input'><div>{shown_as}</div>{image_tag(store.media_path(v['input']), shown_as)}"
-             "</div>"]
-    for c in v["candidates"]:
-        body = (f"<p class='vr-text'>{html.escape(c['text'])}</p>" if c["text"] is not None
-                else image_tag(store.media_path(c["image"]), f"candidate {c['position']}"))
-        parts.append(f"<div class='vr-card vr-cand'><div class='vr-pos'>{c['position']}</div>{body}</div>")
-    parts.append("</div>")
+             comparison_grid(store, v, v["candidates"])]
     if v["k"] > 2:
         ranked = " &gt; ".join(rank) or "press the candidates from best to worst"
         parts.append(f"<div class='vr-rank'>Ranking: {ranked}</div>")
     parts.append("</div>")
     return "".join(parts)
+
+
+def comparison_grid(store, view: dict, candidates: list[dict], badges: dict[str, str] | None = None) -> str:
+    """The input and the candidates, in the order given (each {"position", "text", "image", ...}), as annotators see
+    them; `badges` {position: text} marks candidates (the lead's view: what was chosen)."""
+    shown_as = "Input (what the model saw)" if view["input"] != view["image"] else "Input"
+    picture = image_tag(store.media_path(view["input"]), shown_as)
+    parts = [f"<div class='vr-grid' style='--cols: {len(candidates) + 1}'>",
+             f"<div class='vr-card vr-input'><div>{shown_as}</div>{picture}</div>"]
+    for c in candidates:
+        badge = (badges or {}).get(c["position"])
+        parts.append(candidate_card(store, c, badge))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def candidate_card(store, c: dict, badge: str | None = None) -> str:
+    """One candidate: its letter, then its text or image (candidate_body); `badge` highlights it."""
+    chosen = " vr-chosen" if badge else ""
+    note = f"<div class='vr-badge'>{html.escape(badge)}</div>" if badge else ""
+    return (f"<div class='vr-card vr-cand{chosen}' data-position='{c['position']}'>"
+            f"<div class='vr-pos'>{c['position']}</div>{candidate_body(store, c)}{note}</div>")
+
+
+def candidate_body(store, c: dict) -> str:
+    """What a candidate looks like: a caption (the whole text) or an image at full quality."""
+    if c["text"] is not None:
+        return f"<p class='vr-text'>{html.escape(c['text'])}</p>"
+    return image_tag(store.media_path(c["image"]), f"candidate {c['position']}")
+
+
+def render_paused(idle_seconds: float) -> str:
+    """The page after `idle_seconds` without a key or click: its reservations went back; any key goes on."""
+    return ("<div class='vr-done vr-paused'><h2>Paused: welcome back?</h2><p>Nothing happened on this page for "
+            f"{idle_seconds / 60:g} min, so the comparisons reserved for you went back to the queue for others. "
+            "Press any key or click anywhere to go on.</p></div>")
 
 
 def render_done(progress: dict, task: str | None, poll_seconds: float) -> str:
@@ -216,15 +350,6 @@ def render_progress(name: str, progress: dict, task: str | None) -> str:
         parts.append(f"{html.escape(t)}: {p['count']} labelled, {left}")
     return f"**{html.escape(name)}** · " + " · ".join(parts or ["nothing to label yet"]) + \
         f" · {progress['per_min']:.1f} labels/min"
-
-
-def guidelines_markdown(task: str | None, guidelines: dict[str | None, str]) -> str:
-    """The guidelines for `task`: the project's (per task, or for all tasks under None), then the keys."""
-    text = guidelines.get(task) or guidelines.get(None)
-    if text is None:
-        text = ("*This project has no written guidelines"
-                + (f" for {task}" if task else "") + ": ask your project lead what counts as better.*")
-    return text.strip() + "\n\n---\n\n" + HOW_TO
 
 
 def plural(n: int, noun: str) -> str:

@@ -1,10 +1,13 @@
 """Labeling statistics for the admin: per task the votes, overlap and inter-annotator agreement (Krippendorff's
 alpha); per annotator counts, speed, left/right bias and agreement with the others; the comparisons annotators
-disagreed on; every comment and flag.
+disagreed on and every comment and flag, as HTML tables that show what was compared (thumbnails, whole captions,
+the chosen candidate by the letter its annotator saw); a row opens the comparison as its annotators saw it
+(`inspect_html`).
 """
 
 from __future__ import annotations
 
+import html
 import math
 from collections import Counter
 from itertools import combinations
@@ -13,16 +16,24 @@ import krippendorff
 import numpy as np
 import pandas as pd
 
+from labeler import page, views
+from labeler.leases import POSITIONS
 from labeler.store import Store
 
 ALPHA_EXPLAINED = ("Krippendorff's alpha measures how often annotators who judged the same comparison agreed, "
                    "corrected for the agreement chance alone would give: 1 = always agree, 0 = no better than "
                    "chance, below 0 = systematic disagreement (0.67 is a common floor for usable labels, 0.8 for "
                    "reliable ones). It needs comparisons judged by two or more people (`--overlap`).")
-PER_ANNOTATOR = ["annotator", "labels", "median_s", "left_share", "shared", "agreement", "flagged"]
-DISAGREEMENTS = ["comparison", "task", "item", "judgments"]
-NOTES = ["comparison", "task", "item", "annotator", "choice", "flagged", "comment", "when"]
-LABELS = ["task", "choice", "count", "share"]
+# Column names a project lead reads without the docs (the per-annotator columns, then what each one means).
+PER_ANNOTATOR = ["annotator", "labels", "median seconds per label", "left chosen (of A/B)", "judgments shared",
+                 "agreement with others", "flags"]
+PER_ANNOTATOR_EXPLAINED = ("*left chosen*: the share of their A/B decisions that went to the left candidate (50% = "
+                           "no position bias); *judgments shared*: how many of their judgments another annotator "
+                           "also made; *agreement with others*: the share of those that match.")
+LABELS = ["task", "choice", "votes", "share of the task's votes"]
+CHOICE_NAMES = {"a": "A better", "b": "B better", "tie": "Tie", "both_bad": "Both bad", "skip": "Skip",
+                "rank": "Ranking"}
+MAX_ROWS = 200  # rows of the disagreement and comment tables (newest first)
 
 
 def canonical(vote: dict) -> str | None:
@@ -90,7 +101,7 @@ def compute(store: Store) -> dict:
                        "overlap_share": units / judged if judged else None, "alpha": alpha,
                        "left_share": sum(v["choice"] == "a" for v in decisive) / len(decisive) if decisive else None}
     return {"n_votes": len(votes), "tasks": tasks, "per_annotator": per_annotator(votes),
-            "labels": label_mix(votes), "disagreements": disagreements(store, votes), "notes": notes(every)}
+            "labels": label_mix(votes), "disagreements": disagreements(store, votes), "notes": notes(store, every)}
 
 
 def per_annotator(votes: list[dict]) -> pd.DataFrame:
@@ -99,15 +110,16 @@ def per_annotator(votes: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(votes, columns=["annotator", "choice", "elapsed_ms", "flagged"])
     decisive = df[df.choice.isin(["a", "b"])]
     left = decisive.groupby("annotator").choice.apply(lambda s: float((s == "a").mean()))
-    per = df.groupby("annotator").agg(labels=("choice", "size"), median_s=("elapsed_ms", "median"),
-                                      flagged=("flagged", "sum"))
-    per["median_s"] = (per["median_s"] / 1000).round(2)
-    per["left_share"] = left.reindex(per.index).round(3)
+    per = df.groupby("annotator").agg(labels=("choice", "size"), median=("elapsed_ms", "median"),
+                                      flags=("flagged", "sum"))
+    out = pd.DataFrame({"annotator": per.index, "labels": per["labels"].to_numpy(),
+                        "median seconds per label": (per["median"] / 1000).round(1).to_numpy()})
+    out["left chosen (of A/B)"] = [None if pd.isna(x) else f"{x:.0%}" for x in left.reindex(per.index)]
     pairs = pairwise_agreement(votes)
-    per["shared"] = [pairs.get(a, (0, 0))[1] for a in per.index]
-    per["agreement"] = [round(pairs[a][0] / pairs[a][1], 3) if a in pairs else None for a in per.index]
-    per["flagged"] = per["flagged"].astype(int)
-    return per.reset_index()[PER_ANNOTATOR]
+    out["judgments shared"] = [pairs.get(a, (0, 0))[1] for a in per.index]
+    out["agreement with others"] = [f"{pairs[a][0] / pairs[a][1]:.0%}" if a in pairs else None for a in per.index]
+    out["flags"] = per["flags"].astype(int).to_numpy()
+    return out[PER_ANNOTATOR]
 
 
 def label_mix(votes: list[dict]) -> pd.DataFrame:
@@ -115,42 +127,130 @@ def label_mix(votes: list[dict]) -> pd.DataFrame:
         return pd.DataFrame(columns=LABELS)
     mix = Counter((v["task"], v["choice"]) for v in votes)
     per_task = Counter(v["task"] for v in votes)
-    return pd.DataFrame([{"task": t, "choice": c, "count": n, "share": round(n / per_task[t], 3)}
+    return pd.DataFrame([{"task": t, "choice": CHOICE_NAMES.get(c, c), "votes": n,
+                          "share of the task's votes": f"{n / per_task[t]:.0%}"}
                          for (t, c), n in sorted(mix.items())], columns=LABELS)
 
 
-def disagreements(store: Store, votes: list[dict]) -> pd.DataFrame:
-    """Comparisons whose annotators judged differently, newest first: who said what (the winner's text when the
-    candidates are text)."""
+def disagreements(store: Store, votes: list[dict]) -> str:
+    """Comparisons whose annotators judged differently, newest first, as an HTML table: the input, and per
+    annotator what they chose (the letter they saw, the whole caption or a thumbnail, the policy); a row opens the
+    comparison."""
     by_cmp = {c: js for c, js in judgments(votes).items() if len(set(js.values())) > 1}
     if not by_cmp:
-        return pd.DataFrame(columns=DISAGREEMENTS)
-    first = {}
+        return table([], ["Comparison", "Task", "Input", "Who chose what", "Last vote"],
+                      "No disagreements yet: every comparison judged by two or more people got the same answer.")
+    mine = {}  # (comparison, annotator) -> their standing judging vote (the one `judgments` kept: the last)
     for v in votes:
-        first.setdefault(v["comparison_id"], v)
-    ids = {int(x) for js in by_cmp.values() for x in js.values() if x.isdigit()}
-    cands = store.candidates(ids)
+        if canonical(v) is not None:
+            mine[v["comparison_id"], v["annotator"]] = v
+    ids = sorted(by_cmp, reverse=True)
+    shown = ids[:MAX_ROWS]
+    cands = store.candidates({cid for c in shown for (cc, _), v in mine.items() if cc == c for cid in v["shown"]})
+    rows = []
+    for c in shown:
+        ours = [mine[c, a] for a in sorted(by_cmp[c])]
+        first = ours[0]
+        who = "".join(f"<span class='vr-who'>{chose_html(store, v, cands)}</span>" for v in ours)
+        rows.append((c, [str(c), html.escape(first["task"]), thumb(store, first["input"], "input"), who,
+                         max(v["created_at"] for v in ours)[:16].replace("T", " ")]))
+    more = f"Showing the newest {MAX_ROWS} of {len(ids)}." if len(ids) > MAX_ROWS else ""
+    return table(rows, ["Comparison", "Task", "Input", "Who chose what", "Last vote"], more)
 
-    def said(x: str) -> str:
-        if not x.isdigit():
-            return x.replace("_", " ")
-        c = cands.get(int(x), {})
-        text = c.get("text")
-        return f"'{text[:60]}'" if text else f"candidate {x} ({c.get('policy', '?')})"
 
-    rows = [{"comparison": c, "task": first[c]["task"], "item": first[c]["item_id"],
-             "judgments": "; ".join(f"{a}: {said(x)}" for a, x in sorted(js.items()))}
-            for c, js in sorted(by_cmp.items(), reverse=True)]
-    return pd.DataFrame(rows, columns=DISAGREEMENTS)
+def notes(store: Store, votes: list[dict]) -> str:
+    """Every vote with a comment or a flag (retracted ones too, marked), newest first, as an HTML table: what the
+    annotator chose (letter and content), the flag and the comment; a row opens the comparison."""
+    noted = [v for v in reversed(votes) if v["comment"] or v["flagged"]]
+    columns = ["Comparison", "Task", "Input", "Annotator", "Chose", "Flagged", "Comment", "When"]
+    if not noted:
+        return table([], columns, "No comments or flags yet.")
+    shown = noted[:MAX_ROWS]
+    cands = store.candidates({cid for v in shown for cid in v["shown"]})
+    rows = [(v["comparison_id"], [str(v["comparison_id"]), html.escape(v["task"]), thumb(store, v["input"], "input"),
+                                  html.escape(v["annotator"]),
+                                  chose_html(store, v, cands, who=False) + (" <i>(undone)</i>" if v["retracted_at"]
+                                                                            else ""),
+                                  "flagged" if v["flagged"] else "", html.escape(v["comment"] or ""),
+                                  v["created_at"][:16].replace("T", " ")])
+            for v in shown]
+    more = f"Showing the newest {MAX_ROWS} of {len(noted)}." if len(noted) > MAX_ROWS else ""
+    return table(rows, columns, more)
 
 
-def notes(votes: list[dict]) -> pd.DataFrame:
-    """Every vote with a comment or a flag (retracted ones too, marked), newest first."""
-    rows = [{"comparison": v["comparison_id"], "task": v["task"], "item": v["item_id"], "annotator": v["annotator"],
-             "choice": v["choice"] + (" (undone)" if v["retracted_at"] else ""), "flagged": v["flagged"],
-             "comment": v["comment"] or "", "when": v["created_at"][:19].replace("T", " ")}
-            for v in reversed(votes) if v["comment"] or v["flagged"]]
-    return pd.DataFrame(rows, columns=NOTES)
+def letters(v: dict) -> list[str]:
+    """The candidates a vote chose, as letters of the order its annotator saw ([] for tie, both bad, skip)."""
+    if v["choice"] in ("a", "b"):
+        return [v["choice"].upper()]
+    if v["choice"] == "rank":
+        return [POSITIONS[v["shown"].index(cid)] for cid in v["ranking"]]
+    return []
+
+
+def chose_html(store: Store, v: dict, cands: dict[int, dict], who: bool = True) -> str:
+    """`alice chose B: “a red circle”` (the letter she saw, the whole caption or a thumbnail, the policy); a ranking
+    names its order and shows its best; tie, both bad and skip as words."""
+    name = f"<b>{html.escape(v['annotator'])}</b> " if who else ""
+    picked = letters(v)
+    if not picked:
+        return f"{name}{CHOICE_NAMES.get(v['choice'], v['choice'])}"
+    best = cands.get(v["shown"][POSITIONS.index(picked[0])], {})
+    if best.get("text") is not None:
+        content = f"“{html.escape(best['text'])}”"
+    elif best.get("image"):
+        content = thumb(store, best["image"], f"candidate {picked[0]}")
+    else:
+        content = ""
+    policy = f" <small>({html.escape(best['policy'])})</small>" if best.get("policy") else ""
+    if len(picked) > 1:
+        return f"{name}ranked {' &gt; '.join(picked)}, best {picked[0]}: {content}{policy}"
+    return f"{name}chose {picked[0]}: {content}{policy}"
+
+
+def thumb(store: Store, path: str, alt: str) -> str:
+    return f"<img src='{page.data_uri(str(store.media_path(path)))[0]}' alt='{html.escape(alt)}'>"
+
+
+def table(rows: list[tuple[int, list[str]]], columns: list[str], note: str = "") -> str:
+    """An HTML table whose rows open their comparison when clicked (labeler/page.py's script); cells are HTML."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(f"<tr data-comparison='{cid}' title='Open comparison {cid} as its annotators saw it'>"
+                   + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>" for cid, cells in rows)
+    hint = ("Letters are as each annotator saw the candidates (every lease shuffles them). Click a row to see the "
+            "comparison as its annotators saw it. ") if rows else ""
+    return (f"<table class='vr-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"<p class='vr-table-note'>{hint}{html.escape(note)}</p>")
+
+
+def inspect_html(store: Store, comparison_id: int) -> str:
+    """Comparison `comparison_id` as each of its annotators saw it (their order of the candidates, their letters),
+    with what they chose marked, their comment, flag and time; unvoted: as stored."""
+    cmp = views.comparison(store, comparison_id)
+    if cmp is None:
+        return f"<p>There is no comparison {int(comparison_id)}.</p>"
+    by_id = {c["candidate_id"]: c for c in cmp["candidates"]}
+    mine = [v for v in store.votes() if v["comparison_id"] == comparison_id]
+    head = (f"<h3>Comparison {cmp['comparison_id']} · {html.escape(cmp['task'])} · input {html.escape(cmp['item_id'])}"
+            f" · round {cmp['round_id']} ({html.escape(cmp['policy'])})</h3>")
+    parts = ["<div class='vr-inspect'>", head]
+    if not mine:
+        parts.append("<p>Nobody has voted on it yet; the candidates in their stored order:</p>")
+        order = [{"position": POSITIONS[i]} | c for i, c in enumerate(cmp["candidates"])]
+        parts.append(page.comparison_grid(store, cmp, order))
+    for v in mine:
+        order = [{"position": POSITIONS[i]} | by_id[cid] for i, cid in enumerate(v["shown"])]
+        picked = letters(v)
+        badges = ({p: "chosen" for p in picked} if len(picked) == 1 else
+                  {p: f"ranked {n + 1}" for n, p in enumerate(picked)})
+        said = CHOICE_NAMES.get(v["choice"], v["choice"]) + (f" {' > '.join(picked)}" if len(picked) > 1 else "")
+        extra = [f"{v['elapsed_ms'] / 1000:.1f} s", v["created_at"][:19].replace("T", " ")]
+        extra += ["flagged"] * bool(v["flagged"]) + ["undone"] * bool(v["retracted_at"])
+        comment = f"<div>Comment: “{html.escape(v['comment'])}”</div>" if v["comment"] else ""
+        parts.append(f"<div><b>{html.escape(v['annotator'])}</b> saw it in this order and chose <b>{html.escape(said)}"
+                     f"</b> <small>({' · '.join(extra)})</small>{comment}</div>")
+        parts.append(page.comparison_grid(store, cmp, order, badges))
+    parts.append("</div>")
+    return "".join(parts)
 
 
 def summary_markdown(s: dict, overlap: int = 1, overlap_fraction: float = 1.0) -> str:

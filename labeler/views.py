@@ -96,7 +96,8 @@ def votes(store) -> list[dict]:
             .outerjoin(Retraction, Retraction.vote_id == Vote.id)
             .order_by(Vote.id)).all()
     return [{"vote_id": v.id, "comparison_id": v.comparison_id, "round_id": r.id, "task": r.task,
-             "policy": r.policy_name, "item_id": i.row_id, "image": i.image_path, "annotator": v.annotator,
+             "policy": r.policy_name, "item_id": i.row_id, "image": i.image_path, "input": i.input_path,
+             "annotator": v.annotator,
              "choice": v.choice, "ranking": v.ranking, "shown": v.shown, "candidate_ids": c.candidate_ids, "k": c.k,
              "created_at": iso(v.created_at), "elapsed_ms": v.elapsed_ms, "comment": v.comment,
              "flagged": bool(v.flagged), "retracted_at": None if rt is None else iso(rt)}
@@ -110,3 +111,18 @@ def candidates(store, ids: Sequence[int]) -> dict[int, dict]:
                          .where(Candidate.id.in_(list(ids)))).all()
     return {c.id: {"text": c.text, "image": c.image_path, "round_id": c.round_id, "policy": r.policy_name}
             for c, r in rows}
+
+
+def comparison(store, comparison_id: int) -> dict | None:
+    """What comparison `comparison_id` shows, in its stored order: {"comparison_id", "task", "k", "item_id",
+    "input", "image", "round_id", "policy", "candidates": [{"candidate_id", "text", "image", "policy"}]}."""
+    with store.ReadSession() as s:
+        row = s.execute(select(Comparison, Item, Round).join(Item, Item.id == Comparison.item_id)
+                        .join(Round, Round.id == Comparison.round_id).where(Comparison.id == comparison_id)).first()
+    if row is None:
+        return None
+    c, i, r = row
+    cands = candidates(store, c.candidate_ids)
+    return {"comparison_id": c.id, "task": r.task, "k": c.k, "item_id": i.row_id, "input": i.input_path,
+            "image": i.image_path, "round_id": r.id, "policy": r.policy_name,
+            "candidates": [{"candidate_id": cid} | cands[cid] for cid in c.candidate_ids]}

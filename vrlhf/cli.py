@@ -10,13 +10,14 @@ import sys
 # tests and the demo set it; the demo's models and data are all local).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 OFFLINE_COMMANDS = {"demo"}
+NO_MODELS = {"label"}  # commands that load no model: no transformers import (seconds) before their flags are checked
 
 COMMANDS = {
     "data": ("vrlhf.shapes:main", "generate the embedded shapes dataset: vrlhf data shapes --n N --out DIR"),
     "pretrain": ("vrlhf.pretrain:main", "MLE pretraining of a captioning or colorization policy"),
     "eval": ("tuner.evaluate:main", "held-out metrics of a policy: greedy, and best-of-n under a reward (--best_of N)"),
     "sample": ("labeler.sampling:main", "draw k candidates per input into the preference store"),
-    "label": ("labeler.app:main", "serve the Gradio labeling app"),
+    "label": ("labeler.cli:main", "serve the Gradio labeling app"),
     "annotators": ("labeler.users:main", "manage annotator logins: vrlhf annotators add NAME"),
     "export": ("labeler.export:main", "export preference pairs (hf | jsonl | parquet)"),
     "train-reward": ("reward_model.train:main", "Bradley-Terry reward model training on an export"),
@@ -45,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if name in OFFLINE_COMMANDS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
+    if name not in NO_MODELS:
+        import transformers
 
-    transformers.logging.set_verbosity_error()  # our padding after EOS is masked; HF's padding advice is noise here
+        transformers.logging.set_verbosity_error()  # our padding after EOS is masked; HF's padding advice is noise
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     from vrlhf.errors import run_command
