@@ -145,13 +145,14 @@ def serve_for_people(cfg: DemoConfig) -> None:
         if not any(r["task"] == task_name for r in store.rounds()):
             policy = get_task(task_name).DEMO_POLICY
             say(f"sampling {cfg.candidates} {task_name} comparisons from {policy}")
-            sample_round(store, task_name, str(policy), str(shapes / "test"), k=2,
-                         n=cfg.candidates, seed=cfg.seed, name="mle", rows=rows)
+            sample_round(store, task_name, str(policy), str(shapes / "test"), k=cfg.comparison_k,
+                         n=cfg.candidates, seed=cfg.seed, name="mle", rows=rows)  # people rank as --simulate does
     port = cfg.port or 7860
     print(f"""
 The labeling app is starting on http://{cfg.host}:{port}  (Ctrl+C to stop)
-Pick the better caption / colorization with the keys shown on the buttons; the guidelines (G) say what better
-means. You are the admin (no logins on 127.0.0.1): Stats & export shows agreement and exports. Or, one round:
+Rank the captions / colorizations best first (--comparison_k 2: pick the better one) with the keys shown on the
+buttons; the guidelines (G) say what better means. You are the admin (no logins on 127.0.0.1): Stats & export
+shows agreement and exports. Or, one round:
 
   vrlhf export --db {db} --out {workdir}/export-captioning --task captioning
   vrlhf train-reward --task captioning --data {workdir}/export-captioning --out {workdir}/rm-captioning
