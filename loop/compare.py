@@ -13,8 +13,11 @@ import torch
 
 @torch.no_grad()
 def policy_outputs(task, policy, rows: list[dict], seed: int, batch_size: int = 50) -> dict[str, list]:
-    """{"greedy": greedy decodes, "sample": one temperature-1 sample} per row."""
-    policy.eval()
+    """{"greedy": greedy decodes, "sample": one temperature-1 sample} per row, on `default_device()` (the policy,
+    loaded for this, is moved there: a GPU when there is one)."""
+    from vrlhf.device import on_default_device
+
+    on_default_device(policy).eval()
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     greedy, sampled = [], []
     for i in range(0, len(rows), batch_size):

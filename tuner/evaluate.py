@@ -46,6 +46,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     from tuner.best_of_n import best_of_n
     from tuner.rewards import build_reward, parse_reward_specs
     from vrlhf.data import load_rows
+    from vrlhf.device import default_device, on_default_device
     from vrlhf.evaluate import greedy_outputs
     from vrlhf.tasks import get_task
 
@@ -57,8 +58,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     specs = parse_reward_specs(cfg.reward) if cfg.best_of else []  # bad specs fail before any loading
     rows = load_rows(cfg.data, strict=cfg.strict, limit=cfg.limit or None, check=task.row_problem,
                      image_column=cfg.image_column, caption_column=cfg.caption_column)
-    reward = build_reward(task, specs, rows) if specs else None
-    policy = task.load_policy(cfg.policy)
+    reward = build_reward(task, specs, rows, device=default_device()) if specs else None
+    policy = on_default_device(task.load_policy(cfg.policy))  # a GPU when there is one (VRLHF_DEVICE overrides)
     results = {"greedy": task.eval_metrics(rows, greedy_outputs(task, policy, rows, progress=not cfg.json))}
     if reward is not None:
         chosen, scores = best_of_n(task, policy, rows, reward, cfg.best_of, cfg.seed, cfg.temperature,

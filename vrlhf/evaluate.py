@@ -6,6 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vrlhf.data import load_rows
+from vrlhf.device import on_default_device
 from vrlhf.tasks import get_task
 
 
@@ -24,5 +25,5 @@ def evaluate_policy(task_name: str, policy_dir: str, data: str, limit: int | Non
                     strict: bool = False):
     task = get_task(task_name)
     rows = load_rows(data, strict=strict, limit=limit or None, check=task.row_problem)  # bad rows: before the model
-    policy = task.load_policy(policy_dir)
+    policy = on_default_device(task.load_policy(policy_dir))
     return task.eval_metrics(rows, greedy_outputs(task, policy, rows, progress=progress))

@@ -298,8 +298,8 @@ class SequencePolicy:
 
 
 def reads_flag_late(device: torch.device) -> bool:
-    """Whether the sampler reads "all ended" one step late: on an accelerator, where reading it at once is a sync."""
-    return device.type != "cpu"
+    """Whether the sampler reads "all ended" one step late: on a GPU, where reading it at once is a sync."""
+    return device.type == "cuda"
 
 
 class HostFlag:
@@ -307,7 +307,7 @@ class HostFlag:
     an event recorded behind it, not a sync of everything queued since)."""
 
     def __init__(self, flag: torch.Tensor):
-        self.value = flag.to("cpu", non_blocking=True)
+        self.value = flag.to("cpu", non_blocking=flag.is_cuda)  # lands in pinned memory; the event says when
         self.event = torch.cuda.Event() if flag.is_cuda else None
         if self.event is not None:
             self.event.record()

@@ -179,20 +179,22 @@ def transplant(output: Image.Image, row: dict) -> Image.Image:
 
 
 def decode(policy: SequencePolicy, rows: list[dict], tokens: torch.Tensor, k: int = 1) -> list[Image.Image]:
-    """Tokens (B*k, grid²) -> RGB images at each input's full resolution: upsampled ab merged with the original L."""
+    """Tokens (B*k, grid²) -> RGB images at each input's full resolution: upsampled ab merged with the original L.
+    Each input goes to Lab once for its k samples, and its k samples go back to RGB in one call."""
     grid = policy.meta["grid"]
     bins = torch.tensor(policy.meta["ab_bins"] + [[0.0, 0.0], [0.0, 0.0]])  # start/pad tokens decode to neutral
-    ab_grid = bins[tokens.cpu().clamp(max=len(bins) - 1)].view(-1, grid, grid, 2).permute(0, 3, 1, 2)
+    ab_grid = bins[tokens.cpu().clamp(max=len(bins) - 1)].view(-1, grid, grid, 2).permute(0, 3, 1, 2)  # (B*k, 2, g, g)
     images = []
-    for i, cells in enumerate(ab_grid):
-        lab = _lab(rows[i // k]["image"])
+    for i in range(len(ab_grid) // k):
+        lab = _lab(rows[i]["image"])  # (H, W, 3)
         h, w = lab.shape[:2]
-        ab = F.interpolate(cells[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        lab[..., 1:] = ab.permute(1, 2, 0).numpy()
+        ab = F.interpolate(ab_grid[i * k : (i + 1) * k], size=(h, w), mode="bilinear", align_corners=False)
+        samples = np.repeat(lab[None], k, axis=0)  # (k, H, W, 3): the input's L under each sample's ab
+        samples[..., 1:] = ab.permute(0, 2, 3, 1).numpy()
         with warnings.catch_warnings():  # out-of-gamut ab is clipped to sRGB on purpose
             warnings.simplefilter("ignore")
-            rgb = lab2rgb(lab)
-        images.append(Image.fromarray((rgb.clip(0, 1) * 255).round().astype(np.uint8)))
+            rgb = lab2rgb(samples)
+        images += [Image.fromarray(image) for image in (rgb.clip(0, 1) * 255).round().astype(np.uint8)]
     return images
 
 
