@@ -3,6 +3,7 @@ statistics survive a resume."""
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -51,3 +52,27 @@ def test_trl_running_reward_statistics_are_checkpointed_and_restored(tmp_path):
     second = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-2" / "reward_stats.json").read_text())
     assert second["oracle"]["count"] == 8
     assert second["oracle"]["var"] > 0 and second["oracle"]["mean"] != first["oracle"]["mean"]
+
+
+def test_trl_batch_normalisation_whitens_over_every_ranks_completions(tmp_path):
+    """TRL calls each reward function on a rank's own completions; `--reward_norm batch` whitens with the mean and
+    std of every rank's (gathered), not of this rank's alone. Here a second rank's scores are [10, 20, 30, 40]."""
+    from tuner.rewards import build_reward, parse_reward_specs
+    from tuner.trl_backend import Clock, reward_functions
+    from vrlhf.shapes import make_shapes
+
+    rows = make_shapes(2, seed=0, size=24)
+    texts = [c for r in rows for c in r["captions"]]
+    policy = TASK.load_policy(tiny_checkpoint("llava", tmp_path / "llava", texts=texts))
+    mix = build_reward(TASK, parse_reward_specs(["oracle=1"]), rows, "batch")
+    other_rank = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    (oracle,) = reward_functions(TASK, policy, mix, rows, Clock(), gather=lambda v: torch.cat([v, other_rank]))
+    captions = [rows[0]["captions"][0], "a", rows[1]["captions"][0], "a red"]
+    tokens, mask = TASK.encode_captions(policy, captions)
+    got = oracle(prompts=[None] * 4, completions=[None] * 4, row_index=[0, 0, 1, 1],
+                 completion_ids=[t[m].tolist() for t, m in zip(tokens, mask)])
+    raw = mix.fns["oracle"](rows, TASK.decode(policy, rows, tokens, 2))
+    everyone = torch.cat([torch.as_tensor(raw, dtype=torch.float32), other_rank])
+    want = (torch.as_tensor(raw) - everyone.mean()) / (everyone.std(unbiased=False) + mix.eps)
+    assert got == pytest.approx(want.tolist(), abs=1e-5)
+    assert max(got) < 0  # every score of this rank is below the other rank's: whitened per rank, some would be > 0
