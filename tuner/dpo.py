@@ -18,8 +18,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from vrlhf.config import parse_config
 from vrlhf.errors import ConfigError, DataError
 
@@ -184,6 +182,7 @@ def preference_pairs(path: str, task: str, prompt: str):
 
 
 def build_trainer(cfg: DPOTuneConfig, policy, pairs, out: Path):
+    import torch  # here, not at the top: `vrlhf dpo` checks its flags (DPOTuneConfig) before torch loads
     from trl import DPOConfig, DPOTrainer
 
     from tuner.trl_backend import precision_args
