@@ -144,6 +144,8 @@ HEAD_JS = """
     }
   });
   document.addEventListener("click", (e) => {
+    const voted = e.target.closest && e.target.closest("#vr-actions button, #vr-flag input, #vr-task input");
+    if (voted && e.detail > 0) setTimeout(() => voted.blur(), 0);  // clicked: a stray Space must not press it again
     const row = e.target.closest && e.target.closest(".vr-table tr[data-comparison]");
     if (row) { window.vrInspect = row.dataset.comparison; press("vr-inspect"); return; }
     const used = e.target.closest && e.target.closest("#vr-download a");

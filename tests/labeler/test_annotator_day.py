@@ -126,6 +126,9 @@ def test_keys_work_whatever_was_clicked_last(tmp_path, browser):
         key_vote()
         answered("#vr-a")
         clicked_votes += 1
+        page.keyboard.press(" ")  # the clicked button lost its focus: a stray Space presses nothing
+        page.wait_for_timeout(300)
+        assert len(store.votes()) == key_votes + clicked_votes
         key_vote()
         page.get_by_role("tab", name="Stats").click()  # another tab and back
         page.get_by_role("tab", name="Label").click()
@@ -358,5 +361,34 @@ def test_the_first_screen_a_spaced_name_and_a_used_download_link(tmp_path, brows
         assert page.locator("#vr-download a").count() == 0
         assert "the link worked once" in page.inner_text("#vr-download")
         page.context.close()
+    finally:
+        demo.close()
+
+
+def test_an_annotator_cannot_open_a_comparison_of_the_lead_view(tmp_path):
+    """The row-opening event shows everyone's votes and comments: admins only, refused with a sentence otherwise."""
+    import httpx
+    from labfix import http_login, ui_event, ui_fns
+
+    users = tmp_path / "users.json"
+    add_user(users, "alice", "alice-pw", rounds=4)
+    add_user(users, "lead", "lead-pw", rounds=4, admin=True)
+    store = Store(tmp_path / "labels.sqlite")
+    fill(store, 2, k=2)
+    v = store.next_comparison("lead")
+    store.vote(v["token"], "a", annotator="lead", comment="secret note")
+    demo, url = serve(store, port=free_port(), auth_file=str(users), block=False, quiet=True)
+    try:
+        for name, allowed in (("alice", False), ("lead", True)):
+            c = http_login(url, name)
+            said, shown = ui_event(c, ui_fns(c)["vr-inspect"], [str(v["comparison_id"])], f"{name}-page")["output"][
+                "data"]
+            if allowed:
+                assert "secret note" in shown and "lead</b> saw it in this order" in shown
+            else:
+                assert said["value"].startswith("Only admins see statistics") and "secret note" not in str(shown)
+            c.close()
+        with httpx.Client(base_url=url) as anonymous:  # not logged in: nothing
+            assert anonymous.post("gradio_api/run/predict", json={}).status_code in (401, 403)
     finally:
         demo.close()
