@@ -3,6 +3,11 @@
     vrlhf demo                  # shapes data + demo checkpoints -> candidates in SQLite -> labeling app on 127.0.0.1
     vrlhf demo --simulate       # rounds of simulated labels through the app's HTTP API, reward models, tunings,
                                 # evaluation against MLE per round: work/demo/summary.json and report.html
+    vrlhf demo --simulate --policy DIR      # the rounds from your own captioner (its task alone) instead
+
+`--policy` replaces the task's demo checkpoint as the starting ("MLE") policy: what round 1 samples, what every
+track tunes from and is KL-anchored to, and what the win rates are measured against. It must be able to caption the
+shapes (any supported captioner or VLM does; the simulated annotators judge what it writes).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 from tuner.config import TuneConfig
 from vrlhf.config import parse_config
+from vrlhf.errors import ConfigError
 from vrlhf.tasks import get_task
 
 
@@ -34,6 +40,9 @@ class DemoConfig:
     data: str = field(default="", metadata={"help": "shapes dataset dir with train/ and test/ (empty: WORKDIR/shapes, "
                                                      "generated as the demo checkpoints were trained on)"})
     tasks: str = field(default="captioning,colorization", metadata={"help": "comma-separated tasks to run"})
+    policy: str = field(default="", metadata={
+        "help": "the starting policy instead of the demo checkpoint (a directory or hub id): the rounds of its task "
+                "alone; every track tunes from it and is compared with it"})
     rounds: int = field(default=2, metadata={"help": "labeling rounds (--simulate); round 1 labels MLE samples"})
     labels: int = field(default=400, metadata={"help": "comparisons labelled in round 1, per task (--simulate)"})
     labels_later: int = field(default=200, metadata={"help": "comparisons added in each later round, per task"})
@@ -71,8 +80,46 @@ class DemoConfig:
         "help": "one tuning run's settings (--tune.steps ...); kl_coef anchors the learned tracks to MLE"})
 
 
+# What the demo sets for each of its tuning runs (loop/rounds.py), and the demo's own flag for it, if any: given as
+# --tune.NAME it would be silently replaced, so it is refused.
+SET_PER_RUN = {"policy": "--policy", "task": "--tasks", "data": "--data", "out": "--workdir",
+               "reward": "--metric_rewards", "seed": "--seed", "reward_norm": "", "kl_reference": ""}
+
+
 def say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def check_config(cfg: DemoConfig) -> None:
+    """One line naming each flag the demo would ignore or cannot use, before anything is generated or loaded."""
+    problems, defaults = [], demo_tune()
+    for name, instead in SET_PER_RUN.items():
+        if getattr(cfg.tune, name) != getattr(defaults, name):
+            problems.append(f"--tune.{name} is set by the demo for each tuning run"
+                            + (f" (use {instead})" if instead else ""))
+    tasks = task_names(cfg)
+    for name in tasks:
+        try:
+            get_task(name)
+        except ConfigError as error:
+            problems.append(f"--tasks: {error}")
+    if cfg.policy and len(tasks) != 1:
+        problems.append(f"--policy {cfg.policy} starts one task's rounds: name that task alone with --tasks "
+                        f"(not {cfg.tasks!r})")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def task_of(policy: str) -> str:
+    """The task a policy is for: ours say so in policy.json; any other checkpoint here is a captioner."""
+    from vrlhf.policy import saved_meta
+
+    return ((saved_meta(policy) if Path(policy).is_dir() else None) or {}).get("task", "captioning")
+
+
+def start_policy(cfg: DemoConfig, task_name: str) -> str:
+    """The rounds' starting policy for `task_name`: --policy, or the task's demo checkpoint."""
+    return cfg.policy or str(get_task(task_name).DEMO_POLICY)
 
 
 def ensure_shapes(cfg: DemoConfig, workdir: Path) -> Path:
@@ -111,7 +158,8 @@ def simulate(cfg: DemoConfig) -> dict:
     label = partial(_label, rows_by_id=rows_by_id, cfg=cfg)
     results, samples = {}, {}
     for task_name in task_names(cfg):
-        result = run_rounds(task_name, cfg, workdir, shapes, store, label, str(get_task(task_name).DEMO_POLICY))
+        say(f"{task_name}: the rounds start from {start_policy(cfg, task_name)}")
+        result = run_rounds(task_name, cfg, workdir, shapes, store, label, start_policy(cfg, task_name))
         samples[task_name] = result.pop("_samples")
         results[task_name] = result
     summary = {"config": asdict(cfg), "seconds": time.time() - start, "machine": machine(), "tasks": results}
@@ -143,11 +191,12 @@ def serve_for_people(cfg: DemoConfig) -> None:
     rows = load_rows(shapes / "test")
     for task_name in task_names(cfg):
         if not any(r["task"] == task_name for r in store.rounds()):
-            policy = get_task(task_name).DEMO_POLICY
+            policy = start_policy(cfg, task_name)
             say(f"sampling {cfg.candidates} {task_name} comparisons from {policy}")
             sample_round(store, task_name, str(policy), str(shapes / "test"), k=cfg.comparison_k,
                          n=cfg.candidates, seed=cfg.seed, name="mle", rows=rows)  # people rank as --simulate does
     port = cfg.port or 7860
+    captioner = start_policy(cfg, "captioning") if "captioning" in task_names(cfg) else "data/demo/captioner"
     print(f"""
 The labeling app is starting on http://{cfg.host}:{port}  (Ctrl+C to stop)
 Rank the captions / colorizations best first (--comparison_k 2: pick the better one) with the keys shown on the
@@ -156,9 +205,9 @@ shows agreement and exports. Or, one round:
 
   vrlhf export --db {db} --out {workdir}/export-captioning --task captioning
   vrlhf train-reward --task captioning --data {workdir}/export-captioning --out {workdir}/rm-captioning
-  vrlhf tune --task captioning --policy data/demo/captioner --data {shapes} --out {workdir}/tune-captioning \\
+  vrlhf tune --task captioning --policy {captioner} --data {shapes} --out {workdir}/tune-captioning \\
       --reward learned:{workdir}/rm-captioning=1.0 --kl_coef 0.2
-  vrlhf sample --task captioning --policy {workdir}/tune-captioning/final --against data/demo/captioner \\
+  vrlhf sample --task captioning --policy {workdir}/tune-captioning/final --against {captioner} \\
       --data {shapes}/train --n 100 --db {db}        # the next round: the tuned policy against the old one
 
 Or the rounds headless, with simulated annotators: vrlhf demo --simulate
@@ -168,6 +217,11 @@ Or the rounds headless, with simulated annotators: vrlhf demo --simulate
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(DemoConfig, argv, prog="vrlhf demo")
+    if cfg.policy and cfg.tasks == DemoConfig.tasks:  # --tasks not given: the one task --policy is for
+        cfg.tasks = task_of(cfg.policy)
+    check_config(cfg)
+    if cfg.policy:  # the wrong task's policy, or no policy at all: one line now, not after the data is generated
+        get_task(task_names(cfg)[0]).load_policy(cfg.policy)
     if cfg.simulate:
         simulate(cfg)
     else:
