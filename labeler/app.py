@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import html
-import ipaddress
 import logging
 import os
 import shutil
@@ -36,7 +35,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from labeler import guides, page, stats
-from labeler.cli import LabelConfig, check_proxies, main  # noqa: F401  (`python -m labeler.app` runs main)
+from labeler.cli import LabelConfig, check_host, check_proxies, is_loopback, main  # noqa: F401  (`-m labeler.app`)
 from labeler.desk import Desk, Labeler, refuse
 from labeler.downloads import ROUTE, DownloadRoute, Downloads
 from labeler.gate import Gate
@@ -49,17 +48,7 @@ from vrlhf.exports import FORMATS
 
 log = logging.getLogger("labeler")
 ALL = "all"  # the task pickers' value for every task (labelling: interleaved; export: one folder per task)
-LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 NOT_ADMIN = "Only admins see statistics and export preferences; ask your project lead if you need them."
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # The HTTP status of an API refusal, by what its sentence says (the first match; any other refusal is about the
@@ -404,8 +393,7 @@ def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_f
     nobody's); see build_app for the rest."""
     from labeler.users import authenticator, load_users
 
-    if auth_file is None and not is_loopback(host):
-        raise LabelError(f"refusing to serve {host} without --auth: only loopback hosts may skip logins")
+    check_host(host, auth_file is not None)
     forwarded_allow_ips = check_proxies(trusted_proxies or [], auth_file is not None)
     if auth_file is not None:
         load_users(auth_file)  # fail now, not at the first login

@@ -11,6 +11,23 @@ from labeler.guides import load_guidelines
 from vrlhf.config import check_port, parse_config
 from vrlhf.errors import LabelError
 
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, auth: bool) -> None:
+    """Without logins only loopback hosts are served (the app's one local user is admin)."""
+    if not auth and not is_loopback(host):
+        raise LabelError(f"refusing to serve {host} without --auth: only loopback hosts may skip logins")
+
 
 def check_proxies(proxies: list[str], auth: bool) -> str:
     """`--trusted_proxies` checked (addresses or networks; only with --auth: a server without logins refuses
@@ -57,6 +74,7 @@ class LabelConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(LabelConfig, argv, prog="vrlhf label")
+    check_host(cfg.host, cfg.auth is not None)  # the rule first: a public host without --auth is never tried
     check_port(cfg.port, cfg.host)  # out of range, or taken: one line naming --port, before anything loads
     check_proxies(cfg.trusted_proxies, cfg.auth is not None)
     guidelines = load_guidelines(cfg.guidelines)  # a bad file fails before the database is touched
