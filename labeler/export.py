@@ -26,6 +26,7 @@ from pathlib import Path
 from labeler.store import LabelError, Store
 from vrlhf.config import parse_config
 from vrlhf.exports import FORMATS, staged, to_trl_preferences, write_manifest
+from vrlhf.marks import dumps, parse
 
 CAPTION_PROMPT = "Describe the image."
 EXPORT_FORMATS = (*FORMATS, "trl")  # trl: caption pairs in TRL's vision preference format only (vrlhf.exports)
@@ -68,8 +69,17 @@ def pairs(store: Store, votes: list[dict]) -> list[dict]:
                      "chosen_path": cw["image"], "rejected_path": cl["image"], "label": label,
                      "annotator": v["annotator"], "item_id": v["item_id"], "comparison_id": v["comparison_id"],
                      "vote_id": v["vote_id"], "created_at": v["created_at"], "chosen_policy": cw["policy"],
-                     "rejected_policy": cl["policy"], "comment": v["comment"], "flagged": v["flagged"]})
+                     "rejected_policy": cl["policy"], "comment": v["comment"], "flagged": v["flagged"],
+                     "chosen_marks": candidate_marks(v, winner), "rejected_marks": candidate_marks(v, loser)})
     return rows
+
+
+def candidate_marks(vote: dict, candidate_id: int) -> str:
+    """The export cell of one candidate's marks in a vote (`vote["marks"]`: {candidate id: marks}, vrlhf.marks):
+    JSON text, "" when the vote marked nothing on it (or the store keeps no marks)."""
+    marks = vote.get("marks") or {}
+    marks = json.loads(marks) if isinstance(marks, str) else marks
+    return dumps(parse(marks.get(str(candidate_id), marks.get(candidate_id))))
 
 
 def _dataset(store: Store, rows: list[dict]):
@@ -85,7 +95,7 @@ def _dataset(store: Store, rows: list[dict]):
     for side in ("chosen", "rejected"):
         out[side] = [png(r[f"{side}_path"]) if images else r[side] for r in rows]
     for key in ("label", "annotator", "item_id", "comparison_id", "vote_id", "created_at", "chosen_policy",
-                "rejected_policy", "comment", "flagged"):
+                "rejected_policy", "comment", "flagged", "chosen_marks", "rejected_marks"):
         out[key] = [r[key] for r in rows]
     side = datasets.Image() if images else datasets.Value("string")
     features = {"task": datasets.Value("string"), "image": datasets.Image(), "chosen": side, "rejected": side,
@@ -93,7 +103,8 @@ def _dataset(store: Store, rows: list[dict]):
                 "item_id": datasets.Value("string"), "comparison_id": datasets.Value("int64"),
                 "vote_id": datasets.Value("int64"), "created_at": datasets.Value("string"),
                 "chosen_policy": datasets.Value("string"), "rejected_policy": datasets.Value("string"),
-                "comment": datasets.Value("string"), "flagged": datasets.Value("bool")}
+                "comment": datasets.Value("string"), "flagged": datasets.Value("bool"),
+                "chosen_marks": datasets.Value("string"), "rejected_marks": datasets.Value("string")}
     if not images:  # TRL's vision preference format: prompt + chosen/rejected + images
         out["prompt"] = [CAPTION_PROMPT] * len(rows)
         out["images"] = [[im] for im in out["image"]]

@@ -6,16 +6,23 @@ sentence encoder with mean pooling. With `clip=DIR`, a CLIPModel provides both t
 attention with the caption as the query: a caption's "red circle on the left" looks at the left of the grid.
 While the text encoder is frozen (no LoRA, not fine-tuned), caption embeddings are cached: MiniLM is
 the expensive part and most captions recur across pairs and epochs.
+
+Dense (`dense=True`): a score per word of the caption (split on whitespace, as marks count words) plus one for the
+caption as a whole (the end: what no word carries, e.g. a shape left out), which sum to the reward. A word reads its
+own text-encoder states (the mean of its word pieces), the image, and the image tokens it attends to. Marks train
+the words (reward_model/losses.py `marks_loss`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reward_model import backbones
 from reward_model.base import RewardModel, RewardModelConfig
+from vrlhf.errors import ConfigError
 
 CACHE_LIMIT = 200_000  # cached caption embeddings before the cache is cleared
 
@@ -74,6 +81,13 @@ class CaptionRewardModel(RewardModel):
         self.attend = nn.MultiheadAttention(h, num_heads=4 if h % 4 == 0 else 1, batch_first=True)
         self.head = nn.Sequential(nn.Linear(4 * h, h), nn.GELU(), nn.Linear(h, 1))
         self._cache: dict[str, torch.Tensor] = {}
+        if c.dense:
+            if c.clip:
+                raise ConfigError("a dense caption reward reads its text encoder's word pieces: use --text-encoder, "
+                                  "not --clip")
+            self.word_proj = nn.Sequential(nn.Linear(d_txt, h), nn.LayerNorm(h))
+            self.word_head = nn.Sequential(nn.Linear(5 * h, h), nn.GELU(), nn.Linear(h, 1))
+            self._word_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
     def build(cls, cfg: RewardModelConfig) -> CaptionRewardModel:
@@ -114,19 +128,85 @@ class CaptionRewardModel(RewardModel):
                 self._cache.update(zip(new[i : i + 256], feats))
         return torch.stack([self._cache[c] for c in captions]).to(self.img_proj[0].weight.device)
 
+    def _word_features(self, captions: list[str]) -> list[torch.Tensor]:
+        """Per caption [n_words, d_txt]: each whitespace word's mean word-piece state (zeros past the truncation)."""
+        device = self.img_proj[0].weight.device
+        words = [c.split() for c in captions]
+        tok = self.tokenizer([w or [""] for w in words], is_split_into_words=True, padding=True, truncation=True,
+                             max_length=min(64, self.tokenizer.model_max_length), return_tensors="pt")
+        hidden = self.text(input_ids=tok["input_ids"].to(device),
+                           attention_mask=tok["attention_mask"].to(device)).last_hidden_state  # [N, L, d]
+        out = []
+        for i, ws in enumerate(words):
+            pieces = torch.zeros(len(ws), hidden.shape[1], device=device)  # [n_words, L]: which pieces are whose
+            for position, word in enumerate(tok.word_ids(i)):
+                if word is not None and word < len(ws):
+                    pieces[word, position] = 1.0
+            out.append(pieces @ hidden[i] / pieces.sum(1, keepdim=True).clamp(min=1.0))
+        return out
+
+    def encode_words(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([N, W, d_txt] word features, [N, W] bool: a word there), W the most words of these captions."""
+        if self.text_frozen:
+            new = list(dict.fromkeys(c for c in captions if c not in self._word_cache))
+            if len(self._word_cache) + len(new) > CACHE_LIMIT:
+                self._word_cache.clear()
+                new = list(dict.fromkeys(captions))
+            with torch.no_grad():
+                for i in range(0, len(new), 256):
+                    feats = self._word_features(new[i : i + 256])
+                    self._word_cache.update(zip(new[i : i + 256], (f.float().cpu() for f in feats)))
+            feats = [self._word_cache[c] for c in captions]
+        else:
+            feats = self._word_features(captions)
+        device = self.img_proj[0].weight.device
+        width = max(1, max(len(f) for f in feats))
+        valid = torch.tensor([[j < len(f) for j in range(width)] for f in feats], device=device)
+        padded = torch.stack([F.pad(f.to(device), (0, 0, 0, width - len(f))) for f in feats])
+        return padded, valid
+
     # -- scoring -------------------------------------------------------------------------------------
     def inputs(self, rows: list[dict], outputs: list[str]) -> dict:
         return {"pixel_values": self.pixels([r["image"] for r in rows]), "captions": [str(o) for o in outputs]}
 
-    def forward(self, pixel_values: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        """Rewards [B*k] for `captions` (image-major, k per image) of the B images in `pixel_values`."""
+    def forward(self, pixel_values: torch.Tensor, captions: list[str], dense: bool = False):
+        """Rewards [B*k] for `captions` (image-major, k per image) of the B images in `pixel_values`. A dense model's
+        reward is the sum of its words' scores and the end's; with `dense`: (rewards [B*k], regions [B*k, W + 1]: the
+        words' scores, zero past a caption's end, then the end's score, valid [B*k, W + 1]: True on real words)."""
         batch = pixel_values.shape[0]
         k = len(captions) // batch
         tokens = self.img_proj(self.encode_image(pixel_values))  # [B, N, h]
         txt = self.txt_proj(self.encode_text(captions).to(tokens.dtype))  # [B*k, h]
         img = tokens.mean(dim=1).repeat_interleave(k, dim=0)  # [B*k, h]
         att = self._attend_per_image(txt.view(batch, k, -1), tokens).reshape(batch * k, -1)
-        return self.head(torch.cat([img, txt, img * txt, att * txt], dim=-1)).squeeze(-1)
+        end = self.head(torch.cat([img, txt, img * txt, att * txt], dim=-1)).squeeze(-1)  # [B*k]
+        if not self.cfg.dense:
+            if dense:
+                raise ValueError("this reward model is not dense: it has no word scores (train it with --dense)")
+            return end
+        feats, valid = self.encode_words(captions)
+        words = self.word_proj(feats.to(tokens.dtype))  # [B*k, W, h]
+        n_words = words.shape[1]
+        seen = self._attend_per_image(words.reshape(batch, k * n_words, -1), tokens).reshape_as(words)
+        per_word = img[:, None].expand_as(words)
+        scores = self.word_head(torch.cat([per_word, words, per_word * words, seen * words,
+                                           txt[:, None].expand_as(words)], dim=-1)).squeeze(-1) * valid  # [B*k, W]
+        reward = scores.sum(dim=1) + end
+        if not dense:
+            return reward
+        ends = torch.zeros_like(valid[:, :1])  # the end is a region of the reward, not a word anyone marks
+        return reward, torch.cat([scores, end[:, None]], dim=1), torch.cat([valid, ends], dim=1)
+
+    def dense_scores(self, pixel_values: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """[B*k, 1 + W]: the end's score first, then each word's (zero past a caption's end); they sum to the reward.
+        (The end first, so that captions of different lengths pad alike.)"""
+        regions = self(pixel_values, captions, dense=True)[1]
+        return torch.cat([regions[:, -1:], regions[:, :-1]], dim=1)
+
+    def output_regions(self, rows: list[dict], outputs: list) -> list:
+        """Per caption an array of its words' scores then the end's (the caption oracle's `regions` layout)."""
+        dense = self.score_dense(rows, outputs)
+        return [np.append(d[1 : 1 + len(str(o).split())].numpy(), d[:1].numpy()) for d, o in zip(dense, outputs)]
 
     def _attend_per_image(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """`self.attend` (nn.MultiheadAttention) with the k captions of an image as queries over its N tokens:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from reward_model.base import TASKS
+from vrlhf import marks as marks_format
 from vrlhf.errors import DataError
 from vrlhf.exports import check_pairs, is_trl_preferences, read_manifest
 from vrlhf.tasks import get_task, task_names
@@ -255,6 +256,7 @@ def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
         if not 0.0 <= float(labels[i]) <= 1.0:
             raise DataError(f"export {path} {_where(ds, i)}: label {labels[i]} is outside [0, 1]")
     check_images(ds, path, task, keep)
+    check_marks(ds, path, task, keep)
     same = set(_identical(ds, keep))
     if same:
         notes.append(f"dropped {len(same)} pairs with chosen == rejected")
@@ -263,6 +265,19 @@ def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
         raise DataError(f"export {path} has no preference to learn: all {len(ds)} {task} pairs are ties "
                          "(label 0.5) or have chosen == rejected")
     return task, keep, notes
+
+
+MARK_COLUMNS = ("chosen_marks", "rejected_marks")  # optional: where each candidate was marked wrong (vrlhf.marks)
+
+
+def check_marks(ds, path, task: str, keep: list[int]) -> None:
+    """Refuse marks that do not fit their output (outside the image, a word past the caption's end), in one line."""
+    text = get_task(task).OUTPUT == "text"
+    for col in (c for c in MARK_COLUMNS if c in ds.column_names):
+        values, outputs = column(ds, col), column(ds, col.removesuffix("_marks")) if text else None
+        for i in keep:
+            marks_format.parse(values[i], outputs[i] if text else marks_format.IMAGE,
+                               where=f"export {path} {_where(ds, i)} column {col!r}")
 
 
 def check_images(ds, path, task: str, keep: list[int]) -> None:
@@ -327,9 +342,14 @@ class PairDataset(torch.utils.data.Dataset):
     With `augment`, each pair is turned by one of `DIHEDRAL`, drawn from (seed, epoch, row) so that any number
     of processes sees the same orientations; set `epoch` before each pass."""
 
-    def __init__(self, ds, indices: list[int], task: str, augment: bool = False, seed: int = 0):
+    def __init__(self, ds, indices: list[int], task: str, augment: bool = False, seed: int = 0, marks: bool = False,
+                 mark_grid: int = 8):
         self.ds, self.indices, self.task = ds, list(indices), task
         self.augment, self.seed, self.epoch = augment, seed, 0
+        # with `marks`, each pair also carries "chosen_marks"/"rejected_marks" as bool masks: an image's cells on a
+        # mark_grid raster (turned with the image), a caption's words; all False where the export has no marks
+        self.marks = marks and any(c in ds.column_names for c in MARK_COLUMNS)
+        self.mark_grid = mark_grid
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -339,10 +359,19 @@ class PairDataset(torch.utils.data.Dataset):
         pair = {"image": to_image(r["image"]).convert("RGB"), "label": float(r["label"])}
         for key in ("chosen", "rejected"):
             pair[key] = str(r[key]) if self.task == "captioning" else to_image(r[key]).convert("RGB")
+        if self.marks:
+            for key in ("chosen", "rejected"):
+                marks = marks_format.parse(r.get(f"{key}_marks"))
+                text = self.task == "captioning"
+                pair[f"{key}_marks"] = (marks_format.word_mask(marks, len(pair[key].split())) if text
+                                        else marks_format.cell_mask(marks, self.mark_grid).astype(np.uint8))
         if self.augment:
             turn = random.Random(f"{self.seed}/{self.epoch}/{self.indices[j]}").choice(DIHEDRAL)
             if turn is not None:
                 pair |= {key: pair[key].transpose(turn) for key in ("image", "chosen", "rejected")}
+                if self.marks:  # the cells turn with the image: the same PIL transpose on the mask
+                    pair |= {key: np.array(Image.fromarray(pair[key]).transpose(turn))
+                             for key in ("chosen_marks", "rejected_marks")}
         return pair
 
 
@@ -359,4 +388,9 @@ def collate_pairs(model, pairs: list[dict], transplant=None) -> dict:
         outputs = [o for p in pairs for o in (p["chosen"], p["rejected"])]
     batch = model.inputs(rows, outputs)
     batch["label"] = torch.tensor([p["label"] for p in pairs], dtype=torch.float32)
+    if "chosen_marks" in pairs[0]:  # [len(outputs), regions]: True where marked; the transplanted output has none
+        per_output = len(outputs) // len(pairs)
+        masks = [torch.as_tensor(m, dtype=torch.bool).flatten() for p in pairs for m in (
+            p["chosen_marks"], p["rejected_marks"], *[np.zeros(0, bool)] * (per_output - 2))]
+        batch["marks"] = torch.nn.utils.rnn.pad_sequence(masks, batch_first=True, padding_value=False)
     return batch

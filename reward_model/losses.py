@@ -28,3 +28,22 @@ def bradley_terry_loss(
     if center_coef:
         loss = loss + center_coef * ((r_chosen.float() + r_rejected.float()) ** 2).mean()
     return loss
+
+
+def marks_loss(regions: torch.Tensor, marked: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Marked regions score lower than the unmarked ones of the same output: per output with both, the mean over
+    every (marked m, unmarked u) of −log σ(s_u − s_m), a Bradley–Terry preference for u; averaged over those outputs.
+
+    `regions` [N, R] are a dense reward model's region scores (cells of an image, words of a caption), `marked`
+    [N, R'] the annotators' marks (padded or cut to R), `valid` [N, R] the regions that exist (a caption's words)."""
+    width = regions.shape[1]
+    marked = torch.nn.functional.pad(marked.bool(), (0, max(0, width - marked.shape[1])))[:, :width]
+    valid = torch.ones_like(marked) if valid is None else valid.bool()
+    marked, unmarked = marked & valid, ~marked & valid
+    pairs = marked[:, :, None] & unmarked[:, None, :]  # [N, R, R]: (m, u)
+    counts = pairs.sum(dim=(1, 2))
+    if not (counts > 0).any():
+        return regions.sum() * 0.0  # no output has both: no term (and a graph for every process's backward)
+    s = regions.float()
+    per_output = (F.softplus(s[:, :, None] - s[:, None, :]) * pairs).sum(dim=(1, 2)) / counts.clamp(min=1)
+    return per_output[counts > 0].mean()

@@ -9,14 +9,19 @@ or coarse.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
+from vrlhf.marks import dumps
+from vrlhf.tasks.simulated_marks import mark
+
 
 def simulated_pairs(task: str, n_pairs: int, seed: int = 0, pairs_per_image: int = 2,
-                    temperature: float | None = None) -> dict[str, list]:
-    """Columns of a preference export with `n_pairs` oracle-labelled pairs (winner first; ties kept).
+                    temperature: float | None = None, marks: bool = False) -> dict[str, list]:
+    """Columns of a preference export with `n_pairs` oracle-labelled pairs (winner first; ties kept); with `marks`,
+    also `chosen_marks` / `rejected_marks`: where a simulated annotator marked each candidate wrong (vrlhf.marks).
 
     Also returns the hidden `row` per pair (not an export column) so callers can ask the oracle again.
     """
@@ -39,6 +44,50 @@ def simulated_pairs(task: str, n_pairs: int, seed: int = 0, pairs_per_image: int
                            ("annotator", "oracle"), ("item_id", row["id"]), ("comparison_id", n),
                            ("created_at", "2026-01-01T00:00:00"), ("row", row)):
             cols[key].append(value)
+        if marks:
+            for key, output in (("chosen_marks", a), ("rejected_marks", b)):
+                cols.setdefault(key, []).append(dumps(mark(task, row, output, rng)))
+    return cols
+
+
+def policy_rankings(task: str, n_images: int, seed: int = 0, k: int = 4, temperature: float = 1.5,
+                    policy: str | None = None, marks: bool = False, batch_size: int = 50) -> dict[str, list]:
+    """Columns of an export of `n_images` simulated rankings, as the demo's first round labels them: `k` samples of
+    the task's demo policy (or `policy`) per shapes image at `temperature`, ranked by the oracle (Plackett–Luce), each
+    ranking expanded to its k(k−1)/2 pairs (winner first). With `marks`, every candidate is marked by the simulated
+    annotator once (the same marks in each of its pairs). Hidden per pair: `row`."""
+    import torch
+
+    from vrlhf.shapes import make_shapes
+    from vrlhf.tasks import get_task
+
+    the_task, oracle = get_task(task), _oracle(task)
+    pol = the_task.load_policy(policy or the_task.DEMO_POLICY)
+    rows = make_shapes(n_images, seed=seed)
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    cols: dict[str, list] = {key: [] for key in ("task", "image", "chosen", "rejected", "label", "annotator",
+                                                 "item_id", "comparison_id", "created_at", "row")}
+    if marks:
+        cols |= {"chosen_marks": [], "rejected_marks": []}
+    for start in range(0, n_images, batch_size):
+        batch = rows[start : start + batch_size]
+        with torch.no_grad():
+            tokens = pol.sample(the_task.pixel_values(pol, [r["image"] for r in batch]), k, temperature=temperature,
+                                generator=generator).tokens
+        outputs = the_task.decode(pol, batch, tokens, k=k)
+        for i, row in enumerate(batch):
+            candidates = outputs[i * k : (i + 1) * k]
+            ranking = oracle.rank(row, candidates, rng)
+            marked = [dumps(mark(task, row, o, rng)) if marks else "" for o in candidates]
+            image = row["image"].convert("L").convert("RGB") if the_task.OUTPUT == "image" else row["image"]
+            for a, b in combinations(ranking, 2):
+                values = {"task": task, "image": image, "chosen": candidates[a], "rejected": candidates[b],
+                          "label": 1.0, "annotator": "oracle", "item_id": row["id"], "comparison_id": start + i,
+                          "created_at": "2026-01-01T00:00:00", "row": row}
+                if marks:
+                    values |= {"chosen_marks": marked[a], "rejected_marks": marked[b]}
+                for key, value in values.items():
+                    cols[key].append(value)
     return cols
 
 
