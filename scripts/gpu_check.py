@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout itself, installed or not
 STEPS = ("demo", "vitb", "fp16", "multi", "llava", "paligemma", "grpo", "dpo", "rm")  # --only takes these
 BUDGET_S = 7 * 60  # steps not started by then are skipped; none runs past it by more than a minute: ≤ 8 minutes
 

@@ -14,7 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 
-problem() { "$1" scripts/gpu_check.py --python_problem 2>&1 || true; }  # empty: this Python will do
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "gpu_check: no NVIDIA GPU here (nvidia-smi -L); the same steps, tiny, on a CPU: python scripts/gpu_check.py --cpu --smoke" >&2
+  exit 2
+fi
+
+problem() { "$1" scripts/gpu_check.py --python_problem 2>&1 | tail -1 || true; }  # empty: this Python will do
 
 python=""
 for candidate in ${PYTHON:-} .venv/bin/python "$(command -v python3 || true)"; do
