@@ -46,6 +46,8 @@ CSS = """
 .vr-table th {text-align: left; font-weight: 600; padding: 6px 8px;
               border-bottom: 2px solid var(--border-color-primary)}
 .vr-table td {padding: 6px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top}
+.vr-table-wrap {overflow-x: auto}
+.vr-table .vr-narrow {width: 1%; white-space: nowrap}
 .vr-table tr[data-comparison] {cursor: pointer}
 .vr-table tr[data-comparison]:hover {background: var(--background-fill-secondary)}
 .vr-table img {display: inline-block; width: 44px; height: 44px; object-fit: contain; vertical-align: middle;
@@ -80,6 +82,9 @@ CSS = """
   #vr-actions .vr-keys {gap: 6px}
   #vr-actions .vr-keys button {padding: 6px 2px; font-size: 0.9em; min-height: 36px}
   #vr-label {padding-bottom: 110px}
+  .vr-table {font-size: 0.85em}
+  .vr-table th, .vr-table td {padding: 4px}
+  .vr-table .vr-narrow {white-space: normal}
 }
 """
 

@@ -33,6 +33,7 @@ PER_ANNOTATOR_EXPLAINED = ("*left chosen*: the share of their A/B decisions that
 LABELS = ["task", "choice", "votes", "share of the task's votes"]
 CHOICE_NAMES = {"a": "A better", "b": "B better", "tie": "Tie", "both_bad": "Both bad", "skip": "Skip",
                 "rank": "Ranking"}
+WIDE = {"Who chose what", "Chose", "Comment"}  # columns of the lead's tables that wrap; the others stay narrow
 MAX_ROWS = 200  # rows of the disagreement and comment tables (newest first)
 
 
@@ -213,13 +214,14 @@ def thumb(store: Store, path: str, alt: str) -> str:
 
 def table(rows: list[tuple[int, list[str]]], columns: list[str], note: str = "") -> str:
     """An HTML table whose rows open their comparison when clicked (labeler/page.py's script); cells are HTML."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    narrow = ["" if c in WIDE else " class='vr-narrow'" for c in columns]  # the text columns take the width
+    head = "".join(f"<th{n}>{html.escape(c)}</th>" for c, n in zip(columns, narrow))
     body = "".join(f"<tr data-comparison='{cid}' title='Open comparison {cid} as its annotators saw it'>"
-                   + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>" for cid, cells in rows)
+                   + "".join(f"<td{n}>{cell}</td>" for cell, n in zip(cells, narrow)) + "</tr>" for cid, cells in rows)
     hint = ("Letters are as each annotator saw the candidates (every lease shuffles them). Click a row to see the "
             "comparison as its annotators saw it. ") if rows else ""
-    return (f"<table class='vr-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"<p class='vr-table-note'>{hint}{html.escape(note)}</p>")
+    return (f"<div class='vr-table-wrap'><table class='vr-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+            f"</table></div><p class='vr-table-note'>{hint}{html.escape(note)}</p>")
 
 
 def inspect_html(store: Store, comparison_id: int) -> str:
