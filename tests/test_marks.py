@@ -95,3 +95,14 @@ def test_simulated_marks_hit_the_worst_regions_at_the_documented_rates():
     words = statistics(rows, [caption_oracle.corrupt(r, rng) for r in rows], "captioning")
     assert 0.65 <= words["worst_region_hit"] <= 0.95 and 0.15 <= words["missed"] <= 0.42
     assert words["misplaced"] <= 0.2
+
+
+def test_each_oracle_marks_beside_its_judge():
+    from vrlhf.tasks import get_oracle
+
+    row = make_shapes(1, seed=3)[0]
+    tinted = colorization_oracle.corrupt(row, np.random.default_rng(0), edits=("tint",))
+    assert get_oracle("colorization").mark(row, tinted, np.random.default_rng(1)) == mark_colorization(
+        row, tinted, np.random.default_rng(1))
+    assert get_oracle("captioning").mark(row, "a huge purple square", np.random.default_rng(1)) == mark_caption(
+        row, "a huge purple square", np.random.default_rng(1))

@@ -172,6 +172,14 @@ def judge(row: dict, output_a: str, output_b: str, rng: np.random.Generator,
     return draw(score(row, output_a) - score(row, output_b), rng, temperature)
 
 
+def mark(row: dict, output: str, rng: np.random.Generator) -> dict:
+    """Where one simulated annotator marks `output` wrong (its false words, some missed, a few misplaced), in the
+    marks format of vrlhf/marks.py: vrlhf/tasks/simulated_marks.py, docs/ORACLES.md."""
+    from vrlhf.tasks.simulated_marks import mark_caption  # it reads this module's contributions
+
+    return mark_caption(row, output, rng)
+
+
 def rank(row: dict, outputs: list, rng: np.random.Generator, temperature: float = DEFAULT_TEMPERATURE) -> list[int]:
     """One simulated ranking of k outputs (indices, best first), Plackett–Luce over the same scores as `judge`;
     identical captions tie (`rank_with_ties`), as `judge` ties them."""
