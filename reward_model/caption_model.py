@@ -204,9 +204,22 @@ class CaptionRewardModel(RewardModel):
         return torch.cat([regions[:, -1:], regions[:, :-1]], dim=1)
 
     def output_regions(self, rows: list[dict], outputs: list) -> list:
-        """Per caption an array of its words' scores then the end's (the caption oracle's `regions` layout)."""
-        dense = self.score_dense(rows, outputs)
-        return [np.append(d[1 : 1 + len(str(o).split())].numpy(), d[:1].numpy()) for d, o in zip(dense, outputs)]
+        """Per caption an array of its words' scores then the end's, in the caption oracle's `regions` layout (the
+        words of `caption_oracle.words`, letter runs, which `captioning.token_rewards` reads): a whitespace word's score
+        is split evenly over its letter runs; one without letters ("2") adds to the end. Each sums to the reward."""
+        from vrlhf.tasks.caption_oracle import words
+
+        out = []
+        for d, caption in zip(self.score_dense(rows, outputs).numpy(), outputs):
+            values, end = [], d[0]
+            for score, word in zip(d[1:], str(caption).split()):
+                runs = words(word)
+                if runs:
+                    values += [score / len(runs)] * len(runs)
+                else:
+                    end += score
+            out.append(np.array([*values, end], dtype=np.float32))
+        return out
 
     def _attend_per_image(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """`self.attend` (nn.MultiheadAttention) with the k captions of an image as queries over its N tokens:

@@ -176,6 +176,11 @@ def test_dense_caption_reward_is_the_sum_of_its_words_and_the_end():
     regions = model.regions(rows, captions)  # the oracle's layout: each word, then the end
     assert [len(r) for r in regions] == [7, 3, 1, 11]
     torch.testing.assert_close(torch.tensor([r.sum() for r in regions]), reward)
+    # the caption oracle's words (letter runs), which the tuner's captioning.token_rewards reads: "red-circle" is two
+    # words there, "2" none (its score goes to the end)
+    odd = model.regions(rows[:1], ["a red-circle on 2 left"])[0]
+    assert len(odd) == 5 + 1 and odd.sum() == pytest.approx(model.score(rows[:1], ["a red-circle on 2 left"]).item(),
+                                                            abs=1e-5)
     assert build_reward_model("captioning", image_encoder="").regions is None  # a scalar model has no dense form
 
 
@@ -188,3 +193,19 @@ def test_caption_marks_train_a_dense_caption_model(tmp_path):
                             progress=False)
     summary = train_reward(cfg)
     assert summary["best"]["step"] == 2 and load_reward_model(tmp_path / "rm").cfg.dense
+
+
+def test_the_tuner_credits_each_colour_token_with_its_cells_share():
+    """A dense reward model's `regions` go through the task's token_rewards (what `vrlhf tune` does with a dense
+    reward): token t of the colorizer colours cell t and gets that cell's share; each row sums to the reward."""
+    from vrlhf.tasks import get_task
+
+    task = get_task("colorization")
+    policy = task.load_policy(task.DEMO_POLICY)
+    torch.manual_seed(0)
+    model = build_reward_model("colorization", dense=True).eval()
+    rows, outputs = [{"image": _images(1)[0]}], _images(3, seed=5)
+    tokens = torch.zeros(3, 64, dtype=torch.long)
+    per_token = task.token_rewards(policy, tokens, outputs, model.regions(rows, outputs))
+    torch.testing.assert_close(per_token, model.score_dense(rows, outputs))
+    torch.testing.assert_close(per_token.sum(1), model.score(rows, outputs))
