@@ -111,12 +111,12 @@ def test_kl_reference_anchors_a_later_round_to_another_policy(tiny_config, capti
     tune(second)
     assert first_kl(second.out) > 0.01  # anchored to the MLE captioner: the first round's distance shows
 
-    second.kl_reference = str(tmp_path / "missing")
+    second.kl_reference, second.out = str(tmp_path / "missing"), str(tmp_path / "missing_anchor")
     with pytest.raises(ConfigError, match="--kl_reference .*missing.* does not exist"):
         tune(second)
     other_vocabulary = TASK.build_policy(TASK.build_tokenizer(["a red circle"]), image_size=24, patch_size=6,
                                          hidden_size=32, encoder_layers=1, decoder_layers=1, heads=2)
     other_vocabulary.save(tmp_path / "other")
-    second.kl_reference = str(tmp_path / "other")
+    second.kl_reference, second.out = str(tmp_path / "other"), str(tmp_path / "other_anchor")
     with pytest.raises(ConfigError, match="tokens differ"):
         tune(second)
