@@ -269,7 +269,7 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
 
         def on_click(choice: str):
             def on_button(token: str, note: str, flagged: bool, name: str, request: gr.Request):
-                desk = lab.desk(request, name)
+                desk = lab.desk(request, name, shown=token)
                 said = lab.click(desk, token, choice, note, flagged)
                 return render(desk, said)
             on_button.__name__ = f"on_{choice.replace(':', '_')}"

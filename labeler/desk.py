@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
 
+from labeler import leases
 from labeler.gate import MAX_TEXT
 from labeler.store import POSITIONS, LabelError, Store, check_name
 
@@ -90,15 +91,16 @@ class Labeler:
 
     # ---- desks -----------------------------------------------------------------------------------------------
 
-    def desk(self, request: gr.Request, name: str | None = None) -> Desk:
-        """The page's desk; a page the server no longer knows (it restarted) gets a new one for its login, or,
-        without logins, for the name the page started with."""
+    def desk(self, request: gr.Request, name: str | None = None, shown: str | None = None) -> Desk:
+        """The page's desk; a page the server no longer knows (it restarted, or took the page for closed) gets a new
+        one for its login, or, without logins, for the name the page started with; `shown`, the lease on the page,
+        is taken back when nobody has taken it meanwhile, so the vote on it counts."""
         desk = self.desks.get(request.session_hash)
         if desk is None:
             if self.auth:
-                return self.open(self.who(request), request)
+                return self.open(self.who(request), request, shown=shown)
             try:
-                return self.open(check_name(name), request)
+                return self.open(check_name(name), request, shown=shown)
             except LabelError:
                 raise refuse("this page has expired: reload it and type your name again") from None
         if not self.owns(desk, request):
@@ -109,14 +111,15 @@ class Labeler:
         """Under --auth a page session belongs to the login that opened it (the gate refuses others first)."""
         return not self.auth or desk.name == getattr(request, "username", None)
 
-    def open(self, name: str, request: gr.Request, task: str | None = None) -> Desk:
+    def open(self, name: str, request: gr.Request, task: str | None = None, shown: str | None = None) -> Desk:
         old = self.desks.get(request.session_hash)
         if old is not None and not self.owns(old, request):
             raise refuse(FOREIGN_PAGE)
         desk = Desk(name, task)
         self.desks[request.session_hash] = desk
         with desk.lock:
-            desk.cur = self.store.next_comparison(name, task=task)
+            back = shown and leases.reclaim(self.store, name, shown)
+            desk.cur = back or self.store.next_comparison(name, task=task)
         self._prefetch(desk)
         return desk
 

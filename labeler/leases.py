@@ -186,6 +186,32 @@ def release(store, annotator: str, tokens: Sequence[str]) -> None:
         store.retry(lambda s: s.execute(store.lease_sql.release, {"me": annotator, "tokens": tokens}))
 
 
+def reclaim(store, annotator: str, token: str) -> dict | None:
+    """Open again `annotator`'s released lease `token` (its page was taken for closed, e.g. its heartbeat stream
+    dropped for a moment, and a vote on it arrives), with the same token and order, if nobody has taken its slot
+    meanwhile; its view, else None."""
+    annotator = check_name(annotator)
+    if not isinstance(token, str) or not 8 <= len(token) <= 64:
+        return None
+
+    def write(s: Session):
+        a = s.scalar(store.lease_sql.by_token, {"token": token})
+        if a is None or a.annotator != annotator or a.state != "released":
+            return None
+        comp = _lock_comparison(store, s, a.comparison_id)
+        now = utcnow()
+        live = s.scalar(select(func.count(Assignment.id)).where(
+            Assignment.comparison_id == comp.id, Assignment.id != a.id,
+            or_(Assignment.state == "voted", and_(Assignment.state == "open", Assignment.expires_at > now))))
+        if live >= overlap_of(store, comp.id):
+            return None
+        a.state, a.expires_at = "open", now + store.lease
+        s.flush()
+        return _view(store, s, a)
+
+    return store.retry(write)
+
+
 # ---- votes ----------------------------------------------------------------------------------------------------
 
 def vote(store, token: str, choice: str, ranking: Sequence[str] | str | None = None, annotator: str | None = None,

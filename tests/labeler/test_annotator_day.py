@@ -392,3 +392,43 @@ def test_an_annotator_cannot_open_a_comparison_of_the_lead_view(tmp_path):
             assert anonymous.post("gradio_api/run/predict", json={}).status_code in (401, 403)
     finally:
         demo.close()
+
+
+def test_a_vote_after_the_server_took_the_page_for_closed_still_counts(tmp_path, browser):
+    """A page whose heartbeat stream dropped for a moment is unloaded (its reservations released) while it stays
+    open; the key pressed on the comparison it shows takes that comparison back and votes on it, if nobody took it."""
+    store = Store(tmp_path / "labels.sqlite")
+    fill(store, 4, k=2)
+    demo, url = serve(store, port=free_port(), block=False, quiet=True)
+    try:
+        page = start(browser, url, "kim")
+        on_screen = int(page.get_attribute("#vr-view .vr-cmp", "data-comparison"))
+        lab = demo.labeler
+        for session in list(lab.desks):  # what Gradio's unload does when the heartbeat stream ends
+            lab.give_back(lab.desks.pop(session))
+        assert store.progress("bob")["tasks"]["captioning"]["reserved"] == 0
+        vote_by_key(page, "2")
+        assert [(v["comparison_id"], v["choice"]) for v in store.votes()] == [(on_screen, "b")]
+        assert "Saved: B better on comparison" in page.inner_text("#vr-message")
+        page.context.close()
+    finally:
+        demo.close()
+
+
+def test_a_released_reservation_comes_back_only_while_its_slot_is_free(tmp_path):
+    from labeler.leases import reclaim
+
+    store = Store(tmp_path / "labels.sqlite")
+    fill(store, 2, k=2)
+    kim = store.next_comparison("kim")
+    store.release("kim", [kim["token"]])
+    back = reclaim(store, "kim", kim["token"])
+    assert back["comparison_id"] == kim["comparison_id"] and back["token"] == kim["token"]
+    assert [c["candidate_id"] for c in back["candidates"]] == [c["candidate_id"] for c in kim["candidates"]]
+    assert reclaim(store, "bob", kim["token"]) is None  # not bob's
+    store.release("kim", [kim["token"]])
+    bob = store.next_comparison("bob")  # the slot goes to bob ...
+    assert bob["comparison_id"] == kim["comparison_id"]
+    assert reclaim(store, "kim", kim["token"]) is None  # ... so kim cannot take it back
+    store.vote(bob["token"], "a", annotator="bob")
+    assert store.counts()["votes"] == 1
