@@ -5,9 +5,10 @@ A round is marked complete only when all its comparisons are in. A run that stop
 leaves its round incomplete, and the next run with the same recipe (task, policy, data, seed, k, n, temperature,
 against) resumes it: it samples only the inputs still missing, so no input appears twice and none is lost.
 
-An input whose candidates are not all different (a captioner that writes '' every time) is not put to annotators:
-nobody can prefer one of two identical outputs. `vrlhf sample` says how many inputs it dropped, and refuses when it
-dropped them all. A run that fails before it stores a comparison leaves nothing new behind: no round, and no
+Identical candidates are never put to annotators (nobody can prefer one of two identical outputs): an input whose
+k candidates are not all different is drawn again, keeping the different ones, up to `REDRAWS` times, then dropped
+(a captioner that writes '' every time). `vrlhf sample` says how many inputs it dropped, and refuses when it dropped
+them all. A run that fails before it stores a comparison leaves nothing new behind: no round, and no
 database file or media folder that it created.
 """
 
@@ -25,6 +26,8 @@ from sqlalchemy import update
 from labeler.schema import Round
 from labeler.store import MAX_K, LabelError, Store
 from vrlhf.config import parse_config
+
+REDRAWS = 4  # an input whose candidates are not all different is drawn again this many times before it is dropped
 
 
 def _where(path: str | None) -> str | None:
@@ -89,17 +92,29 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     todo = [r for r in rows if str(r["id"]) not in done]
     torch.manual_seed(seed)
     per_policy, dropped = 1 if against else k, 0
+
+    def draw(batch: list[dict]) -> list[list]:
+        """The k rendered candidates of each row of `batch` (with --against: one of each policy)."""
+        pv = task.pixel_values(policies[0], [r["image"] for r in batch])
+        outputs = [task.decode(p, batch, p.sample(pv, per_policy, temperature=temperature).tokens, per_policy)
+                   for p in policies]  # one list per policy, image-major
+        return [[task.render(o) for outs in outputs for o in outs[i * per_policy:(i + 1) * per_policy]]
+                for i in range(len(batch))]
+
     with torch.no_grad(), tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"{task_name} {name or ''}",
                                unit="img", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            pv = task.pixel_values(policies[0], [r["image"] for r in batch])
-            outputs = [task.decode(p, batch, p.sample(pv, per_policy, temperature=temperature).tokens, per_policy)
-                       for p in policies]  # one list per policy, image-major
-            for i, row in enumerate(batch):
+            candidates = draw(batch)
+            for _ in range(REDRAWS):  # identical candidates: draw those rows again, keeping the different ones found
+                short = [i for i, c in enumerate(candidates) if not (len(c) == k and all_different(c))]
+                if not short:
+                    break
+                for i, more in zip(short, draw([batch[i] for i in short]), strict=True):
+                    candidates[i] = more if against else different(candidates[i] + more)[:k]
+            for row, rendered in zip(batch, candidates, strict=True):
                 shown = task.show_input(row["image"])  # what the policy saw (colorization: gray)
-                rendered = [task.render(o) for outs in outputs for o in outs[i * per_policy:(i + 1) * per_policy]]
-                if not all_different(rendered):
+                if not (len(rendered) == k and all_different(rendered)):
                     dropped += 1
                     continue
                 into, origin = rounds()
@@ -107,8 +122,8 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
                                      None if shown is row["image"] else shown, output_rounds=origin)
             bar.update(len(batch))
     if dropped:
-        print(f"dropped {dropped} of {len(todo)} inputs whose {k} candidates were not all different (nobody can "
-              "prefer one of two identical outputs)", file=sys.stderr)
+        print(f"dropped {dropped} of {len(todo)} inputs: {1 + REDRAWS} draws gave fewer than {k} different "
+              "candidates (nobody can prefer one of two identical outputs)", file=sys.stderr)
     if round_id is None:
         raise LabelError(f"nothing to label: the candidates of all {len(todo)} inputs of {data} were identical (a "
                          "policy that writes the same output every time? try a higher --temperature); nothing "
@@ -120,10 +135,20 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     return round_id
 
 
+def look(output) -> str | tuple:
+    """What an annotator sees of a rendered output, as a key: text up to spacing, an image pixel for pixel."""
+    return " ".join(output.split()) if isinstance(output, str) else (output.size, output.convert("RGB").tobytes())
+
+
 def all_different(outputs: list) -> bool:
-    """Whether no two rendered outputs look the same to an annotator (text up to spacing, images pixel for pixel)."""
-    keys = [" ".join(o.split()) if isinstance(o, str) else (o.size, o.convert("RGB").tobytes()) for o in outputs]
-    return len(set(keys)) == len(keys)
+    """Whether no two rendered outputs look the same to an annotator."""
+    return len({look(o) for o in outputs}) == len(outputs)
+
+
+def different(outputs: list) -> list:
+    """`outputs` without the ones that look like an earlier one, in order."""
+    seen: set = set()
+    return [o for o in outputs if not (look(o) in seen or seen.add(look(o)))]
 
 
 @dataclass

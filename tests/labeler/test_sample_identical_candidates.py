@@ -26,13 +26,14 @@ def sample(world, db, *extra) -> list[str]:
 
 
 def test_identical_candidates_are_dropped_and_counted(world, tmp_path, capsys):
-    """A nearly greedy captioner often writes the same caption twice: those inputs are dropped, the rest stored."""
+    """A nearly greedy captioner often writes the same caption twice: such an input is drawn again (up to 4 times),
+    and dropped if its candidates still do not differ; the rest are stored, each with two different captions."""
     db = tmp_path / "labels.sqlite"
     assert vrlhf(sample(world, db, "--temperature", "0.03")) == 0
     err = capsys.readouterr().err.strip().splitlines()[-1]
     dropped = int(err.split()[1])
-    assert err == (f"dropped {dropped} of 12 inputs whose 2 candidates were not all different (nobody can prefer one "
-                   "of two identical outputs)")
+    assert err == (f"dropped {dropped} of 12 inputs: 5 draws gave fewer than 2 different candidates (nobody can "
+                   "prefer one of two identical outputs)")
     store = Store(db)
     (round_,) = store.rounds()
     assert 0 < dropped < 12 and round_["comparisons"] == 12 - dropped
@@ -44,6 +45,13 @@ def test_identical_candidates_are_dropped_and_counted(world, tmp_path, capsys):
         store.vote(view["token"], "skip", annotator="ann")
         seen += 1
     assert seen == 12 - dropped
+
+
+def test_redraws_keep_the_different_candidates_found():
+    from labeler.sampling import different
+
+    found = different(["a red circle", "a  red circle", "", "a blue square", ""])
+    assert found == ["a red circle", "", "a blue square"]  # spacing is not a difference an annotator sees
 
 
 def test_all_identical_is_refused_and_leaves_nothing_behind(world, tmp_path, capsys):
