@@ -241,8 +241,8 @@ class SequencePolicy:
 
         No (N, T, V) tensor is ever built: the model runs with its output head deferred and returns the head's inputs
         (N, T, H); the head then runs on a few rows at a time (LOGITS_PER_CHUNK logits), each chunk reduced at once
-        to its targets' log-probs, logit − logsumexp in fp32, the same numbers as the sampler's log_softmax. With
-        gradients each chunk is checkpointed: its logits are recomputed in the backward pass instead of kept."""
+        to its targets' log-probs (log_softmax in fp32, as the sampler computes them). With gradients and several
+        chunks each chunk is checkpointed: its logits are recomputed in the backward pass instead of kept."""
         batch = pixel_values.shape[0]
         n, length = tokens.shape
         if n != batch * k:
@@ -252,15 +252,19 @@ class SequencePolicy:
         banned = self._banned(states.device)
 
         def target_log_probs(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # (rows, T)
-            logits = self._allowed(head(states).float(), banned) / temperature  # (rows, T, V)
-            return logits.gather(2, targets[:, :, None]).squeeze(2) - logits.logsumexp(dim=2)
+            logits = self._allowed(head(states).float(), banned)  # (rows, T, V)
+            if temperature != 1.0:  # (dividing by 1 is exact: skipping it only saves a copy)
+                logits = logits / temperature
+            return F.log_softmax(logits, dim=-1).gather(2, targets[:, :, None]).squeeze(2)
 
         rows = max(1, LOGITS_PER_CHUNK // (length * vocab_size))
-        keep_graph = torch.is_grad_enabled() and states.requires_grad
+        # One chunk keeps its log-softmax for the backward pass (at most LOGITS_PER_CHUNK floats); several are
+        # checkpointed, so that each chunk's logits exist only while it is computed, in either pass.
+        checkpointed = torch.is_grad_enabled() and states.requires_grad and n > rows
         picked = torch.cat([
             checkpoint(target_log_probs, states[i : i + rows], tokens[i : i + rows], use_reentrant=False,
-                       preserve_rng_state=False) if keep_graph else target_log_probs(states[i : i + rows],
-                                                                                      tokens[i : i + rows])
+                       preserve_rng_state=False) if checkpointed else target_log_probs(states[i : i + rows],
+                                                                                        tokens[i : i + rows])
             for i in range(0, n, rows)])  # (N, T)
         return torch.where(mask, picked, 0.0)
 
