@@ -3,9 +3,16 @@
 `load_reward_model(path)` returns a scorer whose `score(rows, outputs)` is a RewardFn for the tuner.
 """
 
-from reward_model.base import TASKS, RewardModel, RewardModelConfig, build_reward_model, load_reward_model
-from reward_model.losses import bradley_terry_loss
-from reward_model.metrics import pair_metrics
+import importlib
 
-__all__ = ["TASKS", "RewardModel", "RewardModelConfig", "bradley_terry_loss", "build_reward_model",
-           "load_reward_model", "pair_metrics"]
+# Imported when first used (PEP 562), not with the package: `reward_model.config` stays free of torch, so the CLI
+# checks `vrlhf train-reward` / `eval-reward` flags before torch loads.
+_WHERE = {"TASKS": "base", "RewardModel": "base", "RewardModelConfig": "config", "build_reward_model": "base",
+          "load_reward_model": "base", "bradley_terry_loss": "losses", "pair_metrics": "metrics"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'reward_model' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"reward_model.{_WHERE[name]}"), name)
