@@ -18,12 +18,11 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from reward_model.config import LORA_TARGETS, MINILM  # noqa: F401  (defined beside the config)
 from vrlhf.errors import ConfigError
 
 hf_logging.disable_progress_bar()
 
-MINILM = "minilm"  # name of the bundled sentence encoder in configs
-LORA_TARGETS = ["query", "value", "q_proj", "v_proj"]  # attention projections of BERT/ViT (v4 and v5) and CLIP
 
 
 def minilm_path() -> Path:

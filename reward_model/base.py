@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,60 +17,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from reward_model import backbones
+from reward_model.config import RewardModelConfig  # noqa: F401  (re-exported: the config lives light)
 from vrlhf.errors import ConfigError, ModelError
 from vrlhf.tasks import get_task, task_names
 
 TASKS = task_names()
 CONFIG_NAME = "reward_config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-@dataclass
-class RewardModelConfig:
-    """Architecture of a reward model; `build_reward_model` fills the backbone config dicts."""
-
-    task: str = field(metadata={"help": "captioning | colorization"})
-    image_encoder: str = field(default="", metadata={"help": "HF vision model or image-to-sequence policy "
-                                                             "directory; empty: a tiny ViT from scratch"})
-    text_encoder: str = field(default=backbones.MINILM, metadata={"help": "'minilm' (bundled) or an HF text "
-                                                                          "encoder directory (captioning)"})
-    clip: str = field(default="", metadata={"help": "a CLIPModel directory used for both image and text"})
-    encoder: str = field(default="cnn", metadata={"help": "default image encoder when no --image_encoder: "
-                                                          "cnn (tiny ResNet) | vit (tiny ViT)"})
-    image_size: int = field(default=48, metadata={"help": "images are resized to this square size"})
-    patch_size: int = field(default=6, metadata={"help": "patch size of the default tiny ViT"})
-    vit_hidden: int = field(default=96, metadata={"help": "width of the tiny ViT (the CNN's stages: "
-                                                                  "w, 2w, 4w with w = vit_hidden // 3)"})
-    vit_layers: int = field(default=3, metadata={"help": "depth of the default tiny ViT"})
-    hidden_size: int = field(default=256, metadata={"help": "width of the projections and the MLP head"})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the backbones; 0: no LoRA"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "dropout inside the LoRA adapters"})
-    lora_targets: list[str] = field(default_factory=lambda: list(backbones.LORA_TARGETS),
-                                    metadata={"help": "linear layer names that get adapters"})
-    train_text_encoder: bool = field(default=False, metadata={"help": "fine-tune the whole text encoder "
-                                                                      "(default: frozen, embeddings cached)"})
-    dense: bool = field(default=False, metadata={"help": "dense reward: image outputs get a score map over a "
-                                                         "map_grid x map_grid raster of cells (the score is its mean), "
-                                                         "captions a score per word (the score is their sum); marks "
-                                                         "train them where they were made"})
-    map_grid: int = field(default=8, metadata={"help": "cells per side of an image output's score map (dense): the "
-                                                       "colorizer's colour grid, one cell per token"})
-    # Filled in by build_reward_model; a saved model rebuilds its backbones from these. Not command-line flags.
-    vision_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the image encoder",
-                                                                "flag": False})
-    text_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the text encoder",
-                                                              "flag": False})
-    image_channels: int = field(default=3, metadata={"help": "input channels of the image encoder", "flag": False})
-    image_mean: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "pixel normalisation mean",
-                                                                             "flag": False})
-    image_std: list[float] = field(default_factory=lambda: [0.5], metadata={"help": "pixel normalisation std",
-                                                                            "flag": False})
-
-    @classmethod
-    def of(cls, settings) -> RewardModelConfig:
-        """The reward-model fields of any config that has them (e.g. a TrainRewardConfig, which inherits them)."""
-        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 class RewardModel(nn.Module):

@@ -6,22 +6,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from functools import partial
 
 import torch
 
 from reward_model.base import load_reward_model
+from reward_model.config import EvalRewardConfig
 from reward_model.data import PairDataset, collate_pairs, load_export, validate
 from vrlhf.errors import ConfigError
-
-
-@dataclass
-class EvalRewardConfig:
-    model: str = field(default="", metadata={"help": "reward model directory (from vrlhf train-reward)"})
-    data: str = field(default="", metadata={"help": "preference export: saved HF dataset dir, .jsonl or .parquet"})
-    batch_size: int = field(default=64, metadata={"help": "pairs per forward pass"})
-    json: bool = field(default=False, metadata={"help": "print one JSON object instead of a table"})
 
 
 def evaluate_reward(model, data, batch_size: int = 64) -> dict[str, float]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import torch
 
 from reward_model.base import RewardModelConfig, build_reward_model
+from reward_model.config import TrainRewardConfig  # its flags are checked (vrlhf.cli) before torch loads
 from reward_model.data import PairDataset, collate_pairs, column, load_export, split_by_item, validate
 from reward_model.losses import bradley_terry_loss, marks_loss
 from reward_model.metrics import pair_metrics
@@ -27,55 +27,6 @@ from vrlhf import collectives
 from vrlhf.errors import ConfigError, DataError
 from vrlhf.tasks import get_task
 from vrlhf.training import resolve_mixed_precision
-
-
-@dataclass
-class TrainRewardConfig(RewardModelConfig):
-    """`vrlhf train-reward`: the reward model's fields (inherited from RewardModelConfig), then the training run's."""
-
-    task: str = field(default="", metadata={"help": "task of the pairs (a vrlhf.tasks module); empty: the export's "
-                                                    "only task"})
-    image_encoder: str = field(default="default", metadata={
-        "help": "HF vision model or policy dir; 'default': the task's REWARD_IMAGE_ENCODER (captioning: the demo "
-                "captioner's ViT, data/demo/captioner; colorization: the tiny encoder of --encoder); empty: the tiny "
-                "encoder"})
-    data: str = field(default="", metadata={"help": "preference export: saved HF dataset dir, .jsonl or .parquet"})
-    out: str = field(default="", metadata={"help": "output directory for the best reward model and metrics.jsonl"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace the run --out already holds (without it an earlier run is refused)"})
-    # optimisation
-    epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: run all epochs)"})
-    batch_size: int = field(default=32, metadata={"help": "pairs per step per process"})
-    lr: float = field(default=5e-4, metadata={"help": "peak learning rate (AdamW)"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "linear warm-up share of the steps, then "
-                                                                "cosine decay"})
-    margin: float = field(default=0.0, metadata={"help": "Bradley–Terry margin on strict preferences"})
-    center_rewards_coefficient: float = field(default=0.0, metadata={"help": "TRL's reward centring: "
-                                                                              "+ coef·mean((r_c + r_r)^2)"})
-    augment: str = field(default="auto", metadata={"help": "flips: each epoch turns every pair's input and both "
-                                                           "outputs by the same random flip or quarter turn (only "
-                                                           "for tasks whose preferences survive it: colorization, "
-                                                           "not captioning); none; auto: flips where they may"})
-    marks_coef: float = field(default=1.0, metadata={
-        "help": "dense models, exports with marks: weight of the term that asks every marked region (cell, word) to "
-                "score below the unmarked ones of the same output (reward_model/losses.py marks_loss; 0: off)"})
-    contrastive_coef: float = field(default=1.0, metadata={
-        "help": "weight of an in-batch term where each input's chosen output must outscore outputs made for other "
-                "inputs: captions, every other image's chosen caption; images, another pair's chosen colours carried "
-                "onto this input (the task's transplant) (0: off)"})
-    # evaluation and run
-    eval_fraction: float = field(default=0.1, metadata={"help": "share of input images held out"})
-    eval_every: int = field(default=50, metadata={"help": "evaluate (and maybe checkpoint) every N steps"})
-    seed: int = field(default=0, metadata={"help": "seed of the split, initialisation and shuffling"})
-    mixed_precision: str = field(default="", metadata={
-        "help": "no | bf16 | fp16; empty: the launcher's (accelerate launch --mixed_precision, else no)"})
-    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
-    num_workers: int = field(default=-1, metadata={
-        "help": "DataLoader processes that decode and preprocess the pairs beside training; -1: 4 when training on a "
-                "GPU (which would otherwise wait for the main thread to decode images), 0 on a CPU (workers would "
-                "take its cores)"})
 
 
 def resolve_image_encoder(value: str, task: str) -> tuple[str, str | None]:

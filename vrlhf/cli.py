@@ -27,6 +27,8 @@ LIGHT_CONFIGS = {
     "export": "labeler.export:ExportConfig",
     "demo": "loop.demo:DemoConfig",
     "dpo": "tuner.dpo:DPOTuneConfig",
+    "train-reward": "reward_model.config:TrainRewardConfig",
+    "eval-reward": "reward_model.config:EvalRewardConfig",
 }
 
 COMMANDS = {
