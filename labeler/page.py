@@ -193,7 +193,7 @@ HEAD_JS = """
     seen = cmp.dataset.token; fold = true;
     const box = document.getElementById("vr-guidelines");
     if (box) box.classList.add("vr-new");
-    foldSoon(120);
+    foldSoon(600);
   }).observe(document.body, {childList: true, subtree: true});
   document.addEventListener("click", (e) => {
     const box = e.isTrusted && e.target.closest && e.target.closest("#vr-guidelines");

@@ -262,7 +262,7 @@ def test_a_closed_tab_gives_its_reservations_back_within_30_s(tmp_path, browser)
 def test_an_idle_page_pauses_and_gives_its_reservations_back(tmp_path, browser):
     store = Store(tmp_path / "labels.sqlite")
     fill(store, 4, k=2)
-    demo, url = serve(store, port=free_port(), block=False, quiet=True, idle_seconds=3)
+    demo, url = serve(store, port=free_port(), block=False, quiet=True, idle_seconds=5)
     try:
         page = start(browser, url, "kim")
         page.wait_for_selector("#vr-view .vr-paused", timeout=15_000)
@@ -272,8 +272,8 @@ def test_an_idle_page_pauses_and_gives_its_reservations_back(tmp_path, browser):
         page.keyboard.press("1")  # the first key goes on: no vote, a comparison again
         page.wait_for_selector("#vr-view .vr-cmp")
         assert store.counts()["votes"] == 0 and "Welcome back" in page.inner_text("#vr-message")
-        vote_by_key(page, "1")
-        assert store.counts()["votes"] == 1
+        vote_by_key(page, "1")  # (before the page could idle again)
+        assert store.counts()["votes"] == 1 and "Saved: A better" in page.inner_text("#vr-message")
         page.context.close()
     finally:
         demo.close()
