@@ -51,6 +51,7 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     from tqdm import tqdm
 
     from vrlhf.data import load_rows
+    from vrlhf.device import on_default_device  # a GPU when there is one
     from vrlhf.tasks import get_task
 
     if not 2 <= k <= MAX_K:
@@ -58,8 +59,6 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     if against and k != 2:
         raise LabelError("--against compares one sample of each policy: use --k 2")
     task = get_task(task_name)
-    from vrlhf.device import on_default_device
-
     policies = [on_default_device(task.load_policy(path)) for path in [policy_dir] + ([against] if against else [])]
     rows = rows if rows is not None else load_rows(data, image_column=image_column, caption_column=caption_column)
     if n is not None and n < len(rows):
