@@ -129,12 +129,17 @@ class Labeler:
         desk = self.desks.get(request.session_hash)
         if desk is not None and self.owns(desk, request):
             del self.desks[request.session_hash]
-            self.give_back(desk)
+            # Another page of the same annotator (a reload opens the new page before the old one's unload) may show
+            # the same lease: a lease is the annotator's, not the page's, so that one stays.
+            others = {v["token"] for d in list(self.desks.values()) if d.name == desk.name for v in (d.cur, d.nxt)
+                      if v is not None}
+            self.give_back(desk, keep=others)
 
-    def give_back(self, desk: Desk) -> None:
-        """Release what the desk holds (the comparison on screen and the prefetched one); a partial ranking goes."""
+    def give_back(self, desk: Desk, keep: set[str] = frozenset()) -> None:
+        """Release what the desk holds (the comparison on screen and the prefetched one) but the leases in `keep`;
+        a partial ranking goes."""
         with desk.lock:
-            held = [v["token"] for v in (desk.cur, desk.nxt) if v is not None]
+            held = [v["token"] for v in (desk.cur, desk.nxt) if v is not None and v["token"] not in keep]
             desk.cur, desk.nxt, desk.rank = None, None, []
             self.store.release(desk.name, held)
 

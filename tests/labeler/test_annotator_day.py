@@ -432,3 +432,26 @@ def test_a_released_reservation_comes_back_only_while_its_slot_is_free(tmp_path)
     assert reclaim(store, "kim", kim["token"]) is None  # ... so kim cannot take it back
     store.vote(bob["token"], "a", annotator="bob")
     assert store.counts()["votes"] == 1
+
+
+def test_closing_one_page_keeps_what_another_page_of_the_same_annotator_shows(tmp_path, browser):
+    """A reload (or a second tab) opens a page that shows the annotator's open lease before the old page's unload
+    arrives: that unload must not release the lease the new page is voting on."""
+    store = Store(tmp_path / "labels.sqlite")
+    fill(store, 4, k=2)
+    demo, url = serve(store, port=free_port(), block=False, quiet=True)
+    try:
+        old = start(browser, url, "kim")
+        new = start(browser, url, "kim")
+        shown = new.get_attribute("#vr-view .vr-cmp", "data-token")
+        assert shown == old.get_attribute("#vr-view .vr-cmp", "data-token")  # the annotator's oldest open lease
+        old.context.close()
+        deadline = time.time() + 30
+        while len(demo.labeler.desks) > 1 and time.time() < deadline:  # the old page's unload has run
+            time.sleep(0.2)
+        assert len(demo.labeler.desks) == 1
+        vote_by_key(new, "1")
+        assert [v["annotator"] for v in store.votes()] == ["kim"] and "Saved: A better" in new.inner_text("#vr-message")
+        new.context.close()
+    finally:
+        demo.close()
