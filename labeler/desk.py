@@ -129,11 +129,13 @@ class Labeler:
         desk = self.desks.get(request.session_hash)
         if desk is not None and self.owns(desk, request):
             del self.desks[request.session_hash]
-            # Another page of the same annotator (a reload opens the new page before the old one's unload) may show
-            # the same lease: a lease is the annotator's, not the page's, so that one stays.
-            others = {v["token"] for d in list(self.desks.values()) if d.name == desk.name for v in (d.cur, d.nxt)
-                      if v is not None}
-            self.give_back(desk, keep=others)
+            self.give_back(desk, keep=self.shown_elsewhere(desk))
+
+    def shown_elsewhere(self, desk: Desk) -> set[str]:
+        """Leases of the desk's annotator that another of their pages holds: a reload opens the new page before the
+        old one's unload, and a lease is the annotator's, not the page's, so those stay."""
+        return {v["token"] for d in list(self.desks.values()) if d is not desk and d.name == desk.name
+                for v in (d.cur, d.nxt) if v is not None}
 
     def give_back(self, desk: Desk, keep: set[str] = frozenset()) -> None:
         """Release what the desk holds (the comparison on screen and the prefetched one) but the leases in `keep`;
@@ -146,7 +148,7 @@ class Labeler:
     def pause(self, desk: Desk) -> None:
         """The page was left alone: give its reservations back; `resume` (the next key or click) goes on."""
         desk.away = True
-        self.give_back(desk)
+        self.give_back(desk, keep=self.shown_elsewhere(desk))
 
     def resume(self, desk: Desk) -> None:
         desk.away = False
