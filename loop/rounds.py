@@ -154,6 +154,8 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
     oracle_policy = None
     if cfg.oracle_row:
         say(f"{task_name}: tuning on the oracle itself (the bound), {total_steps} steps")
+        # the same tuner as every track: the oracle says where its score comes from, so with --tune.token_credit
+        # auto (the default) each token is credited as the task says (colorization: its cells; captions: to go)
         oracle_policy = tuned("oracle", mle, ["oracle=1.0"], total_steps, cfg.seed, 0.0)
     with timed(seconds, "evaluation"):
         fixed["mle"] = versus_mle(task, oracle, test_rows, mle_out, None, cfg.seed)

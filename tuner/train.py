@@ -329,9 +329,17 @@ def rollout(cfg: TuneConfig, task, policy, reward, batch: list[dict], pixel_valu
         return Rollout(samples, outputs, total[:, :k], total[:, k], components)
 
 
+def token_credit(cfg: TuneConfig, task) -> str:
+    """--token_credit with `auto` resolved: the task's TOKEN_CREDIT under the loo baseline, else sequence."""
+    if cfg.token_credit != "auto":
+        return cfg.token_credit
+    return getattr(task, "TOKEN_CREDIT", "sequence") if cfg.baseline == "loo" else "sequence"
+
+
 def dense_credit(cfg: TuneConfig, task, reward) -> bool:
-    """Whether tokens get their own credit: --token_credit own | to_go and a reward component with a dense form."""
-    return cfg.token_credit != "sequence" and bool(getattr(reward, "regions", None)) and hasattr(task, "token_rewards")
+    """Whether tokens get their own credit: own | to_go credit and a reward component with a dense form."""
+    return (token_credit(cfg, task) != "sequence" and bool(getattr(reward, "regions", None))
+            and hasattr(task, "token_rewards"))
 
 
 def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pixel_values: torch.Tensor,
@@ -372,7 +380,7 @@ def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pix
     if dense:
         shape = (b, k, tokens.shape[1])
         rest = scored.rewards - scored.token_rewards.sum(dim=1).view(b, k)  # the components with no dense form
-        advantages = token_advantages(token_rewards.view(shape), mask.view(shape), cfg.token_credit, rest)
+        advantages = token_advantages(token_rewards.view(shape), mask.view(shape), token_credit(cfg, task), rest)
         advantages = advantages.view(b * k, -1)  # (b·k, T)
         finite &= bool(torch.isfinite(token_rewards).all())
     else:
@@ -475,9 +483,9 @@ def check_config(cfg: TuneConfig) -> None:
         problems.append(f"baseline {cfg.baseline} needs k >= 2 samples per image")
     if cfg.train_on not in ("all", "one"):
         problems.append(f"train_on {cfg.train_on!r} is not all or one")
-    if cfg.token_credit not in TOKEN_CREDITS:
-        problems.append(f"token_credit {cfg.token_credit!r} is not one of {', '.join(TOKEN_CREDITS)}")
-    elif cfg.token_credit != "sequence" and cfg.baseline != "loo":
+    if cfg.token_credit not in TOKEN_CREDITS + ("auto",):
+        problems.append(f"token_credit {cfg.token_credit!r} is not one of {', '.join(TOKEN_CREDITS)}, auto")
+    elif cfg.token_credit in ("own", "to_go") and cfg.baseline != "loo":
         problems.append(f"token_credit {cfg.token_credit} needs baseline loo (a leave-one-out baseline per position)")
     if cfg.num_iterations < 1 or not 0 < cfg.epsilon < 1:
         problems.append("num_iterations must be >= 1 and epsilon in (0, 1)")

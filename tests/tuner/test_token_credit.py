@@ -150,22 +150,27 @@ def colour_pieces(shapes_dir, colorizer, tiny_config, credit, reward=None, kl_co
     return task, policy, rows, task.pixel_values(policy, [r["image"] for r in rows]), reward
 
 
-def test_a_dense_oracle_gives_each_token_its_cells_share_of_the_normalised_reward(shapes_dir, colorizer, tiny_config):
-    import numpy as np
-
+def test_a_dense_oracle_gives_each_token_the_pixels_it_colours_scaled_as_the_reward(shapes_dir, colorizer,
+                                                                                   tiny_config):
     from tuner.train import rollout
     from vrlhf.tasks import colorization_oracle
 
     task, policy, rows, pixels, reward = colour_pieces(shapes_dir, colorizer, tiny_config, "own")
     out = rollout(tiny_config, task, policy, reward, rows, pixels, torch.Generator().manual_seed(0))
     assert out.token_rewards.shape == (12, 64)
-    # rows sum to the normalised, weighted total; token t holds cell t's contribution scaled as the total is
+    # rows sum to the normalised, weighted total
     torch.testing.assert_close(out.token_rewards.sum(1), out.rewards.reshape(-1), atol=1e-4, rtol=0)
+    # token t gets what the pixels it colours add, split by decode's bilinear weights: the adjoint of the upsampling,
+    # here by autograd through the same F.interpolate call decode makes
     raw = out.components["oracle"]
     scale = 2.0 / (raw.std(unbiased=False) + 1e-6)
-    cells = torch.tensor(np.stack([colorization_oracle.contributions(rows[i // 4], o)
-                                   for i, o in enumerate(out.outputs)]), dtype=torch.float32)
-    torch.testing.assert_close(out.token_rewards[:, 1:], scale * cells[:, 1:], atol=1e-4, rtol=0)
+    for i, output in enumerate(out.outputs):
+        pixel_map = torch.tensor(colorization_oracle.pixel_contributions(rows[i // 4], output))
+        cells = torch.zeros(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+        upsampled = torch.nn.functional.interpolate(cells, size=pixel_map.shape, mode="bilinear", align_corners=False)
+        (upsampled[0, 0] * pixel_map).sum().backward()
+        torch.testing.assert_close(out.token_rewards[i, 1:], (scale * cells.grad.flatten()[1:]).float(),
+                                   atol=1e-4, rtol=0)
     tiny_config.token_credit = "sequence"  # today's path: no per-token rewards at all
     assert rollout(tiny_config, task, policy, reward, rows, pixels, torch.Generator().manual_seed(0)
                    ).token_rewards is None
@@ -303,3 +308,16 @@ def test_bad_token_credit_settings_are_refused_before_any_work(tiny_config):
     tiny_config.token_credit, tiny_config.baseline, tiny_config.num_iterations = "own", "loo", 0
     with pytest.raises(ConfigError, match="num_iterations"):
         check_config(tiny_config)
+
+
+def test_auto_credit_is_each_tasks_own_choice_and_sequence_off_the_loo_baseline(tiny_config):
+    from tuner.train import token_credit
+    from vrlhf.tasks import get_task
+
+    colorization, captioning = get_task("colorization"), get_task("captioning")
+    assert tiny_config.token_credit == "auto"  # the default
+    assert token_credit(tiny_config, colorization) == "own" and token_credit(tiny_config, captioning) == "to_go"
+    tiny_config.baseline = "greedy"
+    assert token_credit(tiny_config, colorization) == "sequence"
+    tiny_config.token_credit = "to_go"  # an explicit choice is kept
+    assert token_credit(tiny_config, colorization) == "to_go"

@@ -25,6 +25,9 @@ METRIC_REWARDS = ("cider_d",)
 DEFAULT_REWARDS = ("cider_d=1.0",)  # `vrlhf tune` without --reward
 DEMO_POLICY = REPO / "data/demo/captioner"  # the committed demo checkpoint (scripts/make_demo_checkpoints.sh)
 ORACLE = "caption_oracle"  # vrlhf.tasks.caption_oracle: the simulated annotator over the shapes ground truth
+# With a dense reward each token is credited with the reward to go (`vrlhf tune --token_credit auto`): crediting a
+# token with its own word only would charge the shapes left out to the EOS token alone, so captions learn to run on.
+TOKEN_CREDIT = "to_go"
 # Reward models (`vrlhf train-reward`). Starting the caption reward from the demo captioner's ViT (which already
 # knows colours, kinds, sizes and positions) lifts held-out accuracy from 82% to 92% of the annotator's ceiling
 # (bench/results/reward_model.md).
