@@ -49,8 +49,12 @@ class RewardModel(nn.Module):
     def score(self, rows: list[dict], outputs: list, batch_rows: int = 64) -> torch.Tensor:
         """Rewards of `outputs` (image-major, k per row) as float32 on the model's device, without gradients (no copy
         to the CPU per chunk: the tuner normalises and gathers them on its accelerator's device)."""
+        return torch.cat(self.in_chunks(rows, outputs, self, batch_rows, "score"))
+
+    def in_chunks(self, rows: list[dict], outputs: list, forward, batch_rows: int, caller: str) -> list:
+        """`forward(**inputs)` in eval mode on the model's device, `batch_rows` rows (and their k outputs) at a time."""
         if len(rows) == 0 or len(outputs) % len(rows):
-            raise ValueError(f"score: {len(outputs)} outputs is not a multiple of {len(rows)} rows")
+            raise ValueError(f"{caller}: {len(outputs)} outputs is not a multiple of {len(rows)} rows")
         k = len(outputs) // len(rows)
         was_training = self.training
         self.eval()
@@ -59,9 +63,9 @@ class RewardModel(nn.Module):
         for i in range(0, len(rows), batch_rows):
             batch = self.inputs(rows[i : i + batch_rows], outputs[i * k : (i + batch_rows) * k])
             batch = {n: v.to(device) if torch.is_tensor(v) else v for n, v in batch.items()}
-            chunks.append(self(**batch).float())
+            chunks.append(forward(**batch).float())
         self.train(was_training)
-        return torch.cat(chunks)
+        return chunks
 
     @property
     def regions(self):
@@ -82,18 +86,7 @@ class RewardModel(nn.Module):
         word, zero past a caption's end. The tuner credits each token with these (`regions`)."""
         if not self.cfg.dense:
             raise ModelError("score_dense: this reward model is not dense (trained without --dense): use score()")
-        if len(rows) == 0 or len(outputs) % len(rows):
-            raise ValueError(f"score_dense: {len(outputs)} outputs is not a multiple of {len(rows)} rows")
-        k = len(outputs) // len(rows)
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        chunks = []
-        for i in range(0, len(rows), batch_rows):
-            batch = self.inputs(rows[i : i + batch_rows], outputs[i * k : (i + batch_rows) * k])
-            batch = {n: v.to(device) if torch.is_tensor(v) else v for n, v in batch.items()}
-            chunks.append(self.dense_scores(**batch).float().cpu())
-        self.train(was_training)
+        chunks = [c.cpu() for c in self.in_chunks(rows, outputs, self.dense_scores, batch_rows, "score_dense")]
         width = max(c.shape[1] for c in chunks)
         return torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in chunks])
 
