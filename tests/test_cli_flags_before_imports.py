@@ -33,7 +33,8 @@ print(json.dumps(out))
 
 
 def test_flags_are_checked_before_heavy_imports():
-    assert set(LIGHT_CONFIGS) >= {"tune", "eval", "sample", "export", "demo", "dpo", "train-reward", "eval-reward"}
+    assert set(LIGHT_CONFIGS) >= {"pretrain", "tune", "eval", "sample", "export", "demo", "dpo", "train-reward",
+                                  "eval-reward"}
     assert set(LIGHT_CONFIGS) <= set(COMMANDS)
     argvs = [[name, flag] for name in LIGHT_CONFIGS for flag in ("--bogus", "--help")]
     env = os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}

@@ -21,6 +21,7 @@ OFFLINE_COMMANDS = {"demo"}
 # command -> its config dataclass, in a module light to import: the flags are parsed with it before the command's
 # own module (torch, transformers, Gradio: seconds) is imported; the command parses them again, the same way
 LIGHT_CONFIGS = {
+    "pretrain": "vrlhf.pretrain_config:PretrainConfig",
     "tune": "tuner.config:TuneConfig",
     "eval": "tuner.evaluate:EvalConfig",
     "sample": "labeler.sampling:SampleConfig",
