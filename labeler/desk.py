@@ -76,11 +76,13 @@ class Labeler:
         return {"view": self.store.next_comparison(name), "progress": api_progress(self.store.progress(name))}
 
     def api_vote(self, comparison_id: int, token: str, choice: str, ranking: str = "", annotator: str = "",
-                 request: gr.Request = None) -> dict:
+                 marks: str = "", request: gr.Request = None) -> dict:
         name = self.who(request, annotator)
         check_args(comparison_id, token, choice, ranking)
+        if marks is not None and not isinstance(marks, str):
+            raise refuse("marks must be a string: JSON text {candidate id: marks}")
         vote = self.store.vote(token, choice, ranking or None, annotator=name, comparison_id=comparison_id,
-                               lease_next=True)  # a LabelError reaches the client as one line (guarded)
+                               lease_next=True, marks=marks or None)  # a LabelError: one line to the client
         view = vote.pop("next")
         return {"vote": vote, "view": view, "progress": api_progress(self.store.progress(name))}
 

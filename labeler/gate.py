@@ -43,6 +43,7 @@ from urllib.parse import parse_qs
 from gradio.utils import get_function_params
 from starlette.routing import compile_path
 
+from labeler.leases import MAX_MARKS
 from labeler.page import login_page
 from labeler.users import CLIENT_ADDRESS
 
@@ -51,6 +52,9 @@ MAX_BODY = 64 * 1024  # an event or API call is a few hundred bytes; uploads hav
 MAX_SESSIONS = 100_000  # bound sessions remembered (oldest forgotten first)
 MAX_TEXT = 256  # longest string any argument may carry (a text box with a max_length: that)
 FOREIGN = "this page session belongs to another login: reload the page"
+# API arguments added after clients were written (vote's marks): a call may leave them off at the end, and gets their
+# default, so a call written for the older signature still works. Any other argument count is refused.
+LATER_ARGUMENTS = {"marks": ""}
 NOT_SERVED = "not served by the labeling server"
 LOG_IN = "log in first"
 PROXY_HEADERS = {b"x-forwarded-for", b"forwarded", b"x-real-ip"}
@@ -161,7 +165,7 @@ class Gate:
             body = await read_body(receive)
             if body is None:
                 return await respond(send, 413, f"request body over {MAX_BODY} bytes")
-            receive = replay(body, receive)
+            receive, unread = replay(body, receive), receive
             try:
                 payload = json.loads(body) if body else {}
             except ValueError:
@@ -174,9 +178,12 @@ class Gate:
             if session is not None and user is not None and not self.bind(session, user):
                 return await respond(send, 403, FOREIGN)  # whatever it carries: not this login's page
             if route == "queue/join" or route.split("/")[0] in ("run", "api", "call"):
+                sent = len(payload.get("data") or []) if isinstance(payload.get("data"), list) else None
                 refusal = self.check_call(scope["app"].get_blocks(), route, payload)
                 if refusal is not None:
                     return await respond(send, *refusal)
+                if sent is not None and len(payload["data"]) != sent:  # later arguments filled in: Gradio reads that
+                    receive = replay(json.dumps(payload).encode(), unread)
             if route.split("/")[0] in ("run", "api"):
                 send = refusals_as_4xx(send)
             return await self.app(scope, receive, send)
@@ -207,6 +214,9 @@ class Gate:
         if not isinstance(data, list):
             return 422, "data must be a list of the arguments", "data"
         signature = self.signature(fn)
+        left_off = [name for name, _ in signature[len(data):]]
+        if data and left_off and all(name in LATER_ARGUMENTS for name in left_off):
+            data += [LATER_ARGUMENTS[name] for name in left_off]
         if len(data) != len(signature):
             names = ", ".join(name for name, _ in signature) or "none"
             return (422, f"{fn.api_name or fn.name} takes {len(signature)} argument(s) ({names}), got {len(data)}",
@@ -223,7 +233,9 @@ class Gate:
             params = get_function_params(fn.fn) if fn.fn is not None else []
             names = [p[0] for p in params] + [f"argument {i + 1}" for i in range(len(params), len(fn.inputs))]
             optional = [p[1] for p in params] + [True] * len(fn.inputs)
-            self.signatures[fn._id] = [(names[i], value_check(block, optional[i])) for i, block in enumerate(fn.inputs)]
+            # a vote's marks are JSON text, longer than any other argument
+            self.signatures[fn._id] = [(names[i], value_check(block, optional[i], MAX_MARKS if names[i] == "marks"
+                                                              else None)) for i, block in enumerate(fn.inputs)]
         return self.signatures[fn._id]
 
     def bind(self, session: str, user: str) -> bool:
@@ -237,13 +249,13 @@ class Gate:
         return owner == user
 
 
-def value_check(block, optional: bool):
+def value_check(block, optional: bool, longest: int | None = None):
     """A check of one argument for the input component `block`: returns what is wrong, or None."""
     kind = type(block).__name__
     if kind == "Api":  # gr.api: the JSON schema Gradio derived from the type hint
         kind = {"integer": "int", "string": "str"}.get(getattr(block, "_api_info", {}).get("type"), "any")
     choices = [value for _, value in getattr(block, "choices", None) or []]
-    longest = getattr(block, "max_length", None) or MAX_TEXT  # a text box may allow more (a comment)
+    longest = longest or getattr(block, "max_length", None) or MAX_TEXT  # a text box may allow more (a comment)
 
     def check(value) -> str | None:
         if kind == "int":

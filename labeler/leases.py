@@ -12,6 +12,7 @@ re-check of its free slots (our snapshot may predate a lease committed just befo
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import time
@@ -22,12 +23,14 @@ from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from labeler.schema import Assignment, Candidate, Comparison, Item, Retraction, Round, Vote, iso, utcnow
-from vrlhf.errors import LabelError
+from vrlhf import marks as marks_format
+from vrlhf.errors import DataError, LabelError
 
 PAIR_CHOICES = ("a", "b", "tie", "both_bad", "skip")
 RANK_CHOICES = ("rank", "both_bad", "skip")
 POSITIONS = "ABCD"
 MAX_COMMENT = 1000  # characters of an annotator's comment on a comparison
+MAX_MARKS = 8192  # characters of a vote's marks as JSON (64 cells of each of four candidates fit)
 
 
 # ---- overlap --------------------------------------------------------------------------------------------------
@@ -216,14 +219,16 @@ def reclaim(store, annotator: str, token: str) -> dict | None:
 
 def vote(store, token: str, choice: str, ranking: Sequence[str] | str | None = None, annotator: str | None = None,
          comparison_id: int | None = None, lease_next: bool = False, comment: str | None = None,
-         flagged: bool = False, extend: str | None = None) -> dict:
+         flagged: bool = False, extend: str | None = None, marks: dict | str | None = None) -> dict:
     """Record a vote on the lease `token`; `annotator`/`comparison_id`, when given, must match the lease.
 
     `choice` is positional ("a" = the left candidate); with k > 2 use "rank" and `ranking` = the shown positions
     best first (e.g. "CAB"). `comment` and `flagged` are the annotator's note on the comparison, stored with the
     vote. Committed before returning; raises LabelError, writing nothing. With `lease_next` the same transaction
     (one commit, one fsync) also leases the annotator's next comparison, returned under "next"; `extend` is the
-    token of another open lease of theirs (the one the page shows next) whose reservation restarts now.
+    token of another open lease of theirs (the one the page shows next) whose reservation restarts now. `marks`
+    ({candidate id: marks}, or its JSON text) say where the annotator found candidates wrong (vrlhf/marks.py); they
+    must be on this comparison's candidates and fit them (a cell on the grid, a word of the caption).
     """
     if not isinstance(token, str) or not 8 <= len(token) <= 64:
         raise LabelError("malformed lease token")
@@ -232,6 +237,7 @@ def vote(store, token: str, choice: str, ranking: Sequence[str] | str | None = N
     if annotator is not None:
         annotator = check_name(annotator)
     comment = check_comment(comment)
+    marks = check_marks(marks)
 
     def write(s: Session) -> dict:
         a = s.scalar(store.lease_sql.by_token, {"token": token})
@@ -255,12 +261,13 @@ def vote(store, token: str, choice: str, ranking: Sequence[str] | str | None = N
             ranked = [order[POSITIONS.index(p)] for p in ranked]
         elif ranking:
             raise LabelError("a ranking is only allowed with choice 'rank'")
+        stored_marks = marks_on(s, comp, marks)
         now = utcnow()
         last = s.scalar(store.lease_sql.last_vote, {"me": a.annotator})
         start = max(a.issued_at, last) if last else a.issued_at
         v = Vote(assignment_id=a.id, comparison_id=comp.id, annotator=a.annotator, choice=choice, ranking=ranked,
                  shown=order, created_at=now, elapsed_ms=max(0, int((now - start).total_seconds() * 1000)),
-                 comment=comment, flagged=bool(flagged))
+                 comment=comment, flagged=bool(flagged), marks=stored_marks)
         s.add(v)
         if choice == "skip":
             a.state = "skipped"  # frees the slot for someone else
@@ -338,6 +345,47 @@ def check_comment(comment: Any) -> str | None:
     if len(comment) > MAX_COMMENT:
         raise LabelError(f"a comment takes at most {MAX_COMMENT} characters; this one has {len(comment)}")
     return comment or None
+
+
+def check_marks(marks: Any) -> dict:
+    """A vote's marks as sent: {candidate id (str): marks}, {} when none; refused when not such an object."""
+    if marks is None or (isinstance(marks, str) and not marks.strip()):
+        return {}
+    if isinstance(marks, str):
+        if len(marks) > MAX_MARKS:
+            raise LabelError(f"marks take at most {MAX_MARKS} characters of JSON; these have {len(marks)}")
+        try:
+            marks = json.loads(marks)
+        except ValueError:
+            raise LabelError("marks are not valid JSON: send {\"<candidate id>\": {\"words\": [2]}}") from None
+    if not isinstance(marks, dict):
+        raise LabelError("marks must be a JSON object {candidate id: marks}")
+    out = {}
+    for cid, one in marks.items():
+        if not (isinstance(cid, int) and not isinstance(cid, bool) or isinstance(cid, str) and cid.isdigit()):
+            raise LabelError(f"marks are keyed by candidate id, got {str(cid)[:20]!r}")
+        out[str(int(cid))] = one
+    return out
+
+
+def marks_on(s: Session, comp: Comparison, marks: dict) -> str | None:
+    """The JSON text stored with a vote: `marks` checked against the comparison's candidates (each on one of them,
+    fitting its output: a caption's words, an image's grid); None when nothing is marked."""
+    if not marks:
+        return None
+    kept = {}
+    for cid, one in marks.items():
+        if int(cid) not in comp.candidate_ids:
+            raise LabelError(f"marks on candidate {cid}, which is not in comparison {comp.id} "
+                             f"(its candidates: {', '.join(map(str, comp.candidate_ids))})")
+        text = s.scalar(select(Candidate.text).where(Candidate.id == int(cid)))
+        try:
+            one = marks_format.parse(one, text if text is not None else marks_format.IMAGE, f"marks on candidate {cid}")
+        except DataError as e:
+            raise LabelError(str(e)) from None
+        if not marks_format.is_empty(one):
+            kept[cid] = one
+    return json.dumps(kept, separators=(",", ":")) if kept else None
 
 
 def parse_ranking(ranking: Sequence[str] | str | None, k: int) -> list[str]:

@@ -3,7 +3,8 @@
 Tables: `schema_version`, `rounds` (one `vrlhf sample` run: task, policy, recipe, size), `items` (an input row),
 `candidates` (one rendered output), `comparisons` (an item and its k candidates), `assignments` (the leases: one per
 comparison and annotator, state open -> voted | skipped | expired | released), `votes` (append-only, with an
-optional comment and flag), `retractions` (undo). A database is created at SCHEMA_VERSION or upgraded to it on start.
+optional comment, flag and marks), `retractions` (undo). A database is created at SCHEMA_VERSION or upgraded to it on
+start.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def utcnow() -> datetime:
@@ -129,6 +130,8 @@ class Vote(Base):
     # v3: what the annotator wrote about the comparison, and whether they flagged it for the project lead
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # v4: where the annotator said candidates are wrong: JSON text {candidate id: marks} (vrlhf/marks.py), or NULL
+    marks: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Retraction(Base):
@@ -156,8 +159,13 @@ def _v2_to_v3(conn) -> None:
         conn.exec_driver_sql(ddl)
 
 
+def _v3_to_v4(conn) -> None:
+    """Votes get the annotator's marks (none on the votes already cast)."""
+    conn.exec_driver_sql("ALTER TABLE votes ADD COLUMN marks TEXT")
+
+
 # Upgrades from version v to v + 1, run in order on start; each takes a connection inside a transaction.
-MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def sqlite_engine(url: str, immediate: bool = True):

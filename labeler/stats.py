@@ -100,7 +100,8 @@ def compute(store: Store) -> dict:
         decisive = [v for v in mine if v["choice"] in ("a", "b")]
         tasks[task] = {"votes": len(mine), "comparisons": n_comparisons, "judged": judged, "overlap_units": units,
                        "overlap_share": units / judged if judged else None, "alpha": alpha,
-                       "left_share": sum(v["choice"] == "a" for v in decisive) / len(decisive) if decisive else None}
+                       "left_share": sum(v["choice"] == "a" for v in decisive) / len(decisive) if decisive else None,
+                       "marks_share": sum(bool(v.get("marks")) for v in mine) / len(mine) if mine else None}
     return {"n_votes": len(votes), "tasks": tasks, "per_annotator": per_annotator(votes),
             "labels": label_mix(votes), "disagreements": disagreements(store, votes), "notes": notes(store, every)}
 
@@ -261,16 +262,18 @@ def summary_markdown(s: dict, overlap: int = 1, overlap_fraction: float = 1.0) -
         return "n/a" if x is None else f"{x:.0%}"
 
     lines = [f"**{s['n_votes']}** standing votes.", "",
-             "| task | votes | comparisons judged | judged by ≥ 2 (overlap) | Krippendorff's alpha | left chosen |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| task | votes | comparisons judged | judged by ≥ 2 (overlap) | Krippendorff's alpha | left chosen "
+             "| with marks |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for task, t in s["tasks"].items():
         alpha = "n/a" if t["alpha"] is None else f"{t['alpha']:.3f}"
         lines.append(f"| {task} | {t['votes']} | {t['judged']} of {t['comparisons']} | {t['overlap_units']} "
-                     f"({pct(t['overlap_share'])}) | {alpha} | {pct(t['left_share'])} |")
+                     f"({pct(t['overlap_share'])}) | {alpha} | {pct(t['left_share'])} | {pct(t['marks_share'])} |")
     plan = (f"This server sends {overlap} annotators to {overlap_fraction:.0%} of the comparisons and one to the "
             "rest" if overlap > 1 and overlap_fraction > 0 else
             "This server sends each comparison to one annotator (start it with `--overlap 3 --overlap-fraction "
             "0.1` to measure agreement)")
     lines += ["", ALPHA_EXPLAINED, f"{plan}. *Left chosen*: the share of A/B decisions that went to the left "
-              "candidate (50% = no position bias)."]
+              "candidate (50% = no position bias). *With marks*: the share of votes that marked where a candidate "
+              "is wrong."]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ the writer), so the Stats tab and progress lines do not slow votes down.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -86,7 +87,8 @@ def counts(store) -> dict:
 
 
 def votes(store) -> list[dict]:
-    """Every vote ever written (the audit view), oldest first, with its comment, flag and retraction time."""
+    """Every vote ever written (the audit view), oldest first, with its comment, flag, marks ({candidate id (str):
+    marks}, None when none) and retraction time."""
     with store.ReadSession() as s:
         rows = s.execute(
             select(Vote, Retraction.created_at, Comparison, Item, Round)
@@ -100,7 +102,8 @@ def votes(store) -> list[dict]:
              "annotator": v.annotator,
              "choice": v.choice, "ranking": v.ranking, "shown": v.shown, "candidate_ids": c.candidate_ids, "k": c.k,
              "created_at": iso(v.created_at), "elapsed_ms": v.elapsed_ms, "comment": v.comment,
-             "flagged": bool(v.flagged), "retracted_at": None if rt is None else iso(rt)}
+             "flagged": bool(v.flagged), "marks": json.loads(v.marks) if v.marks else None,
+             "retracted_at": None if rt is None else iso(rt)}
             for v, rt, c, i, r in rows]
 
 

@@ -53,6 +53,10 @@ class DemoConfig:
                                                       "Krippendorff's alpha, can be measured)"})
     candidates: int = field(default=60, metadata={"help": "comparisons sampled per task for people (no --simulate)"})
     annotators: int = field(default=4, metadata={"help": "simulated annotators labelling concurrently"})
+    marks: str = field(default="on", metadata={
+        "help": "on: simulated annotators also mark where a candidate is wrong (the oracle's cells or words), stored "
+                "with their votes and exported; a dense reward model trains on them, the default one ignores them; "
+                "off: votes only"})
     host: str = field(default="127.0.0.1", metadata={"help": "labeling app host (loopback only without logins)"})
     port: int = field(default=0, metadata={"help": "labeling app port (0: 7860 for people, any free port for "
                                                    "--simulate)"})
@@ -103,6 +107,8 @@ def check_config(cfg: DemoConfig) -> None:
             get_task(name)
         except ConfigError as error:
             problems.append(f"--tasks: {error}")
+    if cfg.marks not in ("on", "off"):
+        problems.append(f"--marks takes on or off, not {cfg.marks!r}")
     if cfg.policy and len(tasks) != 1:
         problems.append(f"--policy {cfg.policy} starts one task's rounds: name that task alone with --tasks "
                         f"(not {cfg.tasks!r})")
@@ -173,7 +179,8 @@ def simulate(cfg: DemoConfig) -> dict:
 def _label(store, task_name: str, rows_by_id: dict, cfg: DemoConfig) -> dict:
     from loop.simulated import label_all
 
-    return label_all(store, task_name, rows_by_id, cfg.annotators, cfg.seed, cfg.host, cfg.port, say=say)
+    return label_all(store, task_name, rows_by_id, cfg.annotators, cfg.seed, cfg.host, cfg.port, say=say,
+                     marks=cfg.marks == "on")
 
 
 def serve_for_people(cfg: DemoConfig) -> None:

@@ -1,11 +1,13 @@
 """Simulated annotators that label through the running app's HTTP API, exactly as a program or a person would.
 
 Each judgment draws from (seed, comparison id) on the candidates in sampling order, so the labels do not depend
-on which annotator got which comparison or in which order the app showed the two candidates.
+on which annotator got which comparison or in which order the app showed the two candidates. With marks on, each
+vote also carries the oracle's marks (`oracle.mark`: the cells or words it finds wrong) on every candidate.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -24,18 +26,21 @@ def candidate_output(store, candidate: dict):
 
 
 def annotate(url: str, name: str, rows_by_id: dict, store, seed: int, counts: dict,
-             personal: int | None = None) -> None:
+             personal: int | None = None, marks: bool = True) -> None:
     """One annotator: ask the app for the next comparison, judge it with its task's oracle, vote; until none left.
-    `personal` (an index, with overlap > 1) gives this annotator draws of their own, so people can disagree."""
+    `personal` (an index, with overlap > 1) gives this annotator draws of their own, so people can disagree; with
+    `marks` each vote carries the oracle's marks on the candidates."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
     reply = client.predict(annotator=name, api_name="/next")
     while reply.get("view"):
         view = reply["view"]
-        choice, ranking = judgment(view, rows_by_id[view["item_id"]], store, seed, personal)
+        row = rows_by_id[view["item_id"]]
+        choice, ranking = judgment(view, row, store, seed, personal)
+        marked = marks_of(view, row, store, seed, personal) if marks else ""
         reply = client.predict(comparison_id=view["comparison_id"], token=view["token"], choice=choice, ranking=ranking,
-                               annotator=name, api_name="/vote")
+                               annotator=name, marks=marked, api_name="/vote")
         counts[name] = counts.get(name, 0) + 1
     client.close()
 
@@ -55,10 +60,24 @@ def judgment(view: dict, row: dict, store, seed: int, personal: int | None = Non
     return "rank", "".join(ordered[i]["position"] for i in oracle.rank(row, outputs, rng))
 
 
+def marks_of(view: dict, row: dict, store, seed: int, personal: int | None = None) -> str:
+    """The marks an annotator sends with a vote: JSON {candidate id: the oracle's marks} over the candidates it finds
+    something wrong in ("" when none), drawn from (seed, comparison[, personal]) apart from the judgment's draw."""
+    key = [seed, view["comparison_id"], 1] + ([personal] if personal is not None else [])
+    oracle, rng = get_oracle(view["task"]), np.random.default_rng(key)
+    marked = {}
+    for c in sorted(view["candidates"], key=lambda c: c["candidate_id"]):
+        one = oracle.mark(row, candidate_output(store, c), rng)
+        if one:
+            marked[str(c["candidate_id"])] = one
+    return json.dumps(marked, separators=(",", ":")) if marked else ""
+
+
 def label_all(store, task: str, rows_by_id: dict, annotators: int, seed: int, host: str = "127.0.0.1",
-              port: int = 0, say=print) -> dict:
+              port: int = 0, say=print, marks: bool = True) -> dict:
     """Serve the app on `host`, let `annotators` simulated people label everything open, stop the app. With the
-    store's overlap > 1 each annotator draws their own judgments (agreement is then measurable, not perfect)."""
+    store's overlap > 1 each annotator draws their own judgments (agreement is then measurable, not perfect); with
+    `marks` their votes carry marks (vrlhf/marks.py)."""
     from labeler.app import free_port, serve
 
     app, url = serve(store, host, port or free_port(host), block=False, quiet=True)
@@ -66,7 +85,7 @@ def label_all(store, task: str, rows_by_id: dict, annotators: int, seed: int, ho
     counts: dict[str, int] = {}
     personal = store.overlap > 1
     threads = [threading.Thread(target=annotate, args=(url, f"sim-{task}-{i + 1}", rows_by_id, store, seed, counts,
-                                                       i if personal else None)) for i in range(annotators)]
+                                                       i if personal else None, marks)) for i in range(annotators)]
     start = time.time()
     try:
         for t in threads:

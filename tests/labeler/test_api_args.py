@@ -34,7 +34,7 @@ def test_wrong_arguments_are_refused_and_nothing_secret_is_logged(tmp_path):
 
         bad = {
             "vote, 2 arguments": lambda: c.post("gradio_api/run/vote", json={"data": [cid, token]}),
-            "vote, 6 arguments": lambda: c.post("gradio_api/run/vote", json={"data": [cid, token, "a", "", "", "x"]}),
+            "vote, 7 arguments": lambda: c.post("gradio_api/run/vote", json={"data": [cid, token, "a", "", "", "", 1]}),
             "vote, id as text": lambda: c.post("gradio_api/run/vote", json={"data": [str(cid), token, "a", "", ""]}),
             "vote, token a number": lambda: c.post("gradio_api/run/vote", json={"data": [cid, 1234, "a", "", ""]}),
             "vote, no choice": lambda: c.post("gradio_api/run/vote", json={"data": [cid, token, None, "", ""]}),

@@ -147,7 +147,7 @@ def test_v1_database_is_migrated_to_the_current_schema(url, tmp_path):
         with store.engine.begin() as c:
             for column in ("recipe", "expected", "complete", "part_of"):
                 c.exec_driver_sql(f"ALTER TABLE rounds DROP COLUMN {column}")
-            for column in ("comment", "flagged"):
+            for column in ("comment", "flagged", "marks"):
                 c.exec_driver_sql(f"ALTER TABLE votes DROP COLUMN {column}")
             c.exec_driver_sql("DELETE FROM schema_version")
             c.exec_driver_sql("INSERT INTO schema_version (version) VALUES (1)")
@@ -157,7 +157,7 @@ def test_v1_database_is_migrated_to_the_current_schema(url, tmp_path):
             con.executescript((Path(__file__).parent / "data" / "store_v1.sql").read_text())
     open_store(url, tmp_path).close()  # opening it migrates it; opening it again is a no-op
     store = open_store(url, tmp_path)
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     for table in (Round, Vote):
         columns = {c["name"] for c in inspect(store.engine).get_columns(table.__tablename__)}
         assert columns == set(table.__table__.columns.keys())
