@@ -183,7 +183,10 @@ class Gate:
                 if refusal is not None:
                     return await respond(send, *refusal)
                 if sent is not None and len(payload["data"]) != sent:  # later arguments filled in: Gradio reads that
-                    receive = replay(json.dumps(payload).encode(), unread)
+                    body = json.dumps(payload).encode()
+                    receive = replay(body, unread)
+                    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+                    scope = dict(scope, headers=headers + [(b"content-length", str(len(body)).encode())])
             if route.split("/")[0] in ("run", "api"):
                 send = refusals_as_4xx(send)
             return await self.app(scope, receive, send)
