@@ -134,3 +134,24 @@ def _queued(client, fn_index: int) -> bool:
         deps = client.get("config").json()["dependencies"]
         client._vrlhf_queued = {dep.get("id", i): dep.get("queue", True) is not False for i, dep in enumerate(deps)}
     return client._vrlhf_queued.get(fn_index, True)
+
+
+def start(browser, url: str, name: str, viewport=None):
+    """A new browser page that has entered `name` and pressed Start (the labeler's first screen)."""
+    page = browser.new_context(viewport=viewport or {"width": 1280, "height": 900}).new_page()
+    page.goto(url)
+    page.fill("#vr-name textarea, #vr-name input", name)
+    page.click("#vr-start")
+    page.wait_for_selector("#vr-view .vr-cmp, #vr-view .vr-done")
+    return page
+
+
+def refusal(capsys, argv) -> str:
+    """`vrlhf ARGV`'s refusal: exit code 2 and exactly one line on stderr (no traceback)."""
+    from vrlhf.cli import main as vrlhf
+
+    capsys.readouterr()
+    assert vrlhf(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line, no traceback
+    return err.strip()

@@ -9,7 +9,7 @@ import statistics
 import time
 
 import pytest
-from labfix import ROOT, fill, free_port
+from labfix import ROOT, fill, free_port, start
 
 from labeler.app import load_guidelines, serve
 from labeler.store import Store
@@ -44,15 +44,6 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield chromium
         chromium.close()
-
-
-def start(browser, url: str, name: str, viewport=None):
-    page = browser.new_context(viewport=viewport or {"width": 1280, "height": 900}).new_page()
-    page.goto(url)
-    page.fill("#vr-name textarea, #vr-name input", name)
-    page.click("#vr-start")
-    page.wait_for_selector("#vr-view .vr-cmp, #vr-view .vr-done")
-    return page
 
 
 def current(page) -> str:

@@ -10,17 +10,7 @@ import sys
 import time
 
 import pytest
-from labfix import ROOT
-
-from vrlhf.cli import main as vrlhf
-
-
-def refusal(capsys, argv) -> str:
-    capsys.readouterr()
-    assert vrlhf(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err  # one line, no traceback
-    return err.strip()
+from labfix import ROOT, refusal
 
 
 def test_a_busy_or_impossible_port_names_port(tmp_path, capsys):

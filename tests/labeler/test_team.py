@@ -12,7 +12,7 @@ import zipfile
 
 import httpx
 import pytest
-from labfix import fill, free_port, http_login, ui_event, ui_fns
+from labfix import fill, free_port, http_login, start, ui_event, ui_fns
 
 from labeler.app import load_guidelines, serve
 from labeler.store import Store
@@ -179,15 +179,6 @@ def solo(tmp_path_factory):
     demo, url = serve(store, port=free_port(), block=False, quiet=True, poll_seconds=1)
     yield store, url
     demo.close()
-
-
-def start(browser, url: str, name: str, viewport=None):
-    page = browser.new_context(viewport=viewport or {"width": 1280, "height": 900}).new_page()
-    page.goto(url)
-    page.fill("#vr-name textarea, #vr-name input", name)
-    page.click("#vr-start")
-    page.wait_for_selector("#vr-view .vr-cmp, #vr-view .vr-done")
-    return page
 
 
 def test_an_empty_name_says_what_to_do_and_the_box_stays_usable(solo, browser):

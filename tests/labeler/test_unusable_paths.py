@@ -13,9 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from labfix import ROOT
-
-from vrlhf.cli import main as vrlhf
+from labfix import ROOT, refusal
 
 COMMANDS = {  # each command with a database; the rest of its flags good enough to reach the database
     "label": lambda db, tmp: ["label", "--db", db, "--port", "0"],
@@ -23,14 +21,6 @@ COMMANDS = {  # each command with a database; the rest of its flags good enough 
                                "--db", db],
     "export": lambda db, tmp: ["export", "--db", db, "--out", str(tmp / "prefs")],
 }
-
-
-def refusal(capsys, argv) -> str:
-    capsys.readouterr()
-    assert vrlhf(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err  # one line, no traceback
-    return err.strip()
 
 
 @pytest.mark.parametrize("command", COMMANDS)
