@@ -16,10 +16,21 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from labeler.export import export
+from labeler.sampling import sample_round
+from loop.compare import policy_outputs, versus_mle
+from reward_model import load_reward_model
+from reward_model.train import TrainRewardConfig, train_reward
+from tuner.best_of_n import best_of_n
+from tuner.train import tune
+from vrlhf.data import load_rows
+from vrlhf.tasks import get_oracle, get_task
 
 TRACKS = {"learned": "learned reward", "both": "metric + learned reward"}
 
@@ -55,99 +66,31 @@ def comparison_plan(r: int, tracks: dict[str, list[str]], metric: str | None, n:
 def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle: str) -> dict:
     """Run `cfg.rounds` rounds for one task; `label(store, task_name)` labels everything open in the store.
     Returns the task's summary: per round its labels, reward model and evaluation, plus the fixed rows."""
-    from labeler.export import export
-    from labeler.sampling import sample_round
-    from loop.compare import policy_outputs, versus_mle
-    from reward_model.train import TrainRewardConfig, train_reward
-    from tuner.best_of_n import best_of_n
-    from tuner.train import tune
-    from vrlhf.data import load_rows
-    from vrlhf.tasks import get_oracle, get_task
-
-    task, oracle = get_task(task_name), get_oracle(task_name)
-    out = workdir / task_name
-    train_rows = load_rows(data / "train")
-    test_rows = load_rows(data / "test", limit=cfg.eval_images)
-    seconds: dict[str, float] = {}
-    summary: dict = {"task": task_name, "rounds": [], "seconds": seconds, "dirs": {}}
+    run = TaskRun(task_name=task_name, cfg=cfg, out=workdir / task_name, data=data, mle=mle,
+                  task=get_task(task_name), oracle=get_oracle(task_name), train_rows=load_rows(data / "train"),
+                  test_rows=load_rows(data / "test", limit=cfg.eval_images))
+    summary: dict = {"task": task_name, "rounds": [], "seconds": run.seconds, "dirs": run.dirs}
     metric_rewards = [spec.split(":", 1)[1] for spec in cfg.metric_rewards if spec.split(":", 1)[0] == task_name]
     metric_rewards = metric_rewards or default_rewards(task_name)
     total_steps = cfg.tune.steps * (cfg.rounds if cfg.continue_tracks else 1)
 
-    def tuned(name: str, start: str, reward: list[str], steps: int, seed: int, kl: float) -> str:
-        run = replace(cfg.tune, task=task_name, policy=start, data=str(data), out=str(out / name), reward=reward,
-                      reward_norm="batch" if len(reward) > 1 else "none", steps=steps, seed=seed, kl_coef=kl,
-                      kl_reference=mle if kl else "", overwrite=True)  # the demo's workdir: a rerun replaces it
-        with timed(seconds, "tuning"):
-            tune(run)
-        summary["dirs"][name] = str(out / name)
-        return str(out / name / "final")
-
-    mle_policy = task.load_policy(mle)
-    with timed(seconds, "evaluation"):
-        mle_out = policy_outputs(task, mle_policy, test_rows, cfg.seed)
-    fixed: dict[str, dict] = {}
+    mle_policy = run.task.load_policy(mle)
+    with run.timed("evaluation"):
+        mle_out = policy_outputs(run.task, mle_policy, run.test_rows, cfg.seed)
     tracks = {name: [mle] for name in TRACKS if name in cfg.tracks.split(",")}
     metric_policy, latest_outputs = None, {}
     for r in range(1, cfg.rounds + 1):
         record: dict = {"round": r}
-        # 1. comparisons into the store
-        with timed(seconds, "sampling"):
-            if r == 1:
-                plan = [dict(name="MLE samples", policy=mle, against=None, temperature=cfg.label_temperature,
-                             n=cfg.labels, k=cfg.comparison_k)]
-            else:
-                plan = comparison_plan(r, tracks, metric_policy, cfg.labels_later, cfg.hot_temperature,
-                                       cfg.comparison_k)
-            record["comparisons"] = []
-            for j, part in enumerate(plan):
-                round_id = sample_round(store, task_name, part["policy"], str(data / "train"), k=part["k"], n=part["n"],
-                                        seed=cfg.seed + 1000 * r + j, temperature=part["temperature"],
-                                        name=f"r{r}: {part['name']}", progress=False, against=part["against"],
-                                        rows=train_rows)
-                record["comparisons"].append(
-                    {"name": part["name"], "n": part["n"], "k": part["k"], "round_id": round_id})
-            say(f"{task_name} round {r}: {sum(p['n'] for p in plan)} comparisons: "
-                + ", ".join(f"{p['name']} {p['n']}" for p in plan))
-        # 2. labels, through the app
-        with timed(seconds, "labeling"):
+        record["comparisons"] = sample_comparisons(run, store, r, tracks, metric_policy)
+        with run.timed("labeling"):
             record["labeling"] = label(store, task_name)
-        # 3. every label so far -> a reward model
-        export_dir, rm_dir = out / f"round-{r}" / "export", out / f"round-{r}" / "reward-model"
-        with timed(seconds, "export"):
-            record["export"] = export(store, export_dir, "hf", task=task_name)
-        say(f"{task_name} round {r}: training the reward model on {record['export']['pairs']} pairs")
-        with timed(seconds, "reward_model"):
-            record["reward_model"] = train_reward(TrainRewardConfig(
-                data=str(export_dir), out=str(rm_dir), task=task_name, seed=cfg.seed, progress=False,
-                epochs=cfg.rm_epochs, eval_every=25, overwrite=True))
-        learned = f"learned:{rm_dir}=1.0"
-        # 4. the round-independent rows, once the first reward model exists (the tracks need its budget)
+        record["export"], record["reward_model"] = train_round_reward_model(run, store, r)
+        # the round-independent rows, once the first reward model exists (the tracks need its budget)
         if r == 1 and metric_rewards and cfg.metric_row:
             say(f"{task_name}: tuning the metric-only policy ({', '.join(metric_rewards)}), {total_steps} steps")
-            metric_policy = tuned("metric", mle, metric_rewards, total_steps, cfg.seed, 0.0)
-        # 5. tune each learned track again
-        for track in tracks:
-            reward = [learned] if track == "learned" else metric_rewards + [learned]
-            start = tracks[track][-1] if cfg.continue_tracks else mle
-            say(f"{task_name} round {r}: tuning '{track}' from {Path(start).parent.name or 'MLE'} with {reward}")
-            tracks[track].append(tuned(f"round-{r}/{track}", start, reward, cfg.tune.steps, cfg.seed + r,
-                                       cfg.tune.kl_coef))
-        # 6. evaluate this round against MLE
-        with timed(seconds, "evaluation"):
-            from reward_model import load_reward_model
-
-            rm = load_reward_model(rm_dir)
-            policies = {track: tracks[track][-1] for track in tracks}
-            record["evaluation"], latest_outputs = {}, {}
-            for name, path in policies.items():
-                latest_outputs[name] = outs = policy_outputs(task, task.load_policy(path), test_rows, cfg.seed)
-                record["evaluation"][name] = versus_mle(task, oracle, test_rows, outs, mle_out, cfg.seed)
-            best, _ = best_of_n(task, mle_policy, test_rows, rm.score, cfg.best_of, seed=cfg.seed)
-            record["evaluation"]["best_of_n"] = versus_mle(task, oracle, test_rows, {"greedy": best, "sample": best},
-                                                           mle_out, cfg.seed)
-        say(f"{task_name} round {r}: win rate vs MLE (greedy) " + ", ".join(
-            f"{k} {v['win_rate_vs_mle_greedy']:.3f}" for k, v in record["evaluation"].items()))
+            metric_policy = run.tuned("metric", mle, metric_rewards, total_steps, cfg.seed, 0.0)
+        tune_tracks(run, r, tracks, metric_rewards)
+        record["evaluation"], latest_outputs = evaluate_round(run, r, tracks, mle_policy, mle_out)
         summary["rounds"].append(record)
 
     # the oracle bound and the fixed rows
@@ -156,24 +99,130 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
         say(f"{task_name}: tuning on the oracle itself (the bound), {total_steps} steps")
         # the same tuner as every track: the oracle says where its score comes from, so with --tune.token_credit
         # auto (the default) each token is credited as the task says (colorization: its cells; captions: to go)
-        oracle_policy = tuned("oracle", mle, ["oracle=1.0"], total_steps, cfg.seed, 0.0)
-    with timed(seconds, "evaluation"):
-        fixed["mle"] = versus_mle(task, oracle, test_rows, mle_out, None, cfg.seed)
-        for name, path in (("metric", metric_policy), ("oracle", oracle_policy)):
-            if path:
-                outs = policy_outputs(task, task.load_policy(path), test_rows, cfg.seed)
-                fixed[name] = versus_mle(task, oracle, test_rows, outs, mle_out, cfg.seed)
-        ideal = task.ideal_outputs(mle_policy, test_rows, np.random.default_rng(cfg.seed))
-        fixed["ideal"] = versus_mle(task, oracle, test_rows, {"greedy": ideal, "sample": ideal}, mle_out, cfg.seed)
-    summary["fixed"] = fixed
-    summary["_samples"] = (test_rows[:8], {"mle": mle_out["sample"][:8]} | {
+        oracle_policy = run.tuned("oracle", mle, ["oracle=1.0"], total_steps, cfg.seed, 0.0)
+    summary["fixed"] = evaluate_fixed_rows(run, mle_policy, mle_out, {"metric": metric_policy, "oracle": oracle_policy})
+    summary["_samples"] = (run.test_rows[:8], {"mle": mle_out["sample"][:8]} | {
         name: outs["sample"][:8] for name, outs in latest_outputs.items()})
     return summary
+
+
+@dataclass
+class TaskRun:
+    """What every step of one task's rounds shares: the task and its oracle, the data, the MLE policy, where the
+    runs go, and the wall time per stage and run directories that end up in the summary."""
+
+    task_name: str
+    cfg: Any  # loop.demo.DemoConfig
+    out: Path  # this task's directory under the demo's workdir
+    data: Path
+    mle: str  # the MLE policy every track starts from and is KL-anchored to
+    task: Any
+    oracle: Any
+    train_rows: list
+    test_rows: list
+    seconds: dict = field(default_factory=dict)
+    dirs: dict = field(default_factory=dict)
+
+    def timed(self, stage: str):
+        return timed(self.seconds, stage)
+
+    def reward_model_dir(self, r: int) -> Path:
+        return self.out / f"round-{r}" / "reward-model"
+
+    def tuned(self, name: str, start: str, reward: list[str], steps: int, seed: int, kl: float) -> str:
+        """Tune `start` on `reward` into out/name; returns the tuned policy's path."""
+        cfg = self.cfg
+        run = replace(cfg.tune, task=self.task_name, policy=start, data=str(self.data), out=str(self.out / name),
+                      reward=reward, reward_norm="batch" if len(reward) > 1 else "none", steps=steps, seed=seed,
+                      kl_coef=kl, kl_reference=self.mle if kl else "",
+                      overwrite=True)  # the demo's workdir: a rerun replaces it
+        with self.timed("tuning"):
+            tune(run)
+        self.dirs[name] = str(self.out / name)
+        return str(self.out / name / "final")
+
+
+def sample_comparisons(run: TaskRun, store, r: int, tracks: dict[str, list[str]], metric_policy: str | None) -> list:
+    """Step 1 of round r: its comparisons into the store (round 1: MLE samples; later: `comparison_plan`)."""
+    cfg = run.cfg
+    with run.timed("sampling"):
+        if r == 1:
+            plan = [dict(name="MLE samples", policy=run.mle, against=None, temperature=cfg.label_temperature,
+                         n=cfg.labels, k=cfg.comparison_k)]
+        else:
+            plan = comparison_plan(r, tracks, metric_policy, cfg.labels_later, cfg.hot_temperature, cfg.comparison_k)
+        comparisons = []
+        for j, part in enumerate(plan):
+            round_id = sample_round(store, run.task_name, part["policy"], str(run.data / "train"), k=part["k"],
+                                    n=part["n"], seed=cfg.seed + 1000 * r + j, temperature=part["temperature"],
+                                    name=f"r{r}: {part['name']}", progress=False, against=part["against"],
+                                    rows=run.train_rows)
+            comparisons.append({"name": part["name"], "n": part["n"], "k": part["k"], "round_id": round_id})
+        say(f"{run.task_name} round {r}: {sum(p['n'] for p in plan)} comparisons: "
+            + ", ".join(f"{p['name']} {p['n']}" for p in plan))
+    return comparisons
+
+
+def train_round_reward_model(run: TaskRun, store, r: int) -> tuple[dict, dict]:
+    """Step 3 of round r (after labeling): export every label so far and train the round's reward model on them.
+    Returns the export's and the training's summaries."""
+    export_dir, rm_dir = run.out / f"round-{r}" / "export", run.reward_model_dir(r)
+    with run.timed("export"):
+        exported = export(store, export_dir, "hf", task=run.task_name)
+    say(f"{run.task_name} round {r}: training the reward model on {exported['pairs']} pairs")
+    with run.timed("reward_model"):
+        trained = train_reward(TrainRewardConfig(
+            data=str(export_dir), out=str(rm_dir), task=run.task_name, seed=run.cfg.seed, progress=False,
+            epochs=run.cfg.rm_epochs, eval_every=25, overwrite=True))
+    return exported, trained
+
+
+def tune_tracks(run: TaskRun, r: int, tracks: dict[str, list[str]], metric_rewards: list[str]) -> None:
+    """Step 4 of round r: tune each learned-reward track again on the round's reward model (from its previous
+    policy with --continue_tracks, else from MLE); appends the tuned policy to tracks[track]."""
+    learned = f"learned:{run.reward_model_dir(r)}=1.0"
+    for track in tracks:
+        reward = [learned] if track == "learned" else metric_rewards + [learned]
+        start = tracks[track][-1] if run.cfg.continue_tracks else run.mle
+        say(f"{run.task_name} round {r}: tuning '{track}' from {Path(start).parent.name or 'MLE'} with {reward}")
+        tracks[track].append(run.tuned(f"round-{r}/{track}", start, reward, run.cfg.tune.steps, run.cfg.seed + r,
+                                       run.cfg.tune.kl_coef))
+
+
+def evaluate_round(run: TaskRun, r: int, tracks: dict[str, list[str]], mle_policy, mle_out: dict) -> tuple[dict, dict]:
+    """Step 5 of round r: each track's latest policy and best-of-n under the round's reward model, against MLE in
+    the oracle's judgment. Returns the evaluation and each track's outputs."""
+    task, cfg = run.task, run.cfg
+    with run.timed("evaluation"):
+        rm = load_reward_model(run.reward_model_dir(r))
+        evaluation, outputs = {}, {}
+        for name, path in {track: tracks[track][-1] for track in tracks}.items():
+            outputs[name] = outs = policy_outputs(task, task.load_policy(path), run.test_rows, cfg.seed)
+            evaluation[name] = versus_mle(task, run.oracle, run.test_rows, outs, mle_out, cfg.seed)
+        best, _ = best_of_n(task, mle_policy, run.test_rows, rm.score, cfg.best_of, seed=cfg.seed)
+        evaluation["best_of_n"] = versus_mle(task, run.oracle, run.test_rows, {"greedy": best, "sample": best},
+                                             mle_out, cfg.seed)
+    say(f"{run.task_name} round {r}: win rate vs MLE (greedy) " + ", ".join(
+        f"{k} {v['win_rate_vs_mle_greedy']:.3f}" for k, v in evaluation.items()))
+    return evaluation, outputs
+
+
+def evaluate_fixed_rows(run: TaskRun, mle_policy, mle_out: dict, policies: dict[str, str | None]) -> dict:
+    """The rows that do not depend on the rounds, against MLE: MLE itself, the given policies (metric-only, the
+    oracle bound; None: not run) and the ideal output."""
+    task, seed = run.task, run.cfg.seed
+    with run.timed("evaluation"):
+        fixed = {"mle": versus_mle(task, run.oracle, run.test_rows, mle_out, None, seed)}
+        for name, path in policies.items():
+            if path:
+                outs = policy_outputs(task, task.load_policy(path), run.test_rows, seed)
+                fixed[name] = versus_mle(task, run.oracle, run.test_rows, outs, mle_out, seed)
+        ideal = task.ideal_outputs(mle_policy, run.test_rows, np.random.default_rng(seed))
+        fixed["ideal"] = versus_mle(task, run.oracle, run.test_rows, {"greedy": ideal, "sample": ideal}, mle_out, seed)
+    return fixed
 
 
 def default_rewards(task_name: str) -> list[str]:
     """The metric rewards `vrlhf tune` uses by default for the task: the metric-only row and the metric half of
     the metric + learned track."""
-    from vrlhf.tasks import get_task
-
     return list(get_task(task_name).DEFAULT_REWARDS)
