@@ -6,8 +6,8 @@ The server decides who votes: with `--auth` the login (`gr.Request.username`), w
 page (and then only loopback hosts are served, and that one local user is admin). Annotators label; admins
 (`vrlhf annotators add NAME --admin`) also see the Stats & export tab: agreement per task and per annotator, the
 disagreements, every comment and flag, and the export (a zip with one folder per task, downloaded once and then
-deleted from the server). The page and its handlers live in labeler/desk.py (server side) and labeler/page.py (what
-is shown); this file lays the page out and wires it.
+deleted from the server). The page's components are laid out in labeler/layout.py, what they show is rendered by
+labeler/page.py, the desks behind them live in labeler/desk.py; this file holds the handlers and wires them.
 
 API (gradio_client, or one plain POST to /gradio_api/run/<name> with {"data": [...]}; identity is the login
 under --auth, else the `annotator` argument):
@@ -40,14 +40,12 @@ from labeler.desk import Desk, Labeler, refuse
 from labeler.downloads import ROUTE, DownloadRoute, Downloads
 from labeler.gate import Gate
 from labeler.guides import load_guidelines  # noqa: F401  (re-exported: the demo and tests load them here)
-from labeler.leases import MAX_COMMENT
+from labeler.layout import ALL, Ui
 from labeler.schema import utcnow
-from labeler.store import MAX_K, POSITIONS, LabelError, Store
+from labeler.store import POSITIONS, LabelError, Store
 from labeler.users import Roles
-from vrlhf.exports import FORMATS
 
 log = logging.getLogger("labeler")
-ALL = "all"  # the task pickers' value for every task (labelling: interleaved; export: one folder per task)
 NOT_ADMIN = "Only admins see statistics and export preferences; ask your project lead if you need them."
 
 
@@ -123,256 +121,18 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
     reservations back; an export's download link works once, for `download_seconds`.
     """
     auth = auth_file is not None
-    lab, roles, guidelines = Labeler(store, auth), Roles(auth_file), guidelines or {}
+    lab, roles = Labeler(store, auth), Roles(auth_file)
     downloads = Downloads(download_seconds)
-    present = list(store.tasks())  # the pickers' choices; a task sampled later is labelled and exported under ALL
-    task_choices = [("All tasks, interleaved", ALL)] + [(t, t) for t in present]
-    export_choices = [("All tasks (one folder each)", ALL)] + [(t, t) for t in present]
 
-    def is_admin(request: gr.Request) -> bool:
-        return not auth or roles.is_admin(getattr(request, "username", None))
+    def is_admin(request: gr.Request | None) -> bool:
+        return request is not None and (not auth or roles.is_admin(getattr(request, "username", None)))
 
     with gr.Blocks(title=title, delete_cache=(60, 600)) as demo:
-        shown = gr.Textbox(visible=False, elem_id="vr-token")  # lease token on screen, sent with each click
-        timer = gr.Timer(poll_seconds, active=False)  # ticks only while nothing is left to label
-        with gr.Column(visible=not auth) as login_col:
-            gr.Markdown("## Who is labelling?")
-            name_box = gr.Textbox(label="Your name", placeholder="e.g. alice", max_length=100, elem_id="vr-name")
-            name_msg = gr.Markdown(elem_id="vr-name-msg")
-            start = gr.Button("Start", variant="primary", elem_id="vr-start")
-        with gr.Tabs(visible=auth) as tabs:  # shown once someone is labelling (no empty tabs under the name box)
-            with gr.Tab("Label", id="label"):
-                with gr.Column(visible=False, elem_id="vr-label") as label_col:
-                    with gr.Row(equal_height=True, elem_id="vr-top"):
-                        task_pick = gr.Radio(task_choices, value=ALL, label="Task", elem_id="vr-task", scale=3)
-                        progress = gr.Markdown(elem_id="vr-progress")
-                        if auth:  # a shared computer: end this login here (the page's reservations go back)
-                            gr.Button("Log out", elem_id="vr-logout", size="sm", scale=0, min_width=90).click(
-                                None, js="() => { location.href = 'logout?all_session=false'; }")
-                    message = gr.Markdown(elem_id="vr-message")
-                    with gr.Accordion("Guidelines [G]", open=False, elem_id="vr-guidelines") as guide_acc:
-                        guide_text = gr.Markdown(elem_id="vr-guidelines-text")
-                    view = gr.HTML(elem_id="vr-view")
-                    with gr.Row(equal_height=True):
-                        comment = gr.Textbox(show_label=False, max_length=MAX_COMMENT, lines=1, scale=4,
-                                             placeholder="Comment on this comparison (optional; saved with your vote; "
-                                                         "Enter or Esc: back to the keys)",
-                                             elem_id="vr-comment")
-                        flag = gr.Checkbox(label="Flag for the project lead", elem_id="vr-flag", scale=1)
-                    # Vote buttons, Skip and Undo: a bar fixed to the bottom of the window (page.CSS), always in view.
-                    with gr.Column(elem_id="vr-actions"):
-                        with gr.Row(visible=True, elem_classes="vr-keys") as pair_row:
-                            pair_btns = [gr.Button("A better [1]", elem_id="vr-a", variant="primary"),
-                                         gr.Button("B better [2]", elem_id="vr-b", variant="primary"),
-                                         gr.Button("Tie [3]", elem_id="vr-tie"),
-                                         gr.Button("Both bad [0]", elem_id="vr-bad")]
-                        with gr.Row(visible=False, elem_classes="vr-keys") as rank_row:
-                            rank_btns = [gr.Button(f"{p} [{i + 1}]", elem_id=f"vr-rank-{p}", variant="primary")
-                                         for i, p in enumerate(POSITIONS[:MAX_K])]
-                            all_bad = gr.Button("All bad [0]", elem_id="vr-allbad")
-                        with gr.Row(elem_classes="vr-keys"):
-                            skip = gr.Button("Skip [S]", elem_id="vr-skip", size="sm")
-                            undo = gr.Button("Undo last [U]", elem_id="vr-undo", size="sm")
-                    # Pressed by the page's script (page.HEAD_JS): a page left alone pauses; the next key goes on.
-                    away = gr.Button("away", elem_id="vr-away", elem_classes="vr-hidden")
-                    back = gr.Button("back", elem_id="vr-back", elem_classes="vr-hidden")
-            with gr.Tab("Stats & export", id="stats", visible=not auth, elem_id="vr-stats-tab") as stats_tab:
-                admin_msg = gr.Markdown(elem_id="vr-admin-msg")
-                with gr.Row(equal_height=True):
-                    export_task = gr.Dropdown(export_choices, value=ALL, label="Export", elem_id="vr-export-task")
-                    fmt = gr.Dropdown(list(FORMATS), value="hf", label="Format", elem_id="vr-format")
-                    export_btn = gr.Button("Export preferences", elem_id="vr-export", variant="primary")
-                download = gr.HTML(elem_id="vr-download")
-                refresh = gr.Button("Refresh statistics", elem_id="vr-refresh", size="sm")
-                summary = gr.Markdown(elem_id="vr-summary")
-                per_annotator = gr.Dataframe(stats.per_annotator([]), interactive=False, elem_id="vr-per-annotator",
-                                             label="Per annotator")
-                gr.Markdown(stats.PER_ANNOTATOR_EXPLAINED)
-                gr.Markdown("### Disagreements\nComparisons whose annotators judged differently, newest first.")
-                disagreements = gr.HTML(elem_id="vr-disagreements")
-                gr.Markdown("### Comments and flags")
-                notes = gr.HTML(elem_id="vr-notes")
-                inspected = gr.HTML(elem_id="vr-inspected")  # a clicked row's comparison, as its annotators saw it
-                inspect_id = gr.Textbox(visible=False)
-                inspect = gr.Button("inspect", elem_id="vr-inspect", elem_classes="vr-hidden")
-                labels = gr.Dataframe(stats.label_mix([]), interactive=False, label="Label distribution")
-
-        # Outputs of every comparison event (`core`), and of the events that open a page (`full`). The lease token
-        # comes first, the message line second (page_event writes its sentences there), the name line last.
-        core = [shown, message, view, progress, pair_row, rank_row, *rank_btns, skip, comment, flag, timer, guide_acc,
-                guide_text]
-        full = core + [login_col, label_col, stats_tab, task_pick, tabs, name_msg]
-
-        def render(desk: Desk, said: str = "", opening: bool = False, request: gr.Request | None = None) -> list:
-            with desk.lock:
-                v, p = desk.cur, store.progress(desk.name)
-                k = v["k"] if v else 2
-                acc, text, opened = gr.update(), gr.update(), False
-                key = (v["task"], guides.kind_of(k)) if v else (desk.task, "pairs")
-                if key != desk.guides:  # the guidelines follow the comparison's task and kind (pairs, rankings)
-                    text = gr.update(value=guides.guidelines_markdown(key[0], k, guidelines))
-                    done = p["tasks"].get(key[0], {}).get("count", 0) if key[0] else p["count"]
-                    other_kind = any(t == key[0] and kind != key[1] for t, kind in desk.seen)
-                    if v is not None and key not in desk.seen and (done == 0 or other_kind):
-                        acc, opened = gr.update(open=True), True  # first time on this task, or this kind of it
-                    desk.guides = key
-                    desk.seen.add(key)
-                if v is not None:
-                    left = (datetime.fromisoformat(v["expires_at"][:-1]) - utcnow()).total_seconds()
-                    body = page.render_view(store, v, desk.rank, store.lease_seconds, left, idle_seconds,
-                                            guides_opened=opened)
-                elif desk.away:
-                    body = page.render_paused(idle_seconds)
-                else:
-                    body = page.render_done(p, desk.task, poll_seconds)
-                fresh = v is None or v["token"] != desk.rendered  # a new comparison on screen: a blank note
-                desk.rendered = v and v["token"]
-                out = [v["token"] if v else "", gr.update(value=said, visible=bool(said)), body,
-                       page.render_progress(desk.name, p, desk.task),
-                       gr.update(visible=v is not None and k == 2), gr.update(visible=v is not None and k > 2),
-                       *[gr.update(visible=i < k, interactive=pos not in desk.rank) for i, pos in enumerate(POSITIONS)],
-                       gr.update(visible=v is not None),
-                       gr.update(value="", visible=v is not None) if fresh else gr.update(),
-                       gr.update(value=False, visible=v is not None) if fresh else gr.update(),
-                       gr.Timer(active=v is None and not desk.away), acc, text]
-            if not opening:
-                return out
-            tasks_now = [(label, value) for label, value in task_choices if value == ALL or value in store.tasks()]
-            return out + [gr.update(visible=False), gr.update(visible=True),
-                          gr.update(visible=request is not None and is_admin(request)),
-                          gr.update(choices=tasks_now, value=desk.task or ALL), gr.update(visible=True),
-                          gr.update(value="", visible=False)]
-
-        def on_load(request: gr.Request):
-            if not auth:
-                return [gr.update()] * len(full)
-            return render(lab.open(lab.who(request), request), opening=True, request=request)
-
-        def on_start(name: str, request: gr.Request):
-            if not (name or "").strip():
-                out = [gr.update()] * len(full)
-                out[-1] = gr.update(value="Type your name first (the name your project lead knows you by), then "
-                                          "press Start.", visible=True)
-                return out
-            try:
-                desk = lab.open(lab.who(request, name), request)
-            except LabelError:
-                out = [gr.update()] * len(full)
-                out[-1] = gr.update(value="A name is 1 to 100 letters, digits or spaces on one line: type it again "
-                                          "and press Start.", visible=True)
-                return out
-            said = ""
-            if name != desk.name:  # check_name strips: say so, so the lead's tables hold no surprise
-                said = (f"Your name is stored as “{desk.name}” (spaces at its ends are dropped): your votes are "
-                        f"counted under that name.")
-            return render(desk, said, opening=True, request=request)
-
-        def on_click(choice: str):
-            def on_button(token: str, note: str, flagged: bool, name: str, request: gr.Request):
-                desk = lab.desk(request, name, shown=token)
-                said = lab.click(desk, token, choice, note, flagged)
-                return render(desk, said)
-            on_button.__name__ = f"on_{choice.replace(':', '_')}"
-            return on_button
-
-        def on_undo(token: str, name: str, request: gr.Request):
-            desk = lab.desk(request, name)
-            return render(desk, lab.undo(desk, token))
-
-        def on_task(task: str, name: str, request: gr.Request):
-            desk = lab.desk(request, name)
-            lab.set_task(desk, None if task == ALL else task)
-            return render(desk, opening=True, request=request)
-
-        def on_tick(name: str, request: gr.Request):
-            desk = lab.desk(request, name)
-            if desk.cur is not None or not lab.poll(desk):
-                return [gr.update()] * 3 + [page.render_progress(desk.name, store.progress(desk.name), desk.task)] \
-                    + [gr.update()] * (len(core) - 4)
-            return render(desk, "New comparisons have arrived.")
-
-        def on_away(name: str, request: gr.Request):
-            desk = lab.desk(request, name)
-            lab.pause(desk)
-            return render(desk)
-
-        def on_back(name: str, request: gr.Request):
-            desk = lab.desk(request, name)
-            if not desk.away:
-                return [gr.update()] * len(core)
-            lab.resume(desk)
-            return render(desk, "Welcome back." if desk.cur is not None else "")
-
-        admin_outputs = [admin_msg, summary, per_annotator, disagreements, notes, labels, export_task]
-
-        def on_stats(request: gr.Request):
-            if not is_admin(request):
-                return [gr.update(value=NOT_ADMIN, visible=True)] + [gr.update()] * (len(admin_outputs) - 1)
-            s = stats.compute(store)
-            choices = [(label, value) for label, value in export_choices if value == ALL or value in s["tasks"]]
-            said = stats.summary_markdown(s, store.overlap, store.overlap_fraction)
-            return [gr.update(value="", visible=False), said, s["per_annotator"], s["disagreements"], s["notes"],
-                    s["labels"], gr.update(choices=choices)]
-
-        def on_inspect(comparison: str, request: gr.Request):
-            if not is_admin(request):
-                return gr.update(value=NOT_ADMIN, visible=True), gr.update()
-            if not (comparison or "").isdigit():
-                return gr.update(), gr.update()
-            return gr.update(value="", visible=False), stats.inspect_html(store, int(comparison))
-
-        def on_export(task: str, format_: str, request: gr.Request):
-            from labeler.export import export_archive
-
-            if not is_admin(request):
-                return gr.update(value=NOT_ADMIN, visible=True), ""
-            folder = Path(tempfile.mkdtemp(prefix="vrlhf-download-"))  # removed once downloaded (labeler.downloads)
-            try:
-                path, pairs = export_archive(store, folder, format_, None if task == ALL else task)
-            except BaseException as e:
-                shutil.rmtree(folder, ignore_errors=True)
-                if not isinstance(e, LabelError):
-                    raise
-                return gr.update(value=f"Nothing was exported: {e}.", visible=True), ""  # and no stale link
-            token = downloads.add(path, getattr(request, "username", None) if auth else None)
-            size = path.stat().st_size / 1e6
-            what = ", ".join(f"{t}: {n} pairs" for t, n in pairs.items())
-            said = (f"Export ready ({what}; {size:.1f} MB). The download starts by itself; the link works once, and "
-                    f"the file is deleted from the server once downloaded (or after {download_seconds / 60:g} min).")
-            link = (f"<a href='{ROUTE.lstrip('/')}{token}' download='{html.escape(path.name)}'>"
-                    f"Download {html.escape(path.name)} ({size:.1f} MB)</a>")
-            return gr.update(value=said, visible=True), link
-
-        # Page events off the queue: a click is one POST to run/predict (no queue round trip, no event stream).
-        ui = dict(api_visibility="private", concurrency_limit=None, queue=False)
-        comparison_inputs = [shown, comment, flag, name_box]
-        demo.load(page_event(on_load, len(full), 1), None, full, **ui)
-
-        def on_unload(request: gr.Request):
-            lab.close(request)
-
-        demo.unload(on_unload)  # the tab closed (its heartbeat stream ended): its reservations go back now
-        for trigger in (start.click, name_box.submit):
-            trigger(page_event(on_start, len(full), len(full) - 1), name_box, full, **ui)
-        for btn, choice in zip(pair_btns, ("a", "b", "tie", "both_bad")):
-            btn.click(page_event(on_click(choice), len(core), 1), comparison_inputs, core, **ui)
-        for btn, p in zip(rank_btns, POSITIONS):
-            btn.click(page_event(on_click(f"rank:{p}"), len(core), 1), comparison_inputs, core, **ui)
-        all_bad.click(page_event(on_click("both_bad"), len(core), 1), comparison_inputs, core, **ui)
-        skip.click(page_event(on_click("skip"), len(core), 1), comparison_inputs, core, **ui)
-        undo.click(page_event(on_undo, len(core), 1), [shown, name_box], core, **ui)
-        task_pick.input(page_event(on_task, len(full), 1), [task_pick, name_box], full, **ui)
-        timer.tick(page_event(on_tick, len(core), 1), name_box, core, **ui)
-        away.click(page_event(on_away, len(core), 1), name_box, core, **ui)
-        back.click(page_event(on_back, len(core), 1), name_box, core, **ui)
-        stats_tab.select(page_event(on_stats, len(admin_outputs), 0), None, admin_outputs, **ui)
-        refresh.click(page_event(on_stats, len(admin_outputs), 0), None, admin_outputs, **ui)
-        inspect.click(page_event(on_inspect, 2, 0), inspect_id, [admin_msg, inspected],
-                      js="() => [window.vrInspect || '']", **ui).then(
-            None, None, None, js="() => document.getElementById('vr-inspected').scrollIntoView({block: 'start'})")
-        export_btn.click(page_event(on_export, 2, 0), [export_task, fmt], [admin_msg, download], **ui).then(
-            None, None, None, js="() => { const a = document.querySelector('#vr-download a'); if (a) a.click(); }")
-
+        # the pickers' choices: a task sampled later is labelled and exported under ALL
+        ui = Ui(list(store.tasks()), auth, poll_seconds)
+        label = LabelEvents(store, lab, ui, guidelines or {}, is_admin, poll_seconds, idle_seconds)
+        admin = AdminEvents(store, ui, is_admin, downloads, auth)
+        wire(demo, ui, label, admin)
         # Off the queue: one plain POST (/gradio_api/run/<name>) per call, no SSE round trips.
         api = dict(concurrency_limit=None, queue=False)
         gr.api(guarded(lab.api_next), api_name="next", **api)
@@ -381,6 +141,202 @@ def build_app(store: Store, auth_file: str | None = None, guidelines: dict[str |
     demo.queue(default_concurrency_limit=None)
     demo.labeler, demo.downloads = lab, downloads  # for tests, embedding and serve()
     return demo
+
+
+class LabelEvents:
+    """The Label tab's handlers: each renders the page's desk (the comparison on screen) into `ui.core` (or
+    `ui.full` for the events that open a page: Start, a login's page load, the task picker)."""
+
+    def __init__(self, store: Store, lab: Labeler, ui: Ui, guidelines: dict[str | None, str], is_admin,
+                 poll_seconds: float, idle_seconds: float):
+        self.store, self.lab, self.ui, self.guidelines, self.is_admin = store, lab, ui, guidelines, is_admin
+        self.poll_seconds, self.idle_seconds = poll_seconds, idle_seconds
+
+    def render(self, desk: Desk, said: str = "", opening: bool = False, request: gr.Request | None = None) -> list:
+        store = self.store
+        with desk.lock:
+            v, p = desk.cur, store.progress(desk.name)
+            k = v["k"] if v else 2
+            acc, text, opened = self.guides_update(desk, v, p)
+            if v is not None:
+                left = (datetime.fromisoformat(v["expires_at"][:-1]) - utcnow()).total_seconds()
+                body = page.render_view(store, v, desk.rank, store.lease_seconds, left, self.idle_seconds,
+                                        guides_opened=opened)
+            elif desk.away:
+                body = page.render_paused(self.idle_seconds)
+            else:
+                body = page.render_done(p, desk.task, self.poll_seconds)
+            fresh = v is None or v["token"] != desk.rendered  # a new comparison on screen: a blank note
+            desk.rendered = v and v["token"]
+            out = [v["token"] if v else "", gr.update(value=said, visible=bool(said)), body,
+                   page.render_progress(desk.name, p, desk.task),
+                   gr.update(visible=v is not None and k == 2), gr.update(visible=v is not None and k > 2),
+                   *[gr.update(visible=i < k, interactive=pos not in desk.rank) for i, pos in enumerate(POSITIONS)],
+                   gr.update(visible=v is not None),
+                   gr.update(value="", visible=v is not None) if fresh else gr.update(),
+                   gr.update(value=False, visible=v is not None) if fresh else gr.update(),
+                   gr.Timer(active=v is None and not desk.away), acc, text]
+        if not opening:
+            return out
+        tasks_now = [(label, value) for label, value in self.ui.task_choices if value == ALL or value in store.tasks()]
+        return out + [gr.update(visible=False), gr.update(visible=True), gr.update(visible=self.is_admin(request)),
+                      gr.update(choices=tasks_now, value=desk.task or ALL), gr.update(visible=True),
+                      gr.update(value="", visible=False)]
+
+    def guides_update(self, desk: Desk, v: dict | None, p: dict) -> tuple[dict, dict, bool]:
+        """The guidelines panel's updates (accordion, text) and whether it opens: the guidelines follow the
+        comparison's task and kind (pairs, rankings), and open by themselves the first time a task, or this kind of
+        it, is on screen."""
+        k = v["k"] if v else 2
+        key = (v["task"], guides.kind_of(k)) if v else (desk.task, "pairs")
+        if key == desk.guides:
+            return gr.update(), gr.update(), False
+        acc, text = gr.update(), gr.update(value=guides.guidelines_markdown(key[0], k, self.guidelines))
+        done = p["tasks"].get(key[0], {}).get("count", 0) if key[0] else p["count"]
+        other_kind = any(t == key[0] and kind != key[1] for t, kind in desk.seen)
+        if v is not None and key not in desk.seen and (done == 0 or other_kind):
+            acc = gr.update(open=True)  # first time on this task, or this kind of it
+        desk.guides = key
+        desk.seen.add(key)
+        return acc, text, acc.get("open") is True
+
+    def on_load(self, request: gr.Request):
+        if not self.lab.auth:
+            return [gr.update()] * len(self.ui.full)
+        return self.render(self.lab.open(self.lab.who(request), request), opening=True, request=request)
+
+    def on_start(self, name: str, request: gr.Request):
+        def say(sentence: str) -> list:  # on the name line, under the name box
+            return [gr.update()] * (len(self.ui.full) - 1) + [gr.update(value=sentence, visible=True)]
+
+        if not (name or "").strip():
+            return say("Type your name first (the name your project lead knows you by), then press Start.")
+        try:
+            desk = self.lab.open(self.lab.who(request, name), request)
+        except LabelError:
+            return say("A name is 1 to 100 letters, digits or spaces on one line: type it again and press Start.")
+        said = ""
+        if name != desk.name:  # check_name strips: say so, so the lead's tables hold no surprise
+            said = (f"Your name is stored as “{desk.name}” (spaces at its ends are dropped): your votes are "
+                    f"counted under that name.")
+        return self.render(desk, said, opening=True, request=request)
+
+    def on_click(self, choice: str):
+        def on_button(token: str, note: str, flagged: bool, name: str, request: gr.Request):
+            desk = self.lab.desk(request, name, shown=token)
+            said = self.lab.click(desk, token, choice, note, flagged)
+            return self.render(desk, said)
+        on_button.__name__ = f"on_{choice.replace(':', '_')}"
+        return on_button
+
+    def on_undo(self, token: str, name: str, request: gr.Request):
+        desk = self.lab.desk(request, name)
+        return self.render(desk, self.lab.undo(desk, token))
+
+    def on_task(self, task: str, name: str, request: gr.Request):
+        desk = self.lab.desk(request, name)
+        self.lab.set_task(desk, None if task == ALL else task)
+        return self.render(desk, opening=True, request=request)
+
+    def on_tick(self, name: str, request: gr.Request):
+        desk = self.lab.desk(request, name)
+        if desk.cur is not None or not self.lab.poll(desk):
+            line = page.render_progress(desk.name, self.store.progress(desk.name), desk.task)
+            return [gr.update()] * 3 + [line] + [gr.update()] * (len(self.ui.core) - 4)
+        return self.render(desk, "New comparisons have arrived.")
+
+    def on_away(self, name: str, request: gr.Request):
+        desk = self.lab.desk(request, name)
+        self.lab.pause(desk)
+        return self.render(desk)
+
+    def on_back(self, name: str, request: gr.Request):
+        desk = self.lab.desk(request, name)
+        if not desk.away:
+            return [gr.update()] * len(self.ui.core)
+        self.lab.resume(desk)
+        return self.render(desk, "Welcome back." if desk.cur is not None else "")
+
+    def on_unload(self, request: gr.Request):
+        self.lab.close(request)
+
+
+class AdminEvents:
+    """The Stats & export tab's handlers: statistics, a lead's look at one comparison, the export. Admins only."""
+
+    def __init__(self, store: Store, ui: Ui, is_admin, downloads: Downloads, auth: bool):
+        self.store, self.ui, self.is_admin, self.downloads, self.auth = store, ui, is_admin, downloads, auth
+
+    def on_stats(self, request: gr.Request):
+        if not self.is_admin(request):
+            return [gr.update(value=NOT_ADMIN, visible=True)] + [gr.update()] * (len(self.ui.admin_outputs) - 1)
+        s = stats.compute(self.store)
+        choices = [(label, value) for label, value in self.ui.export_choices if value == ALL or value in s["tasks"]]
+        said = stats.summary_markdown(s, self.store.overlap, self.store.overlap_fraction)
+        return [gr.update(value="", visible=False), said, s["per_annotator"], s["disagreements"], s["notes"],
+                s["labels"], gr.update(choices=choices)]
+
+    def on_inspect(self, comparison: str, request: gr.Request):
+        if not self.is_admin(request):
+            return gr.update(value=NOT_ADMIN, visible=True), gr.update()
+        if not (comparison or "").isdigit():
+            return gr.update(), gr.update()
+        return gr.update(value="", visible=False), stats.inspect_html(self.store, int(comparison))
+
+    def on_export(self, task: str, format_: str, request: gr.Request):
+        from labeler.export import export_archive
+
+        if not self.is_admin(request):
+            return gr.update(value=NOT_ADMIN, visible=True), ""
+        folder = Path(tempfile.mkdtemp(prefix="vrlhf-download-"))  # removed once downloaded (labeler.downloads)
+        try:
+            path, pairs = export_archive(self.store, folder, format_, None if task == ALL else task)
+        except BaseException as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not isinstance(e, LabelError):
+                raise
+            return gr.update(value=f"Nothing was exported: {e}.", visible=True), ""  # and no stale link
+        token = self.downloads.add(path, getattr(request, "username", None) if self.auth else None)
+        size, minutes = path.stat().st_size / 1e6, self.downloads.lifetime / 60
+        what = ", ".join(f"{t}: {n} pairs" for t, n in pairs.items())
+        said = (f"Export ready ({what}; {size:.1f} MB). The download starts by itself; the link works once, and "
+                f"the file is deleted from the server once downloaded (or after {minutes:g} min).")
+        link = (f"<a href='{ROUTE.lstrip('/')}{token}' download='{html.escape(path.name)}'>"
+                f"Download {html.escape(path.name)} ({size:.1f} MB)</a>")
+        return gr.update(value=said, visible=True), link
+
+
+def wire(demo: gr.Blocks, ui: Ui, label: LabelEvents, admin: AdminEvents) -> None:
+    """Every page event: which component triggers which handler, with what inputs and outputs."""
+    # Page events off the queue: a click is one POST to run/predict (no queue round trip, no event stream).
+    opts = dict(api_visibility="private", concurrency_limit=None, queue=False)
+    core, full = len(ui.core), len(ui.full)
+    comparison_inputs = [ui.shown, ui.comment, ui.flag, ui.name_box]
+    demo.load(page_event(label.on_load, full, 1), None, ui.full, **opts)
+    demo.unload(label.on_unload)  # the tab closed (its heartbeat stream ended): its reservations go back now
+    for trigger in (ui.start.click, ui.name_box.submit):
+        trigger(page_event(label.on_start, full, full - 1), ui.name_box, ui.full, **opts)
+    for btn, choice in zip(ui.pair_btns, ("a", "b", "tie", "both_bad")):
+        btn.click(page_event(label.on_click(choice), core, 1), comparison_inputs, ui.core, **opts)
+    for btn, p in zip(ui.rank_btns, POSITIONS):
+        btn.click(page_event(label.on_click(f"rank:{p}"), core, 1), comparison_inputs, ui.core, **opts)
+    ui.all_bad.click(page_event(label.on_click("both_bad"), core, 1), comparison_inputs, ui.core, **opts)
+    ui.skip.click(page_event(label.on_click("skip"), core, 1), comparison_inputs, ui.core, **opts)
+    ui.undo.click(page_event(label.on_undo, core, 1), [ui.shown, ui.name_box], ui.core, **opts)
+    ui.task_pick.input(page_event(label.on_task, full, 1), [ui.task_pick, ui.name_box], ui.full, **opts)
+    ui.timer.tick(page_event(label.on_tick, core, 1), ui.name_box, ui.core, **opts)
+    ui.away.click(page_event(label.on_away, core, 1), ui.name_box, ui.core, **opts)
+    ui.back.click(page_event(label.on_back, core, 1), ui.name_box, ui.core, **opts)
+
+    stats_out = len(ui.admin_outputs)
+    ui.stats_tab.select(page_event(admin.on_stats, stats_out, 0), None, ui.admin_outputs, **opts)
+    ui.refresh.click(page_event(admin.on_stats, stats_out, 0), None, ui.admin_outputs, **opts)
+    ui.inspect.click(page_event(admin.on_inspect, 2, 0), ui.inspect_id, [ui.admin_msg, ui.inspected],
+                     js="() => [window.vrInspect || '']", **opts).then(
+        None, None, None, js="() => document.getElementById('vr-inspected').scrollIntoView({block: 'start'})")
+    ui.export_btn.click(page_event(admin.on_export, 2, 0), [ui.export_task, ui.fmt], [ui.admin_msg, ui.download],
+                        **opts).then(
+        None, None, None, js="() => { const a = document.querySelector('#vr-download a'); if (a) a.click(); }")
 
 
 def serve(store: Store, host: str = "127.0.0.1", port: int | None = 7860, auth_file: str | None = None,
