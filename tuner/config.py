@@ -1,33 +1,23 @@
-"""`TuneConfig`: every knob of `vrlhf tune`, with its default and a help line (YAML via --config, --key=value)."""
+"""`TuneConfig`: every knob of `vrlhf tune`, with its default and a help line (YAML via --config, --key=value).
+The flags it shares with `vrlhf pretrain` and `vrlhf dpo` (task, policy, data, out, the optimiser, LoRA, precision,
+checkpoints, seed) are `vrlhf.run_config.PolicyRunConfig`'s."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vrlhf.run_config import PolicyRunConfig, override
+
 
 @dataclass
-class TuneConfig:
-    # ---- what to tune, on what ----
-    task: str = field(default="captioning", metadata={"help": "task module: captioning | colorization"})
-    policy: str = field(default="", metadata={
-        "help": "starting policy: a directory (ours, or any supported Hugging Face captioner / VLM) or a hub id"})
+class TuneConfig(PolicyRunConfig):
+    steps: int = override(PolicyRunConfig, "steps", 60,
+                          help="optimiser steps (held-out CIDEr-D of the demo captioner plateaus by step 50)")
+
+    # ---- what to tune, on what (besides the shared task, policy, prompt, data, out, eval_data) ----
     backend: str = field(default="auto", metadata={
         "help": "ours (our REINFORCE loop, any family) | trl (TRL's RLOOTrainer for --baseline loo, GRPOTrainer for "
                 "group_norm; decoder-only VLMs) | auto: trl for a decoder-only VLM, ours otherwise"})
-    prompt: str = field(default="", metadata={
-        "help": "a VLM's question about each image; empty: the policy's own (policy.json), else 'Describe the image.'"})
-    data: str = field(default="", metadata={
-        "help": "DIR with train/ and test/ (as `vrlhf data shapes` writes), or one folder vrlhf.data.load_rows reads"})
-    out: str = field(default="runs/tune", metadata={
-        "help": "run directory: config, metrics.jsonl, checkpoints, final/"})
-    eval_data: str = field(default="", metadata={"help": "held-out rows; empty: DATA/test, or else the rows of "
-                                                         "--data that test_fraction holds out"})
-    image_column: str = field(default="image", metadata={
-        "help": "image column of a Hugging Face dataset (--data / --eval_data: a saved or hub dataset)"})
-    caption_column: str = field(default="", metadata={
-        "help": "caption column of a Hugging Face dataset (a string or a list of strings); empty: captions, caption "
-                "or text"})
-    eval_size: int = field(default=200, metadata={"help": "number of held-out rows evaluated (greedy decoding)"})
     test_fraction: float = field(default=0.1, metadata={
         "help": "held-out fraction when --data has no test/ split, chosen by a hash of the row id: the rows `vrlhf "
                 "pretrain --test_fraction` holds out (use the same fraction, or a smaller one)"})
@@ -42,8 +32,8 @@ class TuneConfig:
         "help": "per-reward normalisation before summing: none | batch | running"})
 
     # ---- the REINFORCE update ----
-    # 16 × 32 rather than 8 × 16: the lower-variance gradient gains more CIDEr-D on the demo captioner (+7.5% vs
-    # +6.2% in 60 steps) and keeps its captions correct (docs/TUNER.md).
+    # k × batch_size (the shared default, 32) = 16 × 32 rather than 8 × 16: the lower-variance gradient gains more
+    # CIDEr-D on the demo captioner (+7.5% vs +6.2% in 60 steps) and keeps its captions correct (docs/TUNER.md).
     k: int = field(default=16, metadata={"help": "samples per image (temperature-1 ancestral sampling)"})
     baseline: str = field(default="loo", metadata={
         "help": "loo (mean of the other k-1) | greedy (SCST) | group_norm (GRPO) | none"})
@@ -52,15 +42,6 @@ class TuneConfig:
     temperature: float = field(default=1.0, metadata={
         "help": "sampling temperature; anything but 1 biases the gradient"})
     max_new_tokens: int = field(default=0, metadata={"help": "sample length cap; 0: the policy's own"})
-    batch_size: int = field(default=32, metadata={
-        "help": "images per optimiser step, over all processes and accumulation steps"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimiser step on each process"})
-    steps: int = field(default=60, metadata={
-        "help": "optimiser steps (held-out CIDEr-D of the demo captioner plateaus by step 50)"})
-    lr: float = field(default=5e-5, metadata={"help": "AdamW learning rate (constant after warm-up)"})
-    warmup_steps: int = field(default=5, metadata={"help": "linear learning-rate warm-up steps"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0: off"})
     # auto: own cells for colorization, reward-to-go for captions; both lift the oracle bound at the demo's budget
     # (colorization 0.50 -> 0.70-0.71, captioning 0.67-0.68 -> 0.70-0.71; docs/DEMO.md, "Per-token credit").
     token_credit: str = field(default="auto", metadata={
@@ -83,24 +64,9 @@ class TuneConfig:
                                                             "starting policy"})
     mle_coef: float = field(default=0.0, metadata={"help": "weight of the MLE loss on reference outputs (0: off)"})
 
-    # ---- efficiency ----
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank on all linear layers (PEFT); 0: tune every weight"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    merge_lora: bool = field(default=True, metadata={
-        "help": "merge LoRA into the weights when saving final/ (else save the adapter)"})
-    mixed_precision: str = field(default="", metadata={
-        "help": "no | bf16 | fp16; empty: the launcher's (accelerate launch --mixed_precision, else no)"})
-
     # ---- bookkeeping ----
     eval_every: int = field(default=20, metadata={
         "help": "evaluate on held-out rows every N steps (and at the start and end)"})
-    save_every: int = field(default=20, metadata={
-        "help": "checkpoint (model, optimiser, scheduler, RNG) every N steps; 0: off"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in --out"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace the run --out already holds (without it, or --resume, an earlier run is refused)"})
     num_show: int = field(default=8, metadata={
         "help": "held-out inputs whose samples are saved before and after tuning"})
-    log_with: str = field(default="auto", metadata={
-        "help": "trackers: auto (TensorBoard when installed) | tensorboard | wandb | none"})
-    seed: int = field(default=0, metadata={"help": "seed of the batch order and of the samples"})

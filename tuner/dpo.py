@@ -20,42 +20,29 @@ from pathlib import Path
 
 from vrlhf.config import parse_config
 from vrlhf.errors import ConfigError, DataError
+from vrlhf.run_config import PolicyRunConfig, override
 
 
 @dataclass
-class DPOTuneConfig:
-    policy: str = field(default="", metadata={"help": "the VLM to train: a model directory or a hub id (LLaVA, "
-                                                      "Idefics3/SmolVLM; needs a chat template)"})
-    data: str = field(default="", metadata={"help": "caption preference pairs: an export of `vrlhf export`, or a "
-                                                    "TRL vision preference dataset (saved, or a hub id)"})
-    out: str = field(default="runs/dpo", metadata={"help": "run directory: config, metrics.jsonl, final/"})
-    overwrite: bool = field(default=False, metadata={"help": "replace the run --out already holds (else refused)"})
-    task: str = field(default="captioning", metadata={"help": "the export's task (text outputs)"})
-    prompt: str = field(default="", metadata={"help": "the question each image is asked; empty: the policy's own "
-                                                      "(policy.json), else 'Describe the image.'"})
+class DPOTuneConfig(PolicyRunConfig):
+    """`vrlhf dpo`'s flags: the shared ones (vrlhf.run_config), with DPO's own defaults and meanings, and DPO's β."""
+
+    task: str = override(PolicyRunConfig, "task", "captioning", help="the export's task (text outputs)")
+    policy: str = override(PolicyRunConfig, "policy", "", help="the VLM to train: a model directory or a hub id "
+                                                               "(LLaVA, Idefics3/SmolVLM; needs a chat template)")
+    data: str = override(PolicyRunConfig, "data", "", help="caption preference pairs: an export of `vrlhf export`, "
+                                                           "or a TRL vision preference dataset (saved, or a hub id)")
+    out: str = override(PolicyRunConfig, "out", "runs/dpo")
+    steps: int = override(PolicyRunConfig, "steps", 100)
+    batch_size: int = override(PolicyRunConfig, "batch_size", 8,
+                               help="preference pairs per optimiser step, over all processes and accumulation steps")
+    lr: float = override(PolicyRunConfig, "lr", 5e-6)
+    eval_data: str = override(PolicyRunConfig, "eval_data", "", help="held-out rows with references: greedy "
+                                                                     "metrics before and after (empty: none)")
+    save_every: int = override(PolicyRunConfig, "save_every", 0)
+    log_with: str = override(PolicyRunConfig, "log_with", "none", help="TRL report_to: none | tensorboard | wandb")
     beta: float = field(default=0.1, metadata={"help": "DPO's β: how far the policy may move from the reference"})
     loss_type: str = field(default="sigmoid", metadata={"help": "TRL DPO loss: sigmoid (DPO) | ipo | hinge | ..."})
-    steps: int = field(default=100, metadata={"help": "optimiser steps"})
-    batch_size: int = field(default=8, metadata={"help": "preference pairs per optimiser step (all processes)"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimiser step on each process"})
-    lr: float = field(default=5e-6, metadata={"help": "AdamW learning rate (constant after warm-up)"})
-    warmup_steps: int = field(default=5, metadata={"help": "linear learning-rate warm-up steps"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0: off"})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank on all linear layers; 0: train every weight"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    merge_lora: bool = field(default=True, metadata={"help": "merge LoRA into final/ (else save the adapter)"})
-    eval_data: str = field(default="", metadata={"help": "held-out rows with references: greedy metrics before and "
-                                                         "after (empty: none)"})
-    eval_size: int = field(default=200, metadata={"help": "held-out rows evaluated"})
-    image_column: str = field(default="image", metadata={"help": "image column of a Hugging Face --eval_data"})
-    caption_column: str = field(default="", metadata={"help": "caption column of a Hugging Face --eval_data; "
-                                                              "empty: captions, caption or text"})
-    mixed_precision: str = field(default="", metadata={
-        "help": "no | bf16 | fp16 (fp16: GPU only); empty: the launcher's (ACCELERATE_MIXED_PRECISION), else no"})
-    save_every: int = field(default=0, metadata={"help": "TRL checkpoint every N steps in checkpoints/; 0: off"})
-    log_with: str = field(default="none", metadata={"help": "TRL report_to: none | tensorboard | wandb"})
-    seed: int = field(default=0, metadata={"help": "seed of the pair order"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +76,7 @@ def dpo(cfg: DPOTuneConfig):
                           f"model has none)")
     if cfg.prompt:
         vlm.set_prompt(policy, cfg.prompt)
-    pairs = preference_pairs(cfg.data, cfg.task, policy.meta["prompt"])
+    pairs = preference_pairs(cfg.data, task, policy.meta["prompt"])
 
     out = Path(cfg.out)
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -136,9 +123,9 @@ def check_config(cfg: DPOTuneConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def preference_pairs(path: str, task: str, prompt: str):
-    """TRL's vision preference dataset from an export of ours (checked as the reward model checks it) or from a
-    dataset already in TRL's format."""
+def preference_pairs(path: str, task, prompt: str):
+    """TRL's vision preference dataset from an export of ours of `task` (its module; checked as the reward model checks
+    it) or from a dataset already in TRL's format."""
     import datasets
 
     from vrlhf.exports import MANIFEST, is_trl_preferences, to_trl_preferences

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vrlhf.run_config import RunConfig, override
+
 
 @dataclass
-class PretrainConfig:
-    task: str = field(default="captioning", metadata={"help": "captioning or colorization"})
-    data: str = field(default="data/shapes", metadata={"help": "dataset dir (with train/ and test/, or one folder)"})
-    out: str = field(default="runs/pretrain", metadata={"help": "output model directory (best checkpoint)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace the run --out already holds (without it an earlier run is refused)"})
-    steps: int = field(default=4000, metadata={"help": "maximum optimisation steps"})
-    batch_size: int = field(default=64, metadata={"help": "images per step (per process)"})
-    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (cosine decay, 5%% warm-up)"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+class PretrainConfig(RunConfig):
+    """The shared flags (vrlhf.run_config: task, data, out, the optimiser, precision, seed) with pretraining's own
+    defaults, and the model's shape, early stopping and held-out split."""
+
+    data: str = override(RunConfig, "data", "data/shapes")
+    out: str = override(RunConfig, "out", "runs/pretrain", help="output model directory (best checkpoint)")
+    steps: int = override(RunConfig, "steps", 4000, help="maximum optimisation steps")
+    batch_size: int = override(RunConfig, "batch_size", 64, help="images per step (per process)")
+    lr: float = override(RunConfig, "lr", 1e-3, help="peak AdamW learning rate (cosine decay, 5%% warm-up)")
+    weight_decay: float = override(RunConfig, "weight_decay", 0.01)
     eval_every: int = field(default=200, metadata={"help": "steps between held-out evaluations"})
     eval_images: int = field(default=200, metadata={"help": "held-out images used for loss and greedy metrics"})
     patience: int = field(default=4, metadata={
@@ -28,13 +30,7 @@ class PretrainConfig:
     patch_size: int = field(default=8, metadata={"help": "ViT patch size in pixels (image_size must be a multiple)"})
     hidden_size: int = field(default=128, metadata={"help": "transformer width (encoder and decoder)"})
     layers: int = field(default=3, metadata={"help": "layers in the encoder and in the decoder"})
-    mixed_precision: str = field(default="", metadata={
-        "help": "no | fp16 | bf16; empty: the launcher's (accelerate launch --mixed_precision, else no)"})
     strict: bool = field(default=False, metadata={
         "help": "fail on a missing or unreadable image (default: skip and count)"})
     init: str = field(default="", metadata={"help": "start from this policy instead of a fresh model: a directory "
                                                     "(ours, or any supported captioner / VLM) or a hub id"})
-    image_column: str = field(default="image", metadata={"help": "image column of a Hugging Face --data"})
-    caption_column: str = field(default="", metadata={"help": "caption column of a Hugging Face --data; empty: "
-                                                              "captions, caption or text"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
