@@ -93,7 +93,7 @@ def dpo(cfg: DPOTuneConfig):
     if not main_process:
         return policy, {}
     final = log_eval(rundir, evaluate, task, policy, eval_rows, max_new_tokens, step=trainer.state.global_step)
-    from tuner.train import save_final
+    from tuner.run_files import save_final
 
     save_final(cfg, policy, out / "final")
     print(f"done: {trainer.state.global_step} DPO steps on {len(pairs)} pairs; final policy in {out / 'final'}")

@@ -45,6 +45,7 @@ from tuner.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from tuner.config import TuneConfig
 from tuner.monitor import evaluate, output_stats, save_samples
 from tuner.rewards import NORMALIZATIONS, RewardMix, build_reward, parse_reward_specs
+from tuner.run_files import save_final, split_data
 from vrlhf import collectives
 from vrlhf.errors import ConfigError
 from vrlhf.hub import is_hub_id
@@ -503,24 +504,6 @@ def check_config(cfg: TuneConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def split_data(cfg: TuneConfig) -> tuple[list[dict], list[dict]]:
-    """(training rows, held-out rows): DATA/train and DATA/test, or the split every stage uses
-    (`vrlhf.data.split_rows`: pretraining with the same `test_fraction` held out the same rows); `--eval_data`
-    replaces the held-out rows. At most `eval_size` held-out rows are evaluated."""
-    from vrlhf.data import load_rows, load_split
-    from vrlhf.tasks import get_task
-
-    check = get_task(cfg.task).row_problem  # a row the task cannot use fails here, before any model is loaded
-    columns = dict(image_column=cfg.image_column, caption_column=cfg.caption_column)
-    if cfg.eval_data:  # every row of --data (or DATA/train) trains
-        root = Path(cfg.data)
-        split = (root / "train").is_dir() and (root / "test").is_dir()
-        train_rows = load_rows(root / "train" if split else cfg.data, check=check, **columns)
-        return train_rows, load_rows(cfg.eval_data, check=check, **columns)[: cfg.eval_size]
-    train_rows, held_out = load_split(cfg.data, cfg.test_fraction, check=check, **columns)
-    return train_rows, held_out[: cfg.eval_size]
-
-
 def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> list[int]:
     """Rows of step `step`: consecutive slices of a fresh permutation per epoch, a pure function of (seed, step)."""
     out, position = [], step * batch_size
@@ -550,16 +533,6 @@ def evaluate_and_log(cfg, task, policy, eval_rows, log, accelerator, step: int) 
         log.write(step, {f"eval/{k}": v for k, v in metrics.items()} | {"time/eval": time.perf_counter() - start})
     accelerator.wait_for_everyone()
     return metrics
-
-
-def save_final(cfg: TuneConfig, policy, path: Path) -> None:
-    """A standard model directory (SequencePolicy.from_pretrained); with LoRA, merged or the adapter alone."""
-    if cfg.lora_r and not cfg.merge_lora:
-        policy.model.save_pretrained(path)  # PEFT adapter: PeftModel.from_pretrained(base_policy.model, path)
-        return
-    if cfg.lora_r:
-        policy.model = policy.model.merge_and_unload()
-    policy.save(path)
 
 
 def assert_finite(params) -> None:

@@ -118,7 +118,7 @@ def tune_with_trl(cfg):
     """Run the tuning described by `cfg` through TRL; returns (tuned policy, final held-out metrics), as `tune`."""
     from tuner.monitor import evaluate, save_samples
     from tuner.rewards import build_reward, parse_reward_specs
-    from tuner.train import save_final, split_data
+    from tuner.run_files import save_final, split_data
     from vrlhf.families import vlm
     from vrlhf.rundir import RunDir
     from vrlhf.tasks import get_task
