@@ -1,0 +1,155 @@
+"""The detection task (vrlhf/tasks/detection.py) and its simulated annotator (detection_oracle.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vrlhf.errors import DataError, ModelError
+from vrlhf.shapes import make_shapes
+from vrlhf.tasks import detection as task
+from vrlhf.tasks import detection_oracle as oracle
+from vrlhf.tasks.detection_boxes import true_boxes
+
+ROWS = make_shapes(12, seed=6)
+TINY = dict(patch_size=8, hidden_size=32, encoder_layers=1, decoder_layers=1, heads=2)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return task.new_policy(ROWS, **TINY)
+
+
+def test_reference_tokens_decode_to_the_true_boxes(policy):
+    tokens, mask = task.reference_tokens(policy, ROWS)
+    assert tokens.shape[1] == 6 * max(len(true_boxes(r)) for r in ROWS) + 1
+    assert mask.sum(1).tolist() == [6 * len(true_boxes(r)) + 1 for r in ROWS]  # six per box, then EOS
+    decoded = task.decode(policy, ROWS, tokens)
+    for row, boxes in zip(ROWS, decoded):
+        assert boxes.finished
+        assert sorted(map(str, boxes)) == sorted(map(str, true_boxes(row)))  # exact: every pixel edge is a bin
+
+
+def test_sampled_tokens_decode_and_log_probs_are_exact(policy):
+    pixels = task.pixel_values(policy, [r["image"] for r in ROWS[:3]])
+    assert pixels.shape == (3, 3, 48, 48) and -1 <= pixels.min() and pixels.max() <= 1
+    samples = policy.sample(pixels, k=2)
+    outputs = task.decode(policy, ROWS[:3], samples.tokens, k=2)
+    assert len(outputs) == 6 and all(isinstance(o, task.Detections) for o in outputs)
+    again = policy.log_prob(pixels, samples.tokens, samples.mask, k=2)
+    assert torch.allclose(again, samples.log_probs, atol=1e-4)
+
+
+def test_ideal_outputs_score_best_with_the_oracle_and_the_metrics(policy):
+    ideal = task.ideal_outputs(policy, ROWS)
+    rng = np.random.default_rng(0)
+    worse = [oracle.corrupt(r, rng) for r in ROWS]
+    assert [oracle.score(r, o) for r, o in zip(ROWS, ideal)] == [len(true_boxes(r)) for r in ROWS]
+    assert all(oracle.score(r, i) >= oracle.score(r, w) for r, i, w in zip(ROWS, ideal, worse))
+    metrics = task.eval_metrics(ROWS, ideal)
+    assert metrics["map"] == pytest.approx(1.0) and metrics["ar"] == 1.0
+    assert metrics["oracle_score"] == pytest.approx(np.mean([len(true_boxes(r)) for r in ROWS]))
+    assert task.eval_metrics(ROWS, worse)["map"] < 0.9
+
+
+def test_stored_text_round_trips_and_bad_text_is_one_line():
+    boxes = task.Detections([{"box": [1.0, 2.0, 3.5, 4.0], "label": "red circle", "score": 0.7}])
+    assert task.from_stored(task.to_stored(boxes), ROWS[0]) == boxes
+    with pytest.raises(DataError, match="not a stored box set"):
+        task.from_stored("a red circle", ROWS[0])
+
+
+def test_render_draws_the_boxes_over_an_upscaled_input():
+    row = ROWS[0]
+    plain, drawn = task.render(row, []), task.render(row, true_boxes(row)[:1])
+    assert plain.size == (384, 384) and drawn.size == plain.size  # 8x: readable on a phone
+    assert np.array_equal(np.asarray(plain), np.asarray(row["image"].resize((384, 384), 0)))
+    changed = np.any(np.asarray(drawn) != np.asarray(plain), axis=2)
+    x0, y0, x1, y1 = (int(v * 8) for v in true_boxes(row)[0]["box"])
+    assert changed[y0 + 4 : y1 - 4, x0].all() and not changed[y0 + 4 : y1 - 4, x0 + 6 : x1 - 6].any()  # an outline
+
+
+def test_transplant_keeps_the_boxes():
+    other = true_boxes(ROWS[1])
+    assert list(task.transplant(other, ROWS[0])) == other
+
+
+def test_a_colorizer_is_refused_in_one_line():
+    from vrlhf import REPO
+
+    with pytest.raises(ModelError, match="this policy is a colorization policy; the detection task needs a detector"):
+        task.load_policy(REPO / "data/demo/colorizer")
+
+
+def test_rows_without_boxes_are_named():
+    assert task.row_problem({"id": "x", "attributes": None}).startswith("no boxes")
+    assert task.row_problem(ROWS[0]) is None
+
+
+# ---- the oracle -------------------------------------------------------------------------------------------------
+def _box(coords, label):
+    return {"box": [float(v) for v in coords], "label": label, "score": 1.0}
+
+
+def test_oracle_terms_by_hand():
+    """One shape: a perfect box 1; IoU 0.8 costs 2 * 0.2; a wrong colour 0.75; a duplicate 0.75; a box on nothing
+    0.5; no box at all 1 (the missed shape)."""
+    row = make_shapes(40, seed=2)[[len(r["attributes"]["shapes"]) for r in make_shapes(40, seed=2)].index(1)]
+    (truth,) = true_boxes(row)
+    x0, y0, x1, y1 = truth["box"]
+    colour, kind = truth["label"].split()
+    assert oracle.score(row, [truth]) == 1.0
+    loose = _box([x0, y0, x1, y1 + (y1 - y0) / 4], truth["label"])  # IoU 1 / 1.25 = 0.8
+    assert oracle.score(row, [loose]) == pytest.approx(1 - 2 * 0.2)
+    other = "blue" if colour != "blue" else "red"
+    assert oracle.score(row, [_box(truth["box"], f"{other} {kind}")]) == pytest.approx(0.25)
+    assert oracle.score(row, [truth, loose]) == pytest.approx(1 - 0.75)
+    far = [0.0, 0.0, 3.0, 3.0] if x0 > 10 or y0 > 10 else [44.0, 44.0, 47.0, 47.0]
+    assert oracle.score(row, [truth, _box(far, truth["label"])]) == pytest.approx(0.5)
+    assert oracle.score(row, []) == -1.0
+    assert oracle.components(row, [truth, loose]) == {"matched": 1, "mean_iou": 1.0, "wrong_attributes": 0,
+                                                      "missed": 0, "duplicates": 1, "spurious": 0}
+
+
+def test_oracle_regions_sum_to_the_score_and_marks_point_at_bad_boxes():
+    rng = np.random.default_rng(1)
+    rows = make_shapes(30, seed=4)
+    for row in rows:
+        output = oracle.corrupt(row, rng)
+        assert oracle.regions(row, output).sum() == pytest.approx(oracle.score(row, output))
+        assert len(oracle.regions(row, output)) == len(output) + 1  # one per box, then the missed shapes
+    row = rows[0]
+    missing = oracle.corrupt(row, rng, ("drop",))
+    points = oracle.mark(row, missing, np.random.default_rng(0)).get("points", [])
+    centres = [[(b["box"][0] + b["box"][2]) / 96, (b["box"][1] + b["box"][3]) / 96] for b in true_boxes(row)]
+    assert all(p in np.round(centres, 4).tolist() for p in points) and points  # the missed shapes' centres
+    assert oracle.mark(row, true_boxes(row), rng) == {}
+
+
+def test_oracle_is_calibrated_and_prefers_the_truth():
+    rows = make_shapes(300, seed=1)
+    rng = np.random.default_rng(0)
+    a, b = [oracle.corrupt(r, rng) for r in rows], [oracle.corrupt(r, rng) for r in rows]
+    assert 0.82 <= oracle.self_agreement(rows, a, b) <= 0.92  # docs/ORACLES.md: 0.87
+    for edit in oracle.EDITS:
+        worse = [oracle.corrupt(r, rng, (edit,)) for r in rows[:50]]
+        assert np.mean([oracle.prefer(r, true_boxes(r), w) for r, w in zip(rows, worse)]) > 0.8, edit
+    ranking = oracle.rank(rows[0], [b[0], true_boxes(rows[0]), []], rng)
+    assert sorted(ranking) == [0, 1, 2] and ranking[-1] == 2 or oracle.score(rows[0], b[0]) < -1
+
+
+def test_token_rewards_give_each_box_its_six_tokens_and_the_end_its_eos(policy):
+    """Box j's value split over tokens 6j..6j+5, the missed shapes' cost on EOS; a box cut short by EOS gets
+    nothing (decode drops it)."""
+    eos = policy.eos_token_id
+    ones = [[0, 0, 10, 10, 49, 67]] * 2
+    tokens = torch.tensor([sum(ones, []) + [eos] + [policy.pad_token_id] * 4,
+                           sum(ones, [])[:6] + [1, 2, 3, eos] + [policy.pad_token_id] * 7])
+    outputs = task.decode(policy, [ROWS[0], ROWS[1]], tokens)
+    assert [len(o) for o in outputs] == [2, 1]
+    shares = task.token_rewards(policy, tokens, outputs, [np.array([0.6, -1.2, -1.0]), np.array([0.3, -2.0])])
+    assert shares[0, :6].tolist() == pytest.approx([0.1] * 6) and shares[0, 6:12].tolist() == pytest.approx([-0.2] * 6)
+    assert shares[0, 12] == pytest.approx(-1.0) and shares[1, 9] == pytest.approx(-2.0)
+    assert shares[1, 6:9].tolist() == [0.0, 0.0, 0.0]
+    assert shares.sum(1).tolist() == pytest.approx([-1.6, -1.7])
