@@ -156,11 +156,17 @@ def sample_comparisons(run: TaskRun, store, r: int, tracks: dict[str, list[str]]
             round_id = sample_round(store, run.task_name, part["policy"], str(run.data / "train"), k=part["k"],
                                     n=part["n"], seed=cfg.seed + 1000 * r + j, temperature=part["temperature"],
                                     name=f"r{r}: {part['name']}", progress=False, against=part["against"],
-                                    rows=run.train_rows)
-            comparisons.append({"name": part["name"], "n": part["n"], "k": part["k"], "round_id": round_id})
+                                    rows=run.train_rows, edits=candidate_edits(cfg, run.task, part))
+            comparisons.append({"name": part["name"], "n": part["n"], "k": part["k"], "round_id": round_id,
+                                "edits": candidate_edits(cfg, run.task, part)})
         say(f"{run.task_name} round {r}: {sum(p['n'] for p in plan)} comparisons: "
             + ", ".join(f"{p['name']} {p['n']}" for p in plan))
     return comparisons
+
+
+def candidate_edits(cfg, task, part: dict) -> int:
+    """Candidate edits per comparison of one plan entry (--edits on): one, in comparisons of one policy's samples."""
+    return int(cfg.edits == "on" and part["against"] is None and hasattr(task, "edits"))
 
 
 def train_round_reward_model(run: TaskRun, store, r: int) -> tuple[dict, dict]:

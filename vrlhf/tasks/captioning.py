@@ -17,6 +17,7 @@ from vrlhf.errors import ConfigError, ModelError
 from vrlhf.metrics import CiderD, bleu4_corpus, cider_d, distinct_n, tokenize
 from vrlhf.models import vit_gpt2
 from vrlhf.policy import SequencePolicy, saved_meta
+from vrlhf.tasks.caption_edits import edits as edits  # optional task member: vrlhf sample --edits
 
 # ---- what this task is (the task contract, docs/ARCHITECTURE.md) ----------------------------------------------
 NAME = "captioning"

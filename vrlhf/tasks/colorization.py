@@ -24,6 +24,7 @@ from vrlhf.errors import ConfigError, ModelError
 from vrlhf.metrics import ab_error, colorfulness, psnr, saturation
 from vrlhf.models import vit_gpt2
 from vrlhf.policy import SequencePolicy, saved_meta
+from vrlhf.tasks.colorization_edits import edits as edits  # optional task member: vrlhf sample --edits
 
 # ---- what this task is (the task contract, docs/ARCHITECTURE.md) ----------------------------------------------
 NAME = "colorization"
