@@ -72,3 +72,10 @@ def test_coordinates_scale_to_other_image_sizes():
     tokens = box_tokens([{"box": [64, 32, 128, 96], "label": "red circle", "score": 1.0}], meta, 256, 128)
     (b,), _ = tokens_to_boxes(tokens, meta, 256, 128)
     assert b["box"] == pytest.approx([64, 32, 128, 96], abs=256 / 200)
+
+
+def test_a_datasets_objects_column_is_read_as_coco_boxes():
+    """A Hugging Face detection dataset's row keeps its `objects` column (vrlhf.data passes columns through)."""
+    row = {"id": "7", "attributes": None, "objects": {"bbox": [[1, 2, 3, 4], [10, 10, 5, 5]], "category": [2, 0]}}
+    assert true_boxes(row) == [{"box": [1, 2, 4, 6], "label": "2", "score": 1.0},
+                               {"box": [10, 10, 15, 15], "label": "0", "score": 1.0}]

@@ -153,3 +153,19 @@ def test_token_rewards_give_each_box_its_six_tokens_and_the_end_its_eos(policy):
     assert shares[0, 12] == pytest.approx(-1.0) and shares[1, 9] == pytest.approx(-2.0)
     assert shares[1, 6:9].tolist() == [0.0, 0.0, 0.0]
     assert shares.sum(1).tolist() == pytest.approx([-1.6, -1.7])
+
+
+def test_rows_of_a_datasets_detection_dataset_load_with_their_boxes():
+    """A `datasets.Dataset` with an `objects` column (the Hub's detection layout) loads through vrlhf.data as it is,
+    and the task reads its boxes."""
+    import datasets
+
+    from vrlhf.data import load_rows
+
+    features = datasets.Features({"image": datasets.Image(), "objects": {
+        "bbox": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=4)),
+        "category": datasets.Sequence(datasets.ClassLabel(names=["cat", "dog"]))}})
+    data = datasets.Dataset.from_dict({"image": [ROWS[0]["image"]], "objects": [
+        {"bbox": [[2.0, 3.0, 10.0, 12.0]], "category": [1]}]}, features=features)
+    (row,) = load_rows(data, check=task.row_problem)
+    assert true_boxes(row) == [{"box": [2.0, 3.0, 12.0, 15.0], "label": "1", "score": 1.0}]

@@ -61,10 +61,10 @@ class Detections(list):
 def row_problem(row: dict) -> str | None:
     """Detection needs true boxes: shapes attributes, or COCO-style `attributes["boxes"]`."""
     attributes = row.get("attributes") or {}
-    if "shapes" in attributes or "boxes" in attributes:
+    if "shapes" in attributes or "boxes" in attributes or isinstance(row.get("objects"), dict):
         return None
     return ("no boxes (detection needs attributes with 'shapes', or 'boxes': [{'bbox': [x, y, w, h], "
-            "'category': name}, ...])")
+            "'category': name}, ...], or a datasets 'objects' column with 'bbox' and 'category')")
 
 
 def build_policy(

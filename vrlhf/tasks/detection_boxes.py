@@ -51,13 +51,20 @@ def shape_box(shape: dict) -> list[float]:
 
 def true_boxes(row: dict) -> list[dict]:
     """The row's true boxes (score 1): its shapes' tight boxes classed by colour + kind, or COCO-style boxes that the
-    row's attributes hold (`{"boxes": [{"bbox": [x, y, w, h], "category": name}, ...]}`)."""
+    row's attributes hold (`{"boxes": [{"bbox": [x, y, w, h], "category": name}, ...]}`), or a Hugging Face
+    detection dataset's `objects` column as the row carries it (`{"bbox": [[x, y, w, h], ...], "category": [...]}`,
+    COCO's box format; a ClassLabel category is its index here, as `vrlhf.data` does not read the label names)."""
     attributes = row.get("attributes") or {}
     if "shapes" in attributes:
         return [{"box": shape_box(s), "label": f"{s['colour']} {s['kind']}", "score": 1.0}
                 for s in attributes["shapes"]]
+    if "boxes" not in attributes and isinstance(row.get("objects"), dict):
+        objects = row["objects"]
+        boxes = [{"bbox": b, "category": c} for b, c in zip(objects["bbox"], objects["category"], strict=True)]
+    else:
+        boxes = attributes.get("boxes", [])
     return [{"box": [x, y, x + w, y + h], "label": str(b["category"]), "score": 1.0}
-            for b in attributes.get("boxes", []) for x, y, w, h in [b["bbox"]]]
+            for b in boxes for x, y, w, h in [b["bbox"]]]
 
 
 def image_extent(row: dict) -> tuple[int, int]:
