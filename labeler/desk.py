@@ -208,9 +208,11 @@ class Labeler:
 
     # ---- page actions ----------------------------------------------------------------------------------------
 
-    def click(self, desk: Desk, shown_token: str, choice: str, comment: str = "", flagged: bool = False) -> str:
-        """A button on the page: `shown_token` is the lease that page displayed when the key was pressed. Returns
-        the sentence the page shows about it ("" when nothing happened)."""
+    def click(self, desk: Desk, shown_token: str, choice: str, comment: str = "", flagged: bool = False,
+              marks: str = "") -> str:
+        """A button on the page: `shown_token` is the lease that page displayed when the key was pressed; `marks`
+        the JSON of the marks made on it ({candidate id: marks}, "" for none), stored with the vote (not with a
+        skip). Returns the sentence the page shows about it ("" when nothing happened)."""
         with desk.lock:
             if desk.cur is None or desk.cur["token"] != shown_token:
                 return ""  # a stale click (double press): the page already moved on
@@ -228,11 +230,13 @@ class Labeler:
                 ranking = None
             cid = desk.cur["comparison_id"]
             try:
+                marks = None if choice == "skip" else marks or None
                 self.store.vote(desk.cur["token"], choice, ranking, annotator=desk.name, comment=comment or None,
-                                flagged=bool(flagged), extend=desk.nxt and desk.nxt["token"])
+                                flagged=bool(flagged), extend=desk.nxt and desk.nxt["token"], marks=marks)
                 what = CHOICE_WORDS[choice] + (f" {' > '.join(ranking)}" if ranking else "")
                 extra = ", flagged" if flagged else ""
                 extra += ", with your comment" if (comment or "").strip() else ""
+                extra += ", with your marks" if marks else ""
                 said = f"Saved: {what} on comparison {cid}{extra}. Press U to undo."
             except LabelError as e:
                 said = refused_vote(str(e))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from labeler import stats
-from labeler.leases import MAX_COMMENT
+from labeler.leases import MAX_COMMENT, MAX_MARKS
 from labeler.store import MAX_K, POSITIONS
 from vrlhf.exports import FORMATS
 
@@ -22,6 +22,8 @@ class Ui:
         self.task_choices = [("All tasks, interleaved", ALL)] + [(t, t) for t in tasks]
         self.export_choices = [("All tasks (one folder each)", ALL)] + [(t, t) for t in tasks]
         self.shown = gr.Textbox(visible=False, elem_id="vr-token")  # lease token on screen, sent with each click
+        # the marks made on the comparison on screen, filled in by the page's script as a vote is sent (app.VOTE_JS)
+        self.marks = gr.Textbox(visible=False, max_length=MAX_MARKS, elem_id="vr-marks")
         self.timer = gr.Timer(poll_seconds, active=False)  # ticks only while nothing is left to label
         with gr.Column(visible=not auth) as self.login_col:
             gr.Markdown("## Who is labelling?")

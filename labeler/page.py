@@ -28,6 +28,22 @@ CSS = """
 .vr-rank {font-size: 0.9em; opacity: 0.8; text-align: center}
 .vr-timer.vr-warn {color: var(--error-text-color, #c00); font-weight: 700; opacity: 1}
 .vr-done {text-align: center; padding: 24px 8px}
+/* Marks: a click on an image candidate shades a cell of its grid, a click on a word strikes it (again: removed). */
+.vr-mark-hint {opacity: 0.75}
+.vr-mark {position: relative; width: 100%; line-height: 0; touch-action: manipulation}
+.vr-card .vr-mark img {cursor: crosshair}
+.vr-cells {position: absolute; inset: 0; pointer-events: none}
+.vr-mark:hover .vr-cells {background-image: linear-gradient(to right, rgba(255, 255, 255, 0.35) 1px, transparent 1px),
+                          linear-gradient(to bottom, rgba(255, 255, 255, 0.35) 1px, transparent 1px);
+                          background-size: calc(100% / var(--grid)) calc(100% / var(--grid))}
+.vr-cells .vr-cell {position: absolute; background: rgba(220, 38, 38, 0.45); box-sizing: border-box;
+                    border: 2px solid rgb(220, 38, 38)}
+.vr-word {cursor: pointer; border-radius: 4px; padding: 0 1px; touch-action: manipulation}
+.vr-word:hover {background: var(--background-fill-secondary)}
+.vr-word.vr-marked {text-decoration: line-through 2px rgb(220, 38, 38); background: rgba(220, 38, 38, 0.18)}
+.vr-zoom-btn {font-size: 0.8em; padding: 1px 8px; border-radius: 6px; cursor: zoom-in; opacity: 0.8;
+              border: 1px solid var(--border-color-primary); background: var(--background-fill-secondary);
+              color: inherit}
 .vr-hidden {display: none !important}
 #vr-guidelines.vr-new .label-wrap > span:first-child::after {content: " · new here? Tap to read them";
                                                              color: var(--color-accent, #f97316); font-weight: 700}
@@ -165,7 +181,10 @@ HEAD_JS = """
       }, 0);
       return;
     }
-    const img = e.target.closest && e.target.closest(".vr-cmp img, .vr-inspect img");
+    const button = e.target.closest && e.target.closest(".vr-zoom-btn");
+    let img = button ? button.parentElement.querySelector(".vr-mark img")
+                     : e.target.closest && e.target.closest(".vr-cmp img, .vr-inspect img");
+    if (img && !button && img.closest(".vr-mark")) img = null;  // a click on a candidate marks a cell (vrMarks)
     let z = zoom();
     if (z && z.style.display === "flex") { closeZoom(); return; }
     if (!img) return;
@@ -177,6 +196,67 @@ HEAD_JS = """
     big.src = img.src; big.alt = img.alt; big.className = img.className;
     z.style.display = "flex";
   });
+  // Marks: where a candidate is wrong (vrlhf/marks.py). A click or tap on an image candidate toggles the cell of its
+  // grid under it, on a caption's word toggles the word. They belong to the comparison on screen (its lease token):
+  // kept while it stays (a ranking's picks re-render it), dropped when another comparison (or the same one again,
+  // after an undo) comes, and sent with the vote: window.vrMarks(token) is the vote events' marks argument.
+  let marks = {token: null, by: {}};  // by: candidate id -> {grid, cells: Set("row,col")} or {words: Set(i)}
+  const onScreen = () => document.querySelector("#vr-view .vr-cmp");
+  const paint = (cmp) => {
+    cmp.dataset.painted = marks.token;
+    for (const card of cmp.querySelectorAll(".vr-cand[data-candidate]")) {
+      const got = marks.by[card.dataset.candidate] || {};
+      const cells = card.querySelector(".vr-cells");
+      if (cells) {
+        const g = got.grid || 1, pct = (v) => (v * 100 / g) + "%";
+        cells.replaceChildren(...[...(got.cells || [])].map((key) => {
+          const [row, col] = key.split(",").map(Number), d = document.createElement("div");
+          d.className = "vr-cell"; d.dataset.cell = key;
+          Object.assign(d.style, {top: pct(row), left: pct(col), width: pct(1), height: pct(1)});
+          return d;
+        }));
+      }
+      for (const w of card.querySelectorAll(".vr-word")) {
+        w.classList.toggle("vr-marked", !!(got.words && got.words.has(w.dataset.i)));
+      }
+    }
+  };
+  new MutationObserver(() => {  // a render: a new comparison starts unmarked; the same one keeps its marks
+    const cmp = onScreen(), token = cmp ? cmp.dataset.token : null;
+    if (token !== marks.token) marks = {token, by: {}};
+    if (cmp && cmp.dataset.painted !== token) paint(cmp);
+  }).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener("click", (e) => {
+    const cmp = onScreen(), card = cmp && e.target.closest && e.target.closest(".vr-cand[data-candidate]");
+    if (!card || !cmp.contains(card)) return;
+    const word = e.target.closest(".vr-word"), area = e.target.closest(".vr-mark");
+    if (!word && !area) return;
+    if (cmp.dataset.token !== marks.token) marks = {token: cmp.dataset.token, by: {}};
+    const got = marks.by[card.dataset.candidate] = marks.by[card.dataset.candidate] || {};
+    const toggle = (set, key) => { if (set.has(key)) set.delete(key); else set.add(key); };
+    if (word) {
+      toggle(got.words = got.words || new Set(), word.dataset.i);
+    } else {
+      const box = area.querySelector("img").getBoundingClientRect(), g = Number(area.dataset.grid);
+      const at = (v, lo, size) => Math.min(g - 1, Math.max(0, Math.floor((v - lo) / size * g)));
+      got.grid = g;
+      const cell = at(e.clientY, box.top, box.height) + "," + at(e.clientX, box.left, box.width);
+      toggle(got.cells = got.cells || new Set(), cell);
+    }
+    paint(cmp);
+  });
+  window.vrMarks = (token) => {  // the marks JSON sent with a vote on `token`: {candidate id: marks}, "" for none
+    if (!token || token !== marks.token) return "";
+    const out = {};
+    for (const [id, got] of Object.entries(marks.by)) {
+      if (got.cells && got.cells.size) {
+        out[id] = {grid: got.grid, cells: [...got.cells].map((key) => key.split(",").map(Number))};
+      } else if (got.words && got.words.size) {
+        out[id] = {words: [...got.words].map(Number).sort((a, b) => a - b)};
+      }
+    }
+    return Object.keys(out).length ? JSON.stringify(out) : "";
+  };
   // Phones: guidelines the server opened (a new task or kind) fold back, so the comparison fits the first screen;
   // their header says they are new until opened.
   let seen = null, fold = false;
@@ -253,6 +333,10 @@ HEAD_JS = """
 """
 
 
+MARK_GRID = 8  # an image's marking grid when the server knows no other (vrlhf.tasks.simulated_marks.GRID)
+MARK_HINT = "Optional: click where a candidate is wrong to mark it (click again to remove)."
+
+
 @functools.lru_cache(maxsize=4096)
 def data_uri(path: str) -> tuple[str, int]:
     """A PNG inlined as a data URI (no extra request, so nothing loads visibly), with its width."""
@@ -268,11 +352,12 @@ def image_tag(path: Path, alt: str) -> str:
 
 
 def render_view(store, view: dict, rank: list[str], lease_seconds: float, seconds_left: float,
-                idle_seconds: float = 0, guides_opened: bool = False) -> str:
+                idle_seconds: float = 0, guides_opened: bool = False, grid: int | None = None) -> str:
     """The comparison on screen: a header (its id, task, reservation timer), then the input and the candidates in
     one row (on phones: the input, then the candidates two per row). `idle_seconds`: the page pauses after that
     long without a key or click (0: never); `guides_opened`: the server opened the guidelines with it (a phone's
-    script folds them back and marks their header instead)."""
+    script folds them back and marks their header instead). The candidates can be marked where they are wrong
+    (the page's script): a caption's words, an image's cells of a `grid` x `grid` raster (None: the default)."""
     v = view
     token = html.escape(v["token"])
     left = max(0, int(seconds_left))
@@ -280,9 +365,9 @@ def render_view(store, view: dict, rank: list[str], lease_seconds: float, second
              f"data-warn='{int(min(60, lease_seconds / 4))}'>Reserved for you for {left // 60}:{left % 60:02d}</span>")
     parts = [f"<div class='vr-cmp' data-token='{token}' data-comparison='{v['comparison_id']}'"
              f" data-task='{html.escape(v['task'])}' data-k='{v['k']}' data-guides-opened='{int(guides_opened)}'>",
-             f"<div class='vr-head'><span>Comparison {v['comparison_id']} · {html.escape(v['task'])}</span>{timer}"
-             "</div>",
-             comparison_grid(store, v, v["candidates"])]
+             f"<div class='vr-head'><span>Comparison {v['comparison_id']} · {html.escape(v['task'])}</span>"
+             f"<span class='vr-mark-hint'>{MARK_HINT}</span>{timer}</div>",
+             comparison_grid(store, v, v["candidates"], mark_grid=grid or MARK_GRID)]
     if v["k"] > 2:
         ranked = " &gt; ".join(rank) or "press the candidates from best to worst"
         parts.append(f"<div class='vr-rank'>Ranking: {ranked}</div>")
@@ -290,33 +375,54 @@ def render_view(store, view: dict, rank: list[str], lease_seconds: float, second
     return "".join(parts)
 
 
-def comparison_grid(store, view: dict, candidates: list[dict], badges: dict[str, str] | None = None) -> str:
+def comparison_grid(store, view: dict, candidates: list[dict], badges: dict[str, str] | None = None,
+                    mark_grid: int | None = None) -> str:
     """The input and the candidates, in the order given (each {"position", "text", "image", ...}), as annotators see
-    them; `badges` {position: text} marks candidates (the lead's view: what was chosen)."""
+    them; `badges` {position: text} marks candidates (the lead's view: what was chosen); with `mark_grid` they can
+    be marked (candidate_body)."""
     shown_as = "Input (what the model saw)" if view["input"] != view["image"] else "Input"
     picture = image_tag(store.media_path(view["input"]), shown_as)
     parts = [f"<div class='vr-grid' style='--cols: {len(candidates) + 1}'>",
              f"<div class='vr-card vr-input'><div>{shown_as}</div>{picture}</div>"]
     for c in candidates:
         badge = (badges or {}).get(c["position"])
-        parts.append(candidate_card(store, c, badge))
+        parts.append(candidate_card(store, c, badge, mark_grid))
     parts.append("</div>")
     return "".join(parts)
 
 
-def candidate_card(store, c: dict, badge: str | None = None) -> str:
+def candidate_card(store, c: dict, badge: str | None = None, mark_grid: int | None = None) -> str:
     """One candidate: its letter, then its text or image (candidate_body); `badge` highlights it."""
     chosen = " vr-chosen" if badge else ""
     note = f"<div class='vr-badge'>{html.escape(badge)}</div>" if badge else ""
-    return (f"<div class='vr-card vr-cand{chosen}' data-position='{c['position']}'>"
-            f"<div class='vr-pos'>{c['position']}</div>{candidate_body(store, c)}{note}</div>")
+    ident = f" data-candidate='{c['candidate_id']}'" if "candidate_id" in c else ""
+    body = candidate_body(store, c) if mark_grid is None else markable_body(store, c, mark_grid)
+    return (f"<div class='vr-card vr-cand{chosen}' data-position='{c['position']}'{ident}>"
+            f"<div class='vr-pos'>{c['position']}</div>{body}{note}</div>")
 
 
 def candidate_body(store, c: dict) -> str:
-    """What a candidate looks like: a caption (the whole text) or an image at full quality."""
-    if c["text"] is not None:
+    """What a candidate looks like: its image at full quality where it has one (an image output, or a text-stored one
+    people see drawn, e.g. boxes over the input), else its text (a caption, whole)."""
+    if c["text"] is not None and not c.get("image"):
         return f"<p class='vr-text'>{html.escape(c['text'])}</p>"
     return image_tag(store.media_path(c["image"]), f"candidate {c['position']}")
+
+
+def markable_body(store, c: dict, grid: int) -> str:
+    """A candidate the annotator can mark where it is wrong (the page's script keeps and sends the marks): a
+    caption's words each their own element (whitespace-split, as vrlhf/marks.py counts them), an image under an
+    overlay of `grid` x `grid` cells, with a button that enlarges it (a click on the image marks a cell). An output
+    drawn from text (boxes over the input) has neither words nor cells on screen: shown as it is."""
+    if c["text"] is not None and not c.get("image"):
+        words = " ".join(f"<span class='vr-word' data-i='{i}'>{html.escape(w)}</span>"
+                         for i, w in enumerate(c["text"].split()))
+        return f"<p class='vr-text vr-words'>{words}</p>"
+    if c["text"] is not None:
+        return candidate_body(store, c)
+    return (f"<div class='vr-mark' data-grid='{grid}' style='--grid: {grid}'>{candidate_body(store, c)}"
+            "<div class='vr-cells'></div></div><button class='vr-zoom-btn' type='button' title='Enlarge this image'>"
+            "enlarge</button>")
 
 
 def render_paused(idle_seconds: float) -> str:
