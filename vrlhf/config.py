@@ -45,6 +45,12 @@ def parse_config(cls, argv: list[str] | None = None, prog: str | None = None):
     return _build(cls, values)
 
 
+def parse_no_arguments(argv: list[str] | None = None, description: str | None = None) -> None:
+    """The flag check of a script that takes none (an oracle's measurements): --help prints `description`, any
+    argument raises ConfigError (through `run_command`: one line, exit 2)."""
+    _Parser(description=description, allow_abbrev=False).parse_args(list(sys.argv[1:] if argv is None else argv))
+
+
 # ---- fields ---------------------------------------------------------------------------------------------------
 
 

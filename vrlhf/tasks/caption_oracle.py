@@ -219,10 +219,12 @@ def corrupt(row: dict, rng: np.random.Generator, edits: tuple[str, ...] | None =
     return " ".join(words)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Print this oracle's self-agreement on typical pairs (the table in docs/ORACLES.md)."""
+    from vrlhf.config import parse_no_arguments
     from vrlhf.shapes import make_shapes
 
+    parse_no_arguments(argv, main.__doc__)
     rows = make_shapes(1000, seed=1, references="complete")  # the references state the whole truth
     rng = np.random.default_rng(0)
     print("pair (a vs b)                          P(a wins)  ties  self-agreement")
@@ -237,4 +239,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from vrlhf.errors import run_command
+
+    sys.exit(run_command("python -m vrlhf.tasks.caption_oracle", main))

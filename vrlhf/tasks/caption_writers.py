@@ -151,13 +151,16 @@ def references(shapes: list[dict], pool: list[Writer], rng: np.random.Generator,
     return [write_reference(shapes, pool[w], rng) for w in rng.choice(len(pool), size=n, replace=False)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Print the writers' measured statistics (the table in docs/ORACLES.md)."""
     from collections import defaultdict
 
+    from vrlhf.config import parse_no_arguments
     from vrlhf.metrics import cider_d, tokenize
     from vrlhf.shapes import caption, make_shapes, parse_caption
     from vrlhf.tasks import caption_oracle
+
+    parse_no_arguments(argv, main.__doc__)
 
     rows = make_shapes(2000, seed=1)
     rng = np.random.default_rng(0)
@@ -196,4 +199,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from vrlhf.errors import run_command
+
+    sys.exit(run_command("python -m vrlhf.tasks.caption_writers", main))

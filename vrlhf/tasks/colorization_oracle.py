@@ -171,10 +171,12 @@ def _resize(channel: np.ndarray, size: int, method: Image.Resampling) -> np.ndar
     return np.asarray(Image.fromarray(channel.astype(np.float32)).resize((size, size), method), dtype=np.float64)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Print this oracle's self-agreement on typical pairs (the table in docs/ORACLES.md)."""
+    from vrlhf.config import parse_no_arguments
     from vrlhf.shapes import make_shapes
 
+    parse_no_arguments(argv, main.__doc__)
     rows = make_shapes(400, seed=1)
     rng = np.random.default_rng(0)
     print("pair (a vs b)                          P(a wins)  ties  self-agreement")
@@ -192,4 +194,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from vrlhf.errors import run_command
+
+    sys.exit(run_command("python -m vrlhf.tasks.colorization_oracle", main))

@@ -120,9 +120,12 @@ def statistics(rows: list[dict], outputs: list, task: str, seed: int = 0) -> dic
             "missed": float(np.mean(missed)), "misplaced": float(np.mean(misplaced))}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Print the statistics of docs/ORACLES.md: marks on model-like outputs (the oracles' `corrupt`) and on the demo
     colorizer's own samples at temperature 1.5 (what the demo's first round labels)."""
+    from vrlhf.config import parse_no_arguments
+
+    parse_no_arguments(argv, main.__doc__)  # before the imports below: a wrong flag answers at once
     import torch
 
     from vrlhf.shapes import make_shapes
@@ -147,4 +150,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from vrlhf.errors import run_command
+
+    sys.exit(run_command("python -m vrlhf.tasks.simulated_marks", main))
