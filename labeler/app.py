@@ -12,8 +12,11 @@ labeler/page.py, the desks behind them live in labeler/desk.py; this file holds 
 API (gradio_client, or one plain POST to /gradio_api/run/<name> with {"data": [...]}; identity is the login
 under --auth, else the `annotator` argument):
     next(annotator="")                                        -> {"view": ..., "progress": ...}
-    vote(comparison_id, token, choice, ranking="", annotator="") -> {"vote": ..., "view": next, "progress": ...}
+    vote(comparison_id, token, choice, ranking="", annotator="", marks="")
+                                                              -> {"vote": ..., "view": next, "progress": ...}
     undo(annotator="")                                        -> {"retracted": vote_id, "view": ...}
+`marks` (optional): JSON text {candidate id: marks} of where candidates are wrong (vrlhf/marks.py). On the page a
+click or tap marks an image's cell or a caption's word, and the vote sends them (VOTE_JS).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from labeler.downloads import ROUTE, DownloadRoute, Downloads
 from labeler.gate import Gate
 from labeler.guides import load_guidelines  # noqa: F401  (re-exported: the demo and tests load them here)
 from labeler.layout import ALL, Ui
+from labeler.marking import Grids
 from labeler.schema import utcnow
 from labeler.store import POSITIONS, LabelError, Store
 from labeler.users import Roles
@@ -151,6 +155,7 @@ class LabelEvents:
                  poll_seconds: float, idle_seconds: float):
         self.store, self.lab, self.ui, self.guidelines, self.is_admin = store, lab, ui, guidelines, is_admin
         self.poll_seconds, self.idle_seconds = poll_seconds, idle_seconds
+        self.grids = Grids(store)  # the grid each comparison's image candidates are marked on
 
     def render(self, desk: Desk, said: str = "", opening: bool = False, request: gr.Request | None = None) -> list:
         store = self.store
@@ -160,8 +165,9 @@ class LabelEvents:
             acc, text, opened = self.guides_update(desk, v, p)
             if v is not None:
                 left = (datetime.fromisoformat(v["expires_at"][:-1]) - utcnow()).total_seconds()
+                images = any(c["text"] is None for c in v["candidates"])
                 body = page.render_view(store, v, desk.rank, store.lease_seconds, left, self.idle_seconds,
-                                        guides_opened=opened)
+                                        guides_opened=opened, grid=self.grids(v["comparison_id"]) if images else None)
             elif desk.away:
                 body = page.render_paused(self.idle_seconds)
             else:
@@ -222,9 +228,9 @@ class LabelEvents:
         return self.render(desk, said, opening=True, request=request)
 
     def on_click(self, choice: str):
-        def on_button(token: str, note: str, flagged: bool, name: str, request: gr.Request):
+        def on_button(token: str, note: str, flagged: bool, name: str, marks: str, request: gr.Request):
             desk = self.lab.desk(request, name, shown=token)
-            said = self.lab.click(desk, token, choice, note, flagged)
+            said = self.lab.click(desk, token, choice, note, flagged, marks)
             return self.render(desk, said)
         on_button.__name__ = f"on_{choice.replace(':', '_')}"
         return on_button
@@ -306,22 +312,29 @@ class AdminEvents:
         return gr.update(value=said, visible=True), link
 
 
+# A vote (by click, or by key: the key clicks the button) carries the marks made on the comparison it is on: the
+# page's script fills in the last argument (page.HEAD_JS, window.vrMarks) just before the event is sent.
+VOTE_JS = ("(token, note, flagged, name, marks) => "
+           "[token, note, flagged, name, window.vrMarks ? window.vrMarks(token) : '']")
+
+
 def wire(demo: gr.Blocks, ui: Ui, label: LabelEvents, admin: AdminEvents) -> None:
     """Every page event: which component triggers which handler, with what inputs and outputs."""
     # Page events off the queue: a click is one POST to run/predict (no queue round trip, no event stream).
     opts = dict(api_visibility="private", concurrency_limit=None, queue=False)
     core, full = len(ui.core), len(ui.full)
-    comparison_inputs = [ui.shown, ui.comment, ui.flag, ui.name_box]
+    comparison_inputs = [ui.shown, ui.comment, ui.flag, ui.name_box, ui.marks]
+    votes = dict(opts, js=VOTE_JS)
     demo.load(page_event(label.on_load, full, 1), None, ui.full, **opts)
     demo.unload(label.on_unload)  # the tab closed (its heartbeat stream ended): its reservations go back now
     for trigger in (ui.start.click, ui.name_box.submit):
         trigger(page_event(label.on_start, full, full - 1), ui.name_box, ui.full, **opts)
     for btn, choice in zip(ui.pair_btns, ("a", "b", "tie", "both_bad")):
-        btn.click(page_event(label.on_click(choice), core, 1), comparison_inputs, ui.core, **opts)
+        btn.click(page_event(label.on_click(choice), core, 1), comparison_inputs, ui.core, **votes)
     for btn, p in zip(ui.rank_btns, POSITIONS):
-        btn.click(page_event(label.on_click(f"rank:{p}"), core, 1), comparison_inputs, ui.core, **opts)
-    ui.all_bad.click(page_event(label.on_click("both_bad"), core, 1), comparison_inputs, ui.core, **opts)
-    ui.skip.click(page_event(label.on_click("skip"), core, 1), comparison_inputs, ui.core, **opts)
+        btn.click(page_event(label.on_click(f"rank:{p}"), core, 1), comparison_inputs, ui.core, **votes)
+    ui.all_bad.click(page_event(label.on_click("both_bad"), core, 1), comparison_inputs, ui.core, **votes)
+    ui.skip.click(page_event(label.on_click("skip"), core, 1), comparison_inputs, ui.core, **opts)  # no marks
     ui.undo.click(page_event(label.on_undo, core, 1), [ui.shown, ui.name_box], ui.core, **opts)
     ui.task_pick.input(page_event(label.on_task, full, 1), [ui.task_pick, ui.name_box], ui.full, **opts)
     ui.timer.tick(page_event(label.on_tick, core, 1), ui.name_box, ui.core, **opts)

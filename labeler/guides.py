@@ -40,7 +40,12 @@ HOW_TO_COMMON = """
 - **Undo [U]**: takes back your last vote (or your last pick in a ranking) and shows that comparison again.
 - **Comment** and **Flag**: a note for the project lead (a broken image, an offensive output, a comparison that makes
   no sense); it is saved with your next vote or skip. Enter or Esc in the comment box brings the keys back.
-- Click an image to enlarge it (click again or press Esc to close). **G** opens and closes these guidelines.
+- **Marks (optional)**: where a candidate is clearly wrong, click or tap that spot before you vote. On an image the
+  square of the grid under your click is shaded; on a caption the word is struck through. Click it again to remove
+  it. Marks go with your vote (key or button), on the candidate you marked; Skip drops them and Undo takes them back
+  with the vote. Nothing to mark? Just vote: a vote without marks is still one key.
+- Click the input to enlarge it; a candidate image has its own **enlarge** button (a click on the image marks it).
+  Click again or press Esc to close. **G** opens and closes these guidelines.
 - Each comparison is reserved for you while it is on screen; the timer above it shows for how long. When it runs out
   your vote still counts unless someone else has taken the comparison meanwhile. A page left alone for a few minutes
   pauses and gives its reservations back; any key or click goes on.
@@ -81,14 +86,14 @@ def guidelines_markdown(task: str | None, k: int, guidelines: dict[str | None, s
 
 
 def task_names() -> list[str]:
-    """The tasks `vrlhf.tasks` holds, read from their sources (a task module declares OUTPUT): importing them would
+    """The tasks `vrlhf.tasks` holds, read from their sources (a task module declares NAME): importing them would
     load torch and transformers, seconds before a mistyped flag could be refused."""
     import vrlhf.tasks
 
     folder = Path(vrlhf.tasks.__file__).parent
     sources = {p.stem: p for p in folder.glob("*.py")} | {p.parent.name: p for p in folder.glob("*/__init__.py")}
     return sorted(name for name, p in sources.items() if not name.startswith("_")
-                  and re.search(r"^OUTPUT\b", p.read_text(encoding="utf-8"), re.M))
+                  and re.search(r"^NAME\b", p.read_text(encoding="utf-8"), re.M))
 
 
 def load_guidelines(specs: list[str]) -> dict[str | None, str]:

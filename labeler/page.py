@@ -106,9 +106,10 @@ CSS = """
 
 # Every shortcut is printed on its button; the key clicks the visible button that carries it, whatever was clicked
 # last (a task, the Flag box, any button), except while typing in a text box: in the comment box Enter and Esc end
-# the typing (the comment is kept and goes with the vote). Also: click an image to zoom, the reservation countdown,
-# a page left alone pauses (its reservations go back), a row of the admin's tables opens its comparison, a used
-# download link goes away, and a sentence (not bare "Error" badges) when the login is gone.
+# the typing (the comment is kept and goes with the vote). Also: marks (a click on a candidate's image cell or caption
+# word, sent with the vote), click the input or an enlarge button to zoom, the reservation countdown, a page left
+# alone pauses (its reservations go back), a row of the admin's tables opens its comparison, a used download link
+# goes away, and a sentence (not bare "Error" badges) when the login is gone.
 HEAD_JS = """
 <style>
 /* Outside Gradio's own container, which its `css=` cannot reach: narrow page margins on phones. */
