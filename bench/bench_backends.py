@@ -32,6 +32,7 @@ def tuning(args, root: Path) -> list[dict]:
     from tuner.config import TuneConfig
     from tuner.train import tune
     from vrlhf.models import tiny_checkpoint
+    from vrlhf.rundir import read_metrics
     from vrlhf.shapes import make_shapes, write_imagefolder
 
     rows = make_shapes(48, seed=0, size=32)
@@ -49,7 +50,7 @@ def tuning(args, root: Path) -> list[dict]:
         start = time.perf_counter()
         tune(cfg)
         wall = time.perf_counter() - start
-        records = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+        records = [record for _, record in read_metrics(Path(cfg.out) / "metrics.jsonl")]
         steps = [r for r in records if "reward" in r][1:]  # the first step warms up
         mean = {key: statistics.mean(r.get(key, 0.0) for r in steps)
                 for key in ("time/step", "time/sample", "time/forward_backward", "time/reward", "time/other")}

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from tuner.config import TuneConfig  # noqa: E402
 from tuner.train import split_data, tune  # noqa: E402
+from vrlhf.rundir import read_metrics  # noqa: E402
 
 PARTS = ("captioning", "baselines", "colorization", "timing")
 
@@ -45,7 +46,7 @@ def run(cfg: TuneConfig) -> dict:
     start = time.perf_counter()
     tune(cfg)
     seconds = time.perf_counter() - start
-    records = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    records = [record for _, record in read_metrics(Path(cfg.out) / "metrics.jsonl")]
     evals = [r for r in records if "eval/cider_d" in r or "eval/colorfulness" in r]
     steps = [r for r in records if "reward" in r]
     phases = ("sample", "reward", "forward_backward", "other", "step")

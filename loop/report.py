@@ -9,6 +9,8 @@ import io
 import json
 from pathlib import Path
 
+from vrlhf.rundir import read_metrics
+
 COLUMNS = {
     "captioning": ["cider_d", "bleu4", "oracle_score", "win_rate_vs_mle_greedy", "win_rate_vs_mle_sampled",
                    "ties_vs_mle_greedy", "eos_rate", "words"],
@@ -113,7 +115,7 @@ def reward_curves(task: str, result: dict):
         for track in ("learned", "both"):
             path = Path(result["dirs"].get(f"round-{record['round']}/{track}", "/nonexistent")) / "metrics.jsonl"
             if path.is_file():
-                records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                records = [record for _, record in read_metrics(path)]
                 train = [r for r in records if "reward" in r]
                 ax.plot([r["step"] for r in train], [r["reward"] for r in train],
                         label=f"round {record['round']}: {track}")
