@@ -8,7 +8,8 @@ Each app server runs in its own process (`python -m labeler.app`, as `vrlhf labe
 voting in a loop. Two clients: `http`, one plain POST to /gradio_api/run/vote that answers with the next comparison
 (what programs and simulated annotators use), and `page`, the page's own click as the browser sends it (one POST to
 /gradio_api/run/predict: the page's events are off Gradio's queue), whose answer carries the next comparison
-rendered, the progress line and the buttons' state. With two servers the annotators are split between them (as a
+rendered, the progress line and the buttons' state; `http-marks` and `page-marks` send every vote with marks (as
+the page does after clicks on a caption's words). With two servers the annotators are split between them (as a
 sticky proxy would). PostgreSQL: a throw-away server started here (initdb + pg_ctl; /usr/lib/postgresql/15/bin,
 fsync on), or --pg URL.
 
@@ -19,10 +20,12 @@ The load is measured, not assumed: the machine's load average and how busy its C
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -114,17 +117,25 @@ def free_port() -> int:
 
 # ---- clients ----------------------------------------------------------------------------------------------------
 
-class Http:
-    """One plain POST per call: `/gradio_api/run/<name>` with {"data": [...]} (the endpoints are off the queue)."""
+def some_marks(candidates: dict[str, int]) -> str:
+    """The marks a vote "with marks" sends: two words of candidate B's caption (the bench's captions have 5)."""
+    return json.dumps({str(candidates["B"]): {"words": [0, 3]}})
 
-    def __init__(self, url: str, name: str):
+
+class Http:
+    """One plain POST per call: `/gradio_api/run/<name>` with {"data": [...]} (the endpoints are off the queue);
+    `marks`: every vote carries marks (some_marks)."""
+
+    def __init__(self, url: str, name: str, marks: bool = False):
         self.http, self.name = httpx.Client(base_url=url + "gradio_api/run/", timeout=60), name
+        self.marks = marks
 
     def first(self) -> dict | None:
         return self._call("next", self.name)["view"]
 
     def vote(self, view: dict, choice: str) -> dict | None:
-        return self._call("vote", view["comparison_id"], view["token"], choice, "", self.name)["view"]
+        marks = some_marks({c["position"]: c["candidate_id"] for c in view["candidates"]}) if self.marks else ""
+        return self._call("vote", view["comparison_id"], view["token"], choice, "", self.name, marks)["view"]
 
     def _call(self, endpoint: str, *args):
         r = self.http.post(endpoint, json={"data": list(args)})
@@ -135,10 +146,11 @@ class Http:
 
 class Page:
     """The page's own events, as the browser sends them: one POST to /gradio_api/run/predict with the event's
-    fn_index and the page's session (the labeler's page events are off Gradio's queue)."""
+    fn_index and the page's session (the labeler's page events are off Gradio's queue); `marks`: every vote carries
+    marks, as the page's script sends those clicked on the comparison (some_marks)."""
 
-    def __init__(self, url: str, name: str):
-        self.http, self.name = httpx.Client(base_url=url, timeout=60), name
+    def __init__(self, url: str, name: str, marks: bool = False):
+        self.http, self.name, self.marks = httpx.Client(base_url=url, timeout=60), name, marks
         self.session = f"bench-{name}-{random.randrange(1 << 30)}"
         config = self.http.get("config").json()
         elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
@@ -152,11 +164,16 @@ class Page:
 
     def vote(self, view: dict, choice: str) -> dict | None:
         button = {"a": "vr-a", "b": "vr-b"}[choice]
-        return self._view(self._event(button, [view["token"], "", False, self.name]))
+        marks = some_marks(view["candidates"]) if self.marks else ""
+        return self._view(self._event(button, [view["token"], "", False, self.name, marks]))
 
     @staticmethod
     def _view(data: list) -> dict | None:
-        return {"token": data[0]} if data[0] else None  # the first output: the lease token now on screen
+        """The lease token now on screen (the first output) and the candidates' ids read from the rendered view."""
+        if not data[0]:
+            return None
+        view = data[2]["value"] if isinstance(data[2], dict) else data[2]
+        return {"token": data[0], "candidates": dict(re.findall(r"data-position='(\w)' data-candidate='(\d+)'", view))}
 
     def _event(self, elem: str, data: list) -> list:
         r = self.http.post("gradio_api/run/predict", json={"data": data, "fn_index": self.fns[elem], "event_data": None,
@@ -166,7 +183,9 @@ class Page:
         return r.json()["data"]
 
 
-CLIENTS = {"http": ("HTTP API", Http), "page": ("page click", Page)}
+CLIENTS = {"http": ("HTTP API", Http), "page": ("page click", Page),
+           "http-marks": ("HTTP API, vote with marks", functools.partial(Http, marks=True)),
+           "page-marks": ("page click, vote with marks", functools.partial(Page, marks=True))}
 
 
 def run(kind, urls: list[str], annotators: int, votes: int, prefix: str, think: float) -> list[float]:
@@ -200,6 +219,17 @@ def run(kind, urls: list[str], annotators: int, votes: int, prefix: str, think: 
     if errors:
         raise SystemExit(f"{len(errors)} annotators failed: {errors[0]}")
     return latencies
+
+
+def stored_with_marks(db: str, media: str, prefix: str) -> int:
+    """Votes of the annotators named `prefix`... that the database keeps with marks (a check that they arrived)."""
+    from labeler.store import Store
+
+    store = Store(db, media=media)
+    try:
+        return sum(v["marks"] is not None for v in store.votes() if v["annotator"].startswith(prefix))
+    finally:
+        store.close()
 
 
 # ---- load -------------------------------------------------------------------------------------------------------
@@ -239,7 +269,9 @@ def markdown(rows: list[dict], machine: str, annotators: int, votes: int) -> str
                      f"{r['load_avg']} | {r['cpu_busy']:.0%} |")
     lines += ["", "*HTTP API*: one POST to /gradio_api/run/vote, answered with the next comparison. *page click*: the "
               "page's own button event (one POST to /gradio_api/run/predict), answered with the next comparison "
-              "rendered, the progress line and the buttons. *think s*: mean seconds an annotator looks before voting "
+              "rendered, the progress line and the buttons. *vote with marks*: every vote carries marks (two words of "
+              "a caption), checked against the comparison and stored with it (the run fails unless every one is). "
+              "*think s*: mean seconds an annotator looks before voting "
               "(uniform 0.5x-1.5x; 0 = back-to-back, saturation). *server CPU ms/vote*: CPU time of the app server "
               "processes per vote. *load avg*: the 1-minute load average at the start and end of the run, averaged. "
               "*CPUs busy*: the share of the machine's CPUs busy during the run, every process counted (the app "
@@ -256,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--think", type=float, nargs="+", default=[1.0, 0.0],
                         help="mean seconds an annotator looks before voting (0: back-to-back, saturation)")
     parser.add_argument("--clients", nargs="+", default=["http", "page"], choices=list(CLIENTS),
-                        help="http: the API's vote call; page: the page's click through Gradio's queue")
+                        help="http: the API's vote call; page: the page's click (one POST to run/predict); "
+                             "-marks: every vote carries marks on two words of a caption")
     parser.add_argument("--pg", default=None, help="PostgreSQL server URL without a database name (default: start one)")
     parser.add_argument("--out", default=str(RESULTS / "labeler"), help="results file stem (.md and .json); '' = none")
     args = parser.parse_args(argv)
@@ -296,12 +329,15 @@ def main(argv: list[str] | None = None) -> int:
                         wall = time.perf_counter() - t0
                         cpu1, served1 = cpu_times(), process_cpu([s.pid for s in servers])
                         busy = (cpu1[0] - cpu0[0]) / max(1.0, cpu1[1] - cpu0[1])
+                        marked = stored_with_marks(db, media, prefix)
+                        if key.endswith("-marks") and marked != len(lat):
+                            raise SystemExit(f"{key}: {len(lat)} votes sent with marks, {marked} stored with them")
                         row = {"setup": setup, "client": label, "think_s": think, "votes": len(lat),
                                "p50_ms": round(pct(lat, 0.5)), "p95_ms": round(pct(lat, 0.95)),
                                "mean_ms": round(statistics.mean(lat) * 1000), "votes_per_s": round(len(lat) / wall, 1),
                                "server_cpu_ms_per_vote": round((served1 - served0) * 1000 / len(lat), 1),
                                "load_avg": round((load0 + os.getloadavg()[0]) / 2, 1),
-                               "cpu_busy": round(busy, 2)}
+                               "cpu_busy": round(busy, 2), "stored_with_marks": marked}
                         rows.append(row)
                         print(json.dumps(row), flush=True)
             finally:
