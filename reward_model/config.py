@@ -15,8 +15,9 @@ class RewardModelConfig:
     """Architecture of a reward model; `build_reward_model` fills the backbone config dicts."""
 
     task: str = field(metadata={"help": "captioning | colorization"})
-    image_encoder: str = field(default="", metadata={"help": "HF vision model or image-to-sequence policy "
-                                                             "directory; empty: a tiny ViT from scratch"})
+    image_encoder: str = field(default="", metadata={
+        "help": "a Hugging Face vision model (directory or hub id) or an image-to-sequence policy directory (its "
+                "vision encoder, e.g. data/demo/captioner); empty: the tiny encoder of --encoder, from scratch"})
     text_encoder: str = field(default=MINILM, metadata={"help": "'minilm' (bundled) or an HF text "
                                                                           "encoder directory (captioning)"})
     clip: str = field(default="", metadata={"help": "a CLIPModel directory used for both image and text"})
@@ -65,9 +66,10 @@ class TrainRewardConfig(RewardModelConfig):
     task: str = field(default="", metadata={"help": "task of the pairs (a vrlhf.tasks module); empty: the export's "
                                                     "only task"})
     image_encoder: str = field(default="default", metadata={
-        "help": "HF vision model or policy dir; 'default': the task's REWARD_IMAGE_ENCODER (captioning: the demo "
-                "captioner's ViT, data/demo/captioner; colorization: the tiny encoder of --encoder); empty: the tiny "
-                "encoder"})
+        "help": "a Hugging Face vision model (directory or hub id) or an image-to-sequence policy directory (its "
+                "vision encoder); 'default': the task's REWARD_IMAGE_ENCODER (captioning: the demo captioner's ViT, "
+                "data/demo/captioner; colorization: ''); empty: the tiny encoder of --encoder (cnn | vit), from "
+                "scratch"})
     data: str = field(default="", metadata={"help": "preference export: saved HF dataset dir, .jsonl or .parquet"})
     out: str = field(default="", metadata={"help": "output directory for the best reward model and metrics.jsonl"})
     overwrite: bool = field(default=False, metadata={

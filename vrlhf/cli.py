@@ -39,7 +39,7 @@ COMMANDS = {
     "sample": ("labeler.sampling:main", "draw k candidates per input into the preference store"),
     "label": ("labeler.cli:main", "serve the Gradio labeling app"),
     "annotators": ("labeler.users:main", "manage annotator logins: vrlhf annotators add NAME"),
-    "export": ("labeler.export:main", "export preference pairs (hf | jsonl | parquet)"),
+    "export": ("labeler.export:main", "export preference pairs (hf | jsonl | parquet | trl)"),
     "train-reward": ("reward_model.train:main", "Bradley-Terry reward model training on an export"),
     "eval-reward": ("reward_model.evaluate:main", "reward model accuracy, margin and calibration on an export"),
     "tune": ("tuner.train:main", "REINFORCE tuning against metric and learned rewards (VLMs: TRL's RLOO or GRPO)"),
