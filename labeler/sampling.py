@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import update
 
 from labeler.schema import Round
@@ -38,7 +39,7 @@ def _where(path: str | None) -> str | None:
 def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: int = 2, n: int | None = None,
                  seed: int = 0, batch_size: int = 16, temperature: float = 1.0, name: str | None = None,
                  progress: bool = True, against: str | None = None, rows: list[dict] | None = None,
-                 image_column: str = "image", caption_column: str = "") -> int:
+                 image_column: str = "image", caption_column: str = "", edits: int = 0) -> int:
     """Sample `k` outputs for `n` rows of `data` (a random subset by `seed`) into a round; returns its id.
 
     A new round (created with its first comparison), or the incomplete one an interrupted run left with the same
@@ -46,6 +47,8 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     every input is dropped nothing is written and LabelError says so.
     With `against`, each comparison pits one sample of `policy_dir` against one of the `against` policy (k = 2):
     how a tuned policy is labelled against the previous one. `rows` skips reloading `data` when already in memory.
+    With `edits` (N), N of the k candidates are the task's edits of the policy's k - N samples (`edited_candidates`),
+    stored in a round of their own that is part of this one (policy name "... (edits)"), so every export names them.
     """
     import torch
     from tqdm import tqdm
@@ -58,7 +61,13 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
         raise LabelError(f"--k must be between 2 and {MAX_K}")
     if against and k != 2:
         raise LabelError("--against compares one sample of each policy: use --k 2")
+    if edits and against:
+        raise LabelError("--edits and --against do not go together: an --against pair is one sample of each policy")
+    if not 0 <= edits < k:
+        raise LabelError(f"--edits must be between 0 and k - 1 = {k - 1}: at least one candidate is the policy's")
     task = get_task(task_name)
+    if edits and not hasattr(task, "edits"):
+        raise LabelError(f"--edits: task {task_name} has no candidate edits (an `edits` member, docs/ARCHITECTURE.md)")
     policies = [on_default_device(task.load_policy(path)) for path in [policy_dir] + ([against] if against else [])]
     rows = rows if rows is not None else load_rows(data, image_column=image_column, caption_column=caption_column)
     if n is not None and n < len(rows):
@@ -68,7 +77,7 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
     if twice is not None:  # a round is resumed by row id
         raise LabelError(f"{data}: row id {twice!r} appears {ids[twice]} times; each input needs its own id")
     recipe = {"task": task_name, "policy": _where(policy_dir), "data": _where(data), "seed": seed, "k": k, "n": n,
-              "temperature": temperature, "against": _where(against)}
+              "temperature": temperature, "against": _where(against)} | ({"edits": edits} if edits else {})
     open_round = store.open_round(recipe)
     common = dict(seed=seed, data_path=str(data), recipe=recipe, expected=len(rows), complete=False)
     round_id, partner, done = None, None, set()
@@ -78,7 +87,8 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
             print(f"resuming round {round_id}: {len(done)} of {len(rows)} comparisons already in", file=sys.stderr)
 
     def rounds() -> tuple[int, list[int] | None]:
-        """The round (and --against's partner round) the comparisons go into, made when the first one is stored."""
+        """The round the comparisons go into and the round of each candidate (--against's partner round, or the
+        round of the edits), made when the first comparison is stored."""
         nonlocal round_id, partner
         if round_id is None:
             round_id = store.add_round(task_name, str(Path(policy_dir).resolve()), k, policy_name=name, **common)
@@ -86,19 +96,31 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
             partner = store.add_round(task_name, str(Path(against).resolve()), k, part_of=round_id,
                                       policy_name=f"{Path(against).name} (against round {round_id})",
                                       **common | {"recipe": None, "expected": None})
-        return round_id, [round_id, partner] if against else None
+        if edits and partner is None:  # the edits get a round of their own: exports name them as their "policy"
+            partner = store.add_round(task_name, str(Path(policy_dir).resolve()), k, part_of=round_id,
+                                      policy_name=f"{name or Path(policy_dir).name} (edits)",
+                                      **common | {"recipe": None, "expected": None})
+        if against:
+            return round_id, [round_id, partner]
+        return round_id, [round_id] * (k - edits) + [partner] * edits if edits else None
 
     todo = [r for r in rows if str(r["id"]) not in done]
     torch.manual_seed(seed)
-    per_policy, dropped = 1 if against else k, 0
+    per_policy, dropped = 1 if against else k - edits, 0
+    edit_rng = np.random.default_rng(seed)
 
     def draw(batch: list[dict]) -> list[list]:
-        """The k rendered candidates of each row of `batch` (with --against: one of each policy)."""
+        """The k rendered candidates of each row of `batch` (with --against: one of each policy; with --edits: the
+        policy's k - N samples, then N edits of them)."""
         pv = task.pixel_values(policies[0], [r["image"] for r in batch])
         outputs = [task.decode(p, batch, p.sample(pv, per_policy, temperature=temperature).tokens, per_policy)
                    for p in policies]  # one list per policy, image-major
-        return [[task.render(o) for outs in outputs for o in outs[i * per_policy:(i + 1) * per_policy]]
-                for i in range(len(batch))]
+        candidates = [[o for outs in outputs for o in outs[i * per_policy:(i + 1) * per_policy]]
+                      for i in range(len(batch))]
+        if edits:  # the edits never see the row's hidden ground truth
+            candidates = [c + edited_candidates(task, row | {"attributes": None}, c, edits, edit_rng)
+                          for row, c in zip(batch, candidates, strict=True)]
+        return [[task.render(o) for o in c] for c in candidates]
 
     with torch.no_grad(), tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"{task_name} {name or ''}",
                                unit="img", disable=not progress) as bar:
@@ -110,7 +132,7 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
                 if not short:
                     break
                 for i, more in zip(short, draw([batch[i] for i in short]), strict=True):
-                    candidates[i] = more if against else different(candidates[i] + more)[:k]
+                    candidates[i] = more if against or edits else different(candidates[i] + more)[:k]
             for row, rendered in zip(batch, candidates, strict=True):
                 shown = task.show_input(row["image"])  # what the policy saw (colorization: gray)
                 if not (len(rendered) == k and all_different(rendered)):
@@ -132,6 +154,26 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
                                         .values(expected=Round.expected - dropped)))
     store.finish_round(round_id)  # all comparisons in: only now is the round complete
     return round_id
+
+
+def edited_candidates(task, row: dict, samples: list, n: int, rng) -> list:
+    """`n` candidate edits (the task's `edits`) of the policy's `samples` of `row`: each of another sample where there
+    are enough, each a random one of that sample's edits that looks like no sample and no earlier edit; fewer when
+    no new-looking edit is left. The row's hidden ground truth is never read (the edits do not take it)."""
+    seen = {look(o) for o in samples}  # outputs are what is rendered (text, an RGB image)
+    made = []
+    for j in rng.permutation(len(samples)).tolist() * n:  # cycle through the samples in a random order
+        if len(made) == n:
+            break
+        others = samples[:j] + samples[j + 1:]
+        options = list(task.edits(row, samples[j], rng, others).values())
+        for i in rng.permutation(len(options)).tolist():
+            key = look(options[i])
+            if key not in seen:
+                seen.add(key)
+                made.append(options[i])
+                break
+    return made
 
 
 def look(output) -> str | tuple:
@@ -167,6 +209,9 @@ class SampleConfig:
                                                              "name)"})
     against: str | None = field(default=None, metadata={"help": "previous policy directory: each comparison is one "
                                                                 "sample of --policy vs one of this"})
+    edits: int = field(default=0, metadata={"help": "candidates per comparison that are edits of the policy's other "
+                                                   "samples (the task's directions people reward, docs/DEMO.md); "
+                                                   "k stays the comparison size"})
     image_column: str = field(default="image", metadata={"help": "a Hugging Face dataset's image column"})
     caption_column: str = field(default="", metadata={"help": "a Hugging Face dataset's caption column (empty: "
                                                               "captions, caption or text; sampling needs none)"})
@@ -183,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         store = Store(cfg.db, media=cfg.media)
         round_id = sample_round(store, cfg.task, cfg.policy, cfg.data, cfg.k, cfg.n, cfg.seed, cfg.batch_size,
                                 cfg.temperature, cfg.name, against=cfg.against, image_column=cfg.image_column,
+                                edits=cfg.edits,
                                 caption_column=cfg.caption_column)
     except BaseException:
         # a database this run created and stored nothing in goes again, with its media folder: a failed command

@@ -57,6 +57,10 @@ class DemoConfig:
         "help": "on: simulated annotators also mark where a candidate is wrong (the oracle's cells or words), stored "
                 "with their votes and exported; a dense reward model trains on them, the default one ignores them; "
                 "off: votes only"})
+    edits: str = field(default="off", metadata={
+        "help": "on: one candidate of each ranking of one policy's samples is an edit of its other samples (more or "
+                "less colour, a neutral background; a shape added, an attribute dropped: `vrlhf sample --edits 1`); "
+                "off: the policy's samples only (bench/results/edits.md)"})
     host: str = field(default="127.0.0.1", metadata={"help": "labeling app host (loopback only without logins)"})
     port: int = field(default=0, metadata={"help": "labeling app port (0: 7860 for people, any free port for "
                                                    "--simulate)"})
@@ -109,6 +113,8 @@ def check_config(cfg: DemoConfig) -> None:
             problems.append(f"--tasks: {error}")
     if cfg.marks not in ("on", "off"):
         problems.append(f"--marks takes on or off, not {cfg.marks!r}")
+    if cfg.edits not in ("on", "off"):
+        problems.append(f"--edits takes on or off, not {cfg.edits!r}")
     if cfg.policy and len(tasks) != 1:
         problems.append(f"--policy {cfg.policy} starts one task's rounds: name that task alone with --tasks "
                         f"(not {cfg.tasks!r})")
