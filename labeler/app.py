@@ -38,11 +38,11 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from labeler import guides, page, stats
-from labeler.cli import LabelConfig, check_host, check_proxies, is_loopback, main  # noqa: F401  (`-m labeler.app`)
 from labeler.desk import Desk, Labeler, refuse
 from labeler.downloads import ROUTE, DownloadRoute, Downloads
 from labeler.gate import Gate
 from labeler.guides import load_guidelines  # noqa: F401  (re-exported: the demo and tests load them here)
+from labeler.hosts import check_host, check_proxies
 from labeler.layout import ALL, Ui
 from labeler.marking import Grids
 from labeler.schema import utcnow
@@ -396,7 +396,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m labeler.app` is `vrlhf label`
+    from labeler.cli import main
     from vrlhf.errors import run_command
 
     sys.exit(run_command("vrlhf label", main))
