@@ -70,6 +70,12 @@ def test_render_draws_the_boxes_over_an_upscaled_input():
     assert changed[y0 + 4 : y1 - 4, x0].all() and not changed[y0 + 4 : y1 - 4, x0 + 6 : x1 - 6].any()  # an outline
 
 
+def test_render_draws_boxes_of_zero_width_and_outside_the_image():
+    boxes = [{"box": [10.0, 10.0, 10.0, 20.0], "label": "red circle", "score": 0.5},
+             {"box": [40.0, -3.0, 60.0, 5.0], "label": "blue square", "score": 1.0}]
+    assert task.render(ROWS[0], boxes).size == (384, 384)
+
+
 def test_transplant_keeps_the_boxes():
     other = true_boxes(ROWS[1])
     assert list(task.transplant(other, ROWS[0])) == other

@@ -194,8 +194,8 @@ def transplant(output: list[dict], row: dict) -> Detections:
 
 def to_stored(output: list[dict]) -> str:
     """A box set as the JSON text samples and exports keep: [{"box": [...], "label": ..., "score": ...}, ...]."""
-    return json.dumps([{"box": [round(v, 3) for v in b["box"]], "label": b["label"], "score": round(b["score"], 4)}
-                       for b in output])
+    return json.dumps([{"box": [float(v) for v in b["box"]], "label": b["label"], "score": float(b["score"])}
+                       for b in output])  # full precision: the stored boxes draw exactly as the decoded ones
 
 
 def from_stored(text: str, row: dict | None = None) -> Detections:
@@ -268,7 +268,8 @@ def render(row: dict, output: list[dict]) -> Image.Image:
     for i, b in enumerate(output):
         x0, y0, x1, y1 = (v * scale for v in b["box"])
         colour = BOX_COLOURS[i % len(BOX_COLOURS)]
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=max(2, scale // 3))
+        # the last pixel inside is x1 - 1; a box of zero width or height (a sampled x0 = x1) is a line
+        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=max(2, scale // 3))
         text = f"{b['label']} {b.get('score', 1.0):.1f}"
         tx, ty = x0, y0 - font.size - 4  # above the box, or below it at the image's top edge
         ty = ty if ty >= 0 else y1 + 2
