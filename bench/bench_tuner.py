@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from tuner.config import TuneConfig  # noqa: E402
 from tuner.train import split_data, tune  # noqa: E402
 from vrlhf.rundir import read_metrics  # noqa: E402
+from vrlhf.tasks import get_task  # noqa: E402
 
 PARTS = ("captioning", "baselines", "colorization", "timing")
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if parts & {"captioning", "timing"}:
         results["default"] = run(replace(base, out=str(out / "caption_default")))
         r = results["default"]
-        ceiling = results["ceiling"] = style_ceiling(*split_data(base))
+        ceiling = results["ceiling"] = style_ceiling(*split_data(base, get_task(base.task)))
         keys = ["cider_d", "bleu4", "oracle_score", "words", "distinct_2"]
         report.append("### Captioning: MLE vs tuned (`vrlhf tune` defaults, reward = CIDEr-D)\n\n" + table(
             ["model", *keys, "minutes"],

@@ -6,8 +6,9 @@ into place when complete).
 Pairs: "a"/"b" give chosen/rejected with label 1.0, "tie" gives label 0.5, a k-way ranking expands to every
 ordered pair (k(k-1)/2 rows). Skips, both-bad and retracted votes make no pairs but are all in `audit.jsonl`; so do
 pairs whose chosen and rejected are identical (nothing to learn from them), which the export leaves out and counts.
-Every pair carries the annotator's `comment` and `flagged` mark on its comparison. Pairs of a text task (the task
-contract's OUTPUT) also carry TRL's preference columns: `prompt` (text) and `images` (a one-image list).
+Every pair carries the annotator's `comment` and `flagged` mark on its comparison. `chosen` / `rejected` are the
+outputs as their task stores them (the task contract's STORED: text, or images); pairs of a task whose outputs are
+text to people too (SHOWN) also carry TRL's preference columns: `prompt` (text) and `images` (a one-image list).
 
 `export_archive` is the page's export: a zip of one such export per task.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from labeler.store import LabelError, Store
 from vrlhf.config import parse_config
+from vrlhf.errors import ConfigError
 from vrlhf.exports import FORMATS, staged, to_trl_preferences, write_manifest
 from vrlhf.marks import dumps, parse
 
@@ -82,15 +84,19 @@ def candidate_marks(vote: dict, candidate_id: int) -> str:
     return dumps(parse(marks.get(str(candidate_id), marks.get(candidate_id))))
 
 
-def _dataset(store: Store, rows: list[dict]):
-    import datasets
+def is_text(task) -> bool:
+    """Whether a task's outputs are text both as stored and as people see them (captions): TRL's text pairs."""
+    return task.STORED == "text" and task.SHOWN == "text"
 
-    from vrlhf.tasks import get_task
+
+def _dataset(store: Store, rows: list[dict], task):
+    """The pairs of `task` (its module: pairs() refuses a mix; never empty) as a `datasets.Dataset`."""
+    import datasets
 
     def png(rel):
         return {"bytes": store.media_path(rel).read_bytes(), "path": None}
 
-    images = get_task(rows[0]["task"]).OUTPUT == "image"  # rows: one task (pairs() refuses a mix), never empty
+    images = task.STORED == "image"
     out = {"task": [r["task"] for r in rows], "image": [png(r["image_path"]) for r in rows]}
     for side in ("chosen", "rejected"):
         out[side] = [png(r[f"{side}_path"]) if images else r[side] for r in rows]
@@ -105,7 +111,7 @@ def _dataset(store: Store, rows: list[dict]):
                 "chosen_policy": datasets.Value("string"), "rejected_policy": datasets.Value("string"),
                 "comment": datasets.Value("string"), "flagged": datasets.Value("bool"),
                 "chosen_marks": datasets.Value("string"), "rejected_marks": datasets.Value("string")}
-    if not images:  # TRL's vision preference format: prompt + chosen/rejected + images
+    if is_text(task):  # TRL's vision preference format: prompt + chosen/rejected + images
         out["prompt"] = [CAPTION_PROMPT] * len(rows)
         out["images"] = [[im] for im in out["image"]]
         features |= {"prompt": datasets.Value("string"), "images": datasets.Sequence(datasets.Image())}
@@ -129,6 +135,13 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
         raise LabelError(f"no task {task!r} in {where}; {present}")
     votes = [v for v in every if task is None or v["task"] == task]  # in time order: the audit's
     rows = pairs(store, votes)
+    if rows:  # the database names the task: resolved here, once, into its module (how its outputs are stored)
+        from vrlhf.tasks import get_task
+
+        try:
+            the_task = get_task(rows[0]["task"])
+        except ConfigError as e:
+            raise LabelError(f"{where}: {e}") from None
     if not rows:  # refused before anything is written: --out keeps what it had
         what = plural(len(votes), f"{task} vote" if task else "vote")
         raise LabelError(f"nothing to export: {what} {'makes' if len(votes) == 1 else 'make'} no preference pair "
@@ -156,18 +169,16 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
                             r[key] = f"media/{r[key]}"
                     f.write(json.dumps(r) + "\n")
         elif format == "trl":
-            from vrlhf.tasks import get_task
-
-            if get_task(rows[0]["task"]).OUTPUT != "text":
-                raise LabelError(f"--format trl is TRL's preference format for text outputs; {rows[0]['task']} "
-                                 f"outputs are images (use hf, jsonl or parquet)")
-            trl = to_trl_preferences(_dataset(store, rows), CAPTION_PROMPT)
+            if not is_text(the_task):
+                raise LabelError(f"--format trl is TRL's preference format for text outputs; {the_task.NAME} "
+                                 f"outputs are not text (use hf, jsonl or parquet)")
+            trl = to_trl_preferences(_dataset(store, rows, the_task), CAPTION_PROMPT)
             if len(trl) == 0:
                 raise LabelError("nothing to export in TRL's format: every pair is a tie (no chosen side)")
             trl.save_to_disk(str(tmp))
             written = len(trl)
         else:
-            ds = _dataset(store, rows)
+            ds = _dataset(store, rows, the_task)
             if format == "hf":
                 ds.save_to_disk(str(tmp))
             else:

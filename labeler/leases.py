@@ -378,9 +378,10 @@ def marks_on(s: Session, comp: Comparison, marks: dict) -> str | None:
         if int(cid) not in comp.candidate_ids:
             raise LabelError(f"marks on candidate {cid}, which is not in comparison {comp.id} "
                              f"(its candidates: {', '.join(map(str, comp.candidate_ids))})")
-        text = s.scalar(select(Candidate.text).where(Candidate.id == int(cid)))
+        text, image = s.execute(select(Candidate.text, Candidate.image_path).where(Candidate.id == int(cid))).one()
+        seen = text if image is None else marks_format.IMAGE  # marks are on what people saw: words, or image cells
         try:
-            one = marks_format.parse(one, text if text is not None else marks_format.IMAGE, f"marks on candidate {cid}")
+            one = marks_format.parse(one, seen, f"marks on candidate {cid}")
         except DataError as e:
             raise LabelError(str(e)) from None
         if not marks_format.is_empty(one):

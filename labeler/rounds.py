@@ -73,9 +73,10 @@ def finish_round(store, round_id: int) -> None:
     store.retry(write)
 
 
-def add_comparison(store, round_id: int, row_id: str, image: Image.Image, outputs: Sequence[str | Image.Image],
+def add_comparison(store, round_id: int, row_id: str, image: Image.Image, outputs: Sequence,
                    input_image: Image.Image | None = None, output_rounds: Sequence[int] | None = None) -> int:
-    """Store one input and its k rendered outputs (text or images) as a comparison; returns its id.
+    """Store one input and its k outputs as a comparison; returns its id. Each output is text, an image, or a
+    (text, image) pair (`labeler.sampling.stored_view`: a text-stored output and the image people see of it).
 
     `input_image` is what annotators see of the input (the task's `show_input`; default: `image` itself).
     `output_rounds` names the round (policy) that produced each output when they differ, e.g. a tuned policy
@@ -84,8 +85,8 @@ def add_comparison(store, round_id: int, row_id: str, image: Image.Image, output
     image = image.convert("RGB")
     image_rel, sha = save_png(store, image, "inputs")
     input_rel = image_rel if input_image is None else save_png(store, input_image, "inputs")[0]
-    rendered = [(o, None) if isinstance(o, str) else (None, save_png(store, o.convert("RGB"), "candidates")[0])
-                for o in outputs]
+    views = [o if isinstance(o, tuple) else (o, None) if isinstance(o, str) else (None, o) for o in outputs]
+    rendered = [(t, None if im is None else save_png(store, im.convert("RGB"), "candidates")[0]) for t, im in views]
 
     def write(s: Session) -> int:
         q = select(Round).where(Round.id == round_id)

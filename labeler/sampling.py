@@ -20,6 +20,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from sqlalchemy import update
@@ -36,11 +37,12 @@ def _where(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
-def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: int = 2, n: int | None = None,
+def sample_round(store: Store, task: ModuleType, policy_dir: str, data: str, k: int = 2, n: int | None = None,
                  seed: int = 0, batch_size: int = 16, temperature: float = 1.0, name: str | None = None,
                  progress: bool = True, against: str | None = None, rows: list[dict] | None = None,
                  image_column: str = "image", caption_column: str = "", edits: int = 0) -> int:
-    """Sample `k` outputs for `n` rows of `data` (a random subset by `seed`) into a round; returns its id.
+    """Sample `k` outputs of `task` (a task module) for `n` rows of `data` (a random subset by `seed`) into a round;
+    returns its id.
 
     A new round (created with its first comparison), or the incomplete one an interrupted run left with the same
     recipe, which is resumed. Inputs whose k candidates are not all different are dropped (said on stderr); when
@@ -55,7 +57,6 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
 
     from vrlhf.data import load_rows
     from vrlhf.device import on_default_device  # a GPU when there is one
-    from vrlhf.tasks import get_task
 
     if not 2 <= k <= MAX_K:
         raise LabelError(f"--k must be between 2 and {MAX_K}")
@@ -65,7 +66,7 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
         raise LabelError("--edits and --against do not go together: an --against pair is one sample of each policy")
     if not 0 <= edits < k:
         raise LabelError(f"--edits must be between 0 and k - 1 = {k - 1}: at least one candidate is the policy's")
-    task = get_task(task_name)
+    task_name = task.NAME
     if edits and not hasattr(task, "edits"):
         raise LabelError(f"--edits: task {task_name} has no candidate edits (an `edits` member, docs/ARCHITECTURE.md)")
     policies = [on_default_device(task.load_policy(path)) for path in [policy_dir] + ([against] if against else [])]
@@ -120,7 +121,7 @@ def sample_round(store: Store, task_name: str, policy_dir: str, data: str, k: in
         if edits:  # the edits never see the row's hidden ground truth
             candidates = [c + edited_candidates(task, row | {"attributes": None}, c, edits, edit_rng)
                           for row, c in zip(batch, candidates, strict=True)]
-        return [[task.render(o) for o in c] for c in candidates]
+        return [[stored_view(task, row, o) for o in c] for row, c in zip(batch, candidates, strict=True)]
 
     with torch.no_grad(), tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"{task_name} {name or ''}",
                                unit="img", disable=not progress) as bar:
@@ -176,8 +177,21 @@ def edited_candidates(task, row: dict, samples: list, n: int, rng) -> list:
     return made
 
 
+def stored_view(task: ModuleType, row: dict, output) -> tuple[str | None, object]:
+    """A candidate as the labeling store keeps it, (text, image): the stored output (`to_stored`: text, or an image
+    when STORED is image) and, for a text-stored output that people see as an image (SHOWN image: e.g. boxes drawn
+    over the input), that image too (`render`), which the page shows."""
+    stored = task.to_stored(output)
+    if task.STORED == "image":
+        return None, stored
+    return stored, task.render(row, output) if task.SHOWN == "image" else None
+
+
 def look(output) -> str | tuple:
-    """What an annotator sees of a rendered output, as a key: text up to spacing, an image pixel for pixel."""
+    """What an annotator sees of an output, as a key: text up to spacing, an image pixel for pixel (of a stored
+    (text, image) view: its text, which decides what its image shows)."""
+    if isinstance(output, tuple):
+        output = output[0] if output[0] is not None else output[1]
     return " ".join(output.split()) if isinstance(output, str) else (output.size, output.convert("RGB").tobytes())
 
 
@@ -221,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     from vrlhf.tasks import get_task
 
     cfg = parse_config(SampleConfig, argv, prog="vrlhf sample")
-    get_task(cfg.task)  # an unknown task is refused before the database is touched
+    task = get_task(cfg.task)  # resolved once, here; an unknown task is refused before the database is touched
     created = new_paths(cfg.db, cfg.media)
     store = None
     try:
         store = Store(cfg.db, media=cfg.media)
-        round_id = sample_round(store, cfg.task, cfg.policy, cfg.data, cfg.k, cfg.n, cfg.seed, cfg.batch_size,
+        round_id = sample_round(store, task, cfg.policy, cfg.data, cfg.k, cfg.n, cfg.seed, cfg.batch_size,
                                 cfg.temperature, cfg.name, against=cfg.against, image_column=cfg.image_column,
                                 edits=cfg.edits,
                                 caption_column=cfg.caption_column)

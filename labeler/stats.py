@@ -197,7 +197,7 @@ def chose_html(store: Store, v: dict, cands: dict[int, dict], who: bool = True) 
     if not picked:
         return f"{name}{CHOICE_NAMES.get(v['choice'], v['choice'])}"
     best = cands.get(v["shown"][POSITIONS.index(picked[0])], {})
-    if best.get("text") is not None:
+    if best.get("text") is not None and not best.get("image"):  # an image, where there is one, is what people saw
         content = f"“{html.escape(best['text'])}”"
     elif best.get("image"):
         content = thumb(store, best["image"], f"candidate {picked[0]}")

@@ -98,19 +98,19 @@ def say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def check_config(cfg: DemoConfig) -> None:
-    """One line naming each flag the demo would ignore or cannot use, before anything is generated or loaded."""
+def check_config(cfg: DemoConfig) -> dict:
+    """One line naming each flag the demo would ignore or cannot use, before anything is generated or loaded;
+    returns --tasks resolved ({name: task module}, `resolve_tasks`)."""
     problems, defaults = [], demo_tune()
     for name, instead in SET_PER_RUN.items():
         if getattr(cfg.tune, name) != getattr(defaults, name):
             problems.append(f"--tune.{name} is set by the demo for each tuning run"
                             + (f" (use {instead})" if instead else ""))
-    tasks = task_names(cfg)
-    for name in tasks:
-        try:
-            get_task(name)
-        except ConfigError as error:
-            problems.append(f"--tasks: {error}")
+    tasks, resolved = task_names(cfg), {}
+    try:
+        resolved = resolve_tasks(cfg)
+    except ConfigError as error:
+        problems.append(f"--tasks: {error}")
     if cfg.marks not in ("on", "off"):
         problems.append(f"--marks takes on or off, not {cfg.marks!r}")
     if cfg.edits not in ("on", "off"):
@@ -120,6 +120,7 @@ def check_config(cfg: DemoConfig) -> None:
                         f"(not {cfg.tasks!r})")
     if problems:
         raise ConfigError("; ".join(problems))
+    return resolved
 
 
 def task_of(policy: str) -> str:
@@ -129,9 +130,9 @@ def task_of(policy: str) -> str:
     return ((saved_meta(policy) if Path(policy).is_dir() else None) or {}).get("task", "captioning")
 
 
-def start_policy(cfg: DemoConfig, task_name: str) -> str:
-    """The rounds' starting policy for `task_name`: --policy, or the task's demo checkpoint."""
-    return cfg.policy or str(get_task(task_name).DEMO_POLICY)
+def start_policy(cfg: DemoConfig, task) -> str:
+    """The rounds' starting policy for `task` (its module): --policy, or the task's demo checkpoint."""
+    return cfg.policy or str(task.DEMO_POLICY)
 
 
 def ensure_shapes(cfg: DemoConfig, workdir: Path) -> Path:
@@ -155,7 +156,12 @@ def task_names(cfg: DemoConfig) -> list[str]:
     return [t.strip() for t in cfg.tasks.split(",") if t.strip()]
 
 
-def simulate(cfg: DemoConfig) -> dict:
+def resolve_tasks(cfg: DemoConfig) -> dict:
+    """{name: task module} of --tasks: the demo's one resolution of its tasks, passed down to every stage."""
+    return {name: get_task(name) for name in task_names(cfg)}
+
+
+def simulate(cfg: DemoConfig, tasks: dict | None = None) -> dict:
     from labeler.store import Store
     from loop.report import print_tables, write_report
     from loop.rounds import run_rounds
@@ -168,28 +174,28 @@ def simulate(cfg: DemoConfig) -> dict:
     store = Store(str(workdir / "labels.sqlite"), overlap=cfg.overlap)
     rows_by_id = {r["id"]: r for r in load_rows(shapes / "train")}
     label = partial(_label, rows_by_id=rows_by_id, cfg=cfg)
-    results, samples = {}, {}
-    for task_name in task_names(cfg):
-        say(f"{task_name}: the rounds start from {start_policy(cfg, task_name)}")
-        result = run_rounds(task_name, cfg, workdir, shapes, store, label, start_policy(cfg, task_name))
+    results, samples, tasks = {}, {}, tasks or resolve_tasks(cfg)
+    for task_name, task in tasks.items():
+        say(f"{task_name}: the rounds start from {start_policy(cfg, task)}")
+        result = run_rounds(task, cfg, workdir, shapes, store, label, start_policy(cfg, task))
         samples[task_name] = result.pop("_samples")
         results[task_name] = result
     summary = {"config": asdict(cfg), "seconds": time.time() - start, "machine": machine(), "tasks": results}
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    write_report(workdir, summary, samples)
-    print_tables(summary)
+    write_report(workdir, summary, samples, tasks)
+    print_tables(summary, tasks)
     say(f"done in {summary['seconds'] / 60:.1f} min: {workdir / 'summary.json'}, {workdir / 'report.html'}")
     return summary
 
 
-def _label(store, task_name: str, rows_by_id: dict, cfg: DemoConfig) -> dict:
+def _label(store, task, rows_by_id: dict, cfg: DemoConfig) -> dict:
     from loop.simulated import label_all
 
-    return label_all(store, task_name, rows_by_id, cfg.annotators, cfg.seed, cfg.host, cfg.port, say=say,
+    return label_all(store, task, rows_by_id, cfg.annotators, cfg.seed, cfg.host, cfg.port, say=say,
                      marks=cfg.marks == "on")
 
 
-def serve_for_people(cfg: DemoConfig) -> None:
+def serve_for_people(cfg: DemoConfig, tasks: dict | None = None) -> None:
     from labeler.app import load_guidelines, serve
     from labeler.sampling import sample_round
     from labeler.store import Store
@@ -202,14 +208,15 @@ def serve_for_people(cfg: DemoConfig) -> None:
     guides = Path(__file__).resolve().parents[1] / "data" / "demo" / "guidelines"  # what "better" means, per task
     guidelines = load_guidelines([f"{t}={guides / t}.md" for t in task_names(cfg) if (guides / f"{t}.md").is_file()])
     rows = load_rows(shapes / "test")
-    for task_name in task_names(cfg):
+    tasks = tasks or resolve_tasks(cfg)
+    for task_name, task in tasks.items():
         if not any(r["task"] == task_name for r in store.rounds()):
-            policy = start_policy(cfg, task_name)
+            policy = start_policy(cfg, task)
             say(f"sampling {cfg.candidates} {task_name} comparisons from {policy}")
-            sample_round(store, task_name, str(policy), str(shapes / "test"), k=cfg.comparison_k,
+            sample_round(store, task, str(policy), str(shapes / "test"), k=cfg.comparison_k,
                          n=cfg.candidates, seed=cfg.seed, name="mle", rows=rows)  # people rank as --simulate does
     port = cfg.port or 7860
-    captioner = start_policy(cfg, "captioning") if "captioning" in task_names(cfg) else "data/demo/captioner"
+    captioner = start_policy(cfg, tasks["captioning"]) if "captioning" in tasks else "data/demo/captioner"
     print(f"""
 The labeling app is starting on http://{cfg.host}:{port}  (Ctrl+C to stop)
 Rank the captions / colorizations best first (--comparison_k 2: pick the better one) with the keys shown on the
@@ -232,13 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(DemoConfig, argv, prog="vrlhf demo")
     if cfg.policy and cfg.tasks == DemoConfig.tasks:  # --tasks not given: the one task --policy is for
         cfg.tasks = task_of(cfg.policy)
-    check_config(cfg)
+    tasks = check_config(cfg)  # the demo's one resolution of its tasks
     if cfg.policy:  # the wrong task's policy, or no policy at all: one line now, not after the data is generated
-        get_task(task_names(cfg)[0]).load_policy(cfg.policy)
+        next(iter(tasks.values())).load_policy(cfg.policy)
     if cfg.simulate:
-        simulate(cfg)
+        simulate(cfg, tasks)
     else:
-        serve_for_people(cfg)
+        serve_for_people(cfg, tasks)
     return 0
 
 

@@ -1,5 +1,6 @@
 """The loop's report: result tables per round for the terminal, and report.html with the win rate per round as a
-plot, sample grids and reward curves."""
+plot, sample grids and reward curves. Each task's columns are its `REPORT_METRICS`; `tasks` maps each task name of
+a summary to its module (resolved once, by the demo)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,15 @@ from pathlib import Path
 
 from vrlhf.rundir import read_metrics
 
-COLUMNS = {
-    "captioning": ["cider_d", "bleu4", "oracle_score", "win_rate_vs_mle_greedy", "win_rate_vs_mle_sampled",
-                   "ties_vs_mle_greedy", "eos_rate", "words"],
-    "colorization": ["colorfulness", "saturation", "ab_error", "oracle_score", "win_rate_vs_mle_greedy",
-                     "win_rate_vs_mle_sampled", "ties_vs_mle_greedy"],
-}
 ROW_NAMES = {"mle": "MLE (start)", "metric": "tuned: metric reward only", "learned": "tuned: learned reward",
              "both": "tuned: metric + learned", "best_of_n": "best-of-n, learned reward (no tuning)",
              "oracle": "tuned on the oracle itself (bound)", "ideal": "ideal output (not a policy)"}
 
 
-def table_rows(task: str, result: dict) -> list[list[str]]:
-    """Header + one line per row: MLE, the fixed rows, then every round's learned rows."""
-    cols = COLUMNS[task]
+def table_rows(task, result: dict) -> list[list[str]]:
+    """Header + one line per row: MLE, the fixed rows, then every round's learned rows; a column per metric of the
+    task module's `REPORT_METRICS`."""
+    cols = list(task.REPORT_METRICS)
     lines = [["round", "policy", *cols]]
 
     def line(round_: str, name: str, metrics: dict):
@@ -62,10 +58,10 @@ def headline(task: str, result: dict) -> str:
             f"accuracy per round {', '.join(f'{a:.3f}' for a in accuracy)}")
 
 
-def print_tables(summary: dict) -> None:
+def print_tables(summary: dict, tasks: dict) -> None:
     for task, result in summary["tasks"].items():
         print(f"\n## {headline(task, result)}\n")
-        print(markdown(table_rows(task, result)))
+        print(markdown(table_rows(tasks[task], result)))
         print(f"\nseconds per stage: {stage_times(result)}")
 
 
@@ -125,15 +121,17 @@ def reward_curves(task: str, result: dict):
     return fig
 
 
-def sample_grid_html(task: str, rows: list[dict], outputs: dict, show_input) -> str:
-    """Input and each policy's temperature-1 sample, one line per held-out image."""
+def sample_grid_html(task, rows: list[dict], outputs: dict) -> str:
+    """Input and each policy's temperature-1 sample, one line per held-out image, as people see them (the task
+    module's `show_input` and `render`)."""
     names = list(outputs)
     head = "<tr><th>input</th>" + "".join(f"<th>{html.escape(ROW_NAMES.get(m, m))}</th>" for m in names) + "</tr>"
     body = []
     for i, row in enumerate(rows):
-        cells = [f"<td><img class='px' src='{png_data_uri(show_input(row['image']).resize((144, 144), 0))}'></td>"]
+        cells = [f"<td><img class='px' src='{png_data_uri(task.show_input(row['image']).resize((144, 144), 0))}'>"
+                 "</td>"]
         for m in names:
-            out = outputs[m][i]
+            out = task.render(row, outputs[m][i])
             if isinstance(out, str):
                 cells.append(f"<td class='cap'>{html.escape(out)}</td>")
             else:
@@ -142,10 +140,8 @@ def sample_grid_html(task: str, rows: list[dict], outputs: dict, show_input) -> 
     return f"<table class='grid'>{head}{''.join(body)}</table>"
 
 
-def write_report(workdir: Path, summary: dict, samples: dict) -> Path:
+def write_report(workdir: Path, summary: dict, samples: dict, tasks: dict) -> Path:
     import matplotlib.pyplot as plt
-
-    from vrlhf.tasks import get_task
 
     parts = [f"<h1>visual-rlhf: feedback rounds</h1><p>{html.escape(summary['machine'])} · "
              f"{summary['seconds'] / 60:.1f} minutes end to end · config: "
@@ -155,16 +151,15 @@ def write_report(workdir: Path, summary: dict, samples: dict) -> Path:
                      f"{html.escape(stage_times(result))}.</p>")
         parts.append("<table class='res'>" + "".join(
             "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>" for c in r)
-            + "</tr>" for i, r in enumerate(table_rows(task, result))) + "</table>")
+            + "</tr>" for i, r in enumerate(table_rows(tasks[task], result))) + "</table>")
         for title, make in (("Win rate against MLE per round", win_rate_plot), ("Reward curves", reward_curves)):
             fig = make(task, result)
             parts.append(f"<h3>{title}</h3><img src='{png_data_uri(fig)}'>")
             plt.close(fig)
         if task in samples:
             rows, outputs = samples[task]
-            show = get_task(task).show_input
             parts.append("<h3>Held-out samples (temperature 1): MLE and the last round's policies</h3>"
-                         + sample_grid_html(task, rows, outputs, show))
+                         + sample_grid_html(tasks[task], rows, outputs))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto} table{border-collapse:collapse;margin:8px 0}"
              "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px} img.px{image-rendering:pixelated}"
              "td.cap{max-width:220px}")

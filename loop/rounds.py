@@ -30,7 +30,7 @@ from reward_model.train import TrainRewardConfig, train_reward
 from tuner.best_of_n import best_of_n
 from tuner.train import tune
 from vrlhf.data import load_rows
-from vrlhf.tasks import get_oracle, get_task
+from vrlhf.tasks import get_oracle
 
 TRACKS = {"learned": "learned reward", "both": "metric + learned reward"}
 
@@ -63,15 +63,17 @@ def comparison_plan(r: int, tracks: dict[str, list[str]], metric: str | None, n:
     return [p | {"n": size} for p, size in zip(parts, sizes) if size]
 
 
-def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle: str) -> dict:
-    """Run `cfg.rounds` rounds for one task; `label(store, task_name)` labels everything open in the store.
-    Returns the task's summary: per round its labels, reward model and evaluation, plus the fixed rows."""
+def run_rounds(task, cfg, workdir: Path, data: Path, store, label, mle: str) -> dict:
+    """Run `cfg.rounds` rounds for one task (its module, resolved once by the demo); `label(store, task)` labels
+    everything open in the store. Returns the task's summary: per round its labels, reward model and evaluation, plus
+    the fixed rows."""
+    task_name = task.NAME
     run = TaskRun(task_name=task_name, cfg=cfg, out=workdir / task_name, data=data, mle=mle,
-                  task=get_task(task_name), oracle=get_oracle(task_name), train_rows=load_rows(data / "train"),
+                  task=task, oracle=get_oracle(task), train_rows=load_rows(data / "train"),
                   test_rows=load_rows(data / "test", limit=cfg.eval_images))
     summary: dict = {"task": task_name, "rounds": [], "seconds": run.seconds, "dirs": run.dirs}
     metric_rewards = [spec.split(":", 1)[1] for spec in cfg.metric_rewards if spec.split(":", 1)[0] == task_name]
-    metric_rewards = metric_rewards or default_rewards(task_name)
+    metric_rewards = metric_rewards or default_rewards(task)
     total_steps = cfg.tune.steps * (cfg.rounds if cfg.continue_tracks else 1)
 
     mle_policy = run.task.load_policy(mle)
@@ -83,7 +85,7 @@ def run_rounds(task_name: str, cfg, workdir: Path, data: Path, store, label, mle
         record: dict = {"round": r}
         record["comparisons"] = sample_comparisons(run, store, r, tracks, metric_policy)
         with run.timed("labeling"):
-            record["labeling"] = label(store, task_name)
+            record["labeling"] = label(store, task)
         record["export"], record["reward_model"] = train_round_reward_model(run, store, r)
         # the round-independent rows, once the first reward model exists (the tracks need its budget)
         if r == 1 and metric_rewards and cfg.metric_row:
@@ -137,7 +139,7 @@ class TaskRun:
                       kl_coef=kl, kl_reference=self.mle if kl else "",
                       overwrite=True)  # the demo's workdir: a rerun replaces it
         with self.timed("tuning"):
-            tune(run)
+            tune(run, self.task)
         self.dirs[name] = str(self.out / name)
         return str(self.out / name / "final")
 
@@ -153,7 +155,7 @@ def sample_comparisons(run: TaskRun, store, r: int, tracks: dict[str, list[str]]
             plan = comparison_plan(r, tracks, metric_policy, cfg.labels_later, cfg.hot_temperature, cfg.comparison_k)
         comparisons = []
         for j, part in enumerate(plan):
-            round_id = sample_round(store, run.task_name, part["policy"], str(run.data / "train"), k=part["k"],
+            round_id = sample_round(store, run.task, part["policy"], str(run.data / "train"), k=part["k"],
                                     n=part["n"], seed=cfg.seed + 1000 * r + j, temperature=part["temperature"],
                                     name=f"r{r}: {part['name']}", progress=False, against=part["against"],
                                     rows=run.train_rows, edits=candidate_edits(cfg, run.task, part))
@@ -179,7 +181,7 @@ def train_round_reward_model(run: TaskRun, store, r: int) -> tuple[dict, dict]:
     with run.timed("reward_model"):
         trained = train_reward(TrainRewardConfig(
             data=str(export_dir), out=str(rm_dir), task=run.task_name, seed=run.cfg.seed, progress=False,
-            epochs=run.cfg.rm_epochs, eval_every=25, overwrite=True))
+            epochs=run.cfg.rm_epochs, eval_every=25, overwrite=True), run.task)
     return exported, trained
 
 
@@ -200,7 +202,7 @@ def evaluate_round(run: TaskRun, r: int, tracks: dict[str, list[str]], mle_polic
     the oracle's judgment. Returns the evaluation and each track's outputs."""
     task, cfg = run.task, run.cfg
     with run.timed("evaluation"):
-        rm = load_reward_model(run.reward_model_dir(r))
+        rm = load_reward_model(run.reward_model_dir(r), task=task)
         evaluation, outputs = {}, {}
         for name, path in {track: tracks[track][-1] for track in tracks}.items():
             outputs[name] = outs = policy_outputs(task, task.load_policy(path), run.test_rows, cfg.seed)
@@ -228,7 +230,7 @@ def evaluate_fixed_rows(run: TaskRun, mle_policy, mle_out: dict, policies: dict[
     return fixed
 
 
-def default_rewards(task_name: str) -> list[str]:
-    """The metric rewards `vrlhf tune` uses by default for the task: the metric-only row and the metric half of
-    the metric + learned track."""
-    return list(get_task(task_name).DEFAULT_REWARDS)
+def default_rewards(task) -> list[str]:
+    """The metric rewards `vrlhf tune` uses by default for the task (its module): the metric-only row and the metric
+    half of the metric + learned track."""
+    return list(task.DEFAULT_REWARDS)

@@ -10,22 +10,24 @@ from __future__ import annotations
 import json
 import threading
 import time
+from types import ModuleType
 
 import numpy as np
 
 from vrlhf.tasks import get_oracle
 
 
-def candidate_output(store, candidate: dict):
-    """The output a candidate of a view stands for: its text, or its rendered image."""
+def candidate_output(store, candidate: dict, task: ModuleType, row: dict):
+    """The output a candidate of a view stands for, read back from what the store kept (the task's `from_stored`:
+    its text, or its image, as the task's STORED says)."""
     from PIL import Image
 
-    if candidate["text"] is not None:
-        return candidate["text"]
-    return Image.open(store.media_path(candidate["image"])).convert("RGB")
+    if task.STORED == "text":
+        return task.from_stored(candidate["text"], row)
+    return task.from_stored(Image.open(store.media_path(candidate["image"])).convert("RGB"), row)
 
 
-def annotate(url: str, name: str, rows_by_id: dict, store, seed: int, counts: dict,
+def annotate(url: str, name: str, task: ModuleType, rows_by_id: dict, store, seed: int, counts: dict,
              personal: int | None = None, marks: bool = True) -> None:
     """One annotator: ask the app for the next comparison, judge it with its task's oracle, vote; until none left.
     `personal` (an index, with overlap > 1) gives this annotator draws of their own, so people can disagree; with
@@ -36,56 +38,61 @@ def annotate(url: str, name: str, rows_by_id: dict, store, seed: int, counts: di
     reply = client.predict(annotator=name, api_name="/next")
     while reply.get("view"):
         view = reply["view"]
+        if view["task"] != task.NAME:  # label_all labels one task's comparisons: the store's open ones must be its
+            raise ValueError(f"comparison {view['comparison_id']} is of task {view['task']}, not {task.NAME}")
         row = rows_by_id[view["item_id"]]
-        choice, ranking = judgment(view, row, store, seed, personal)
-        marked = marks_of(view, row, store, seed, personal) if marks else ""
+        choice, ranking = judgment(task, view, row, store, seed, personal)
+        marked = marks_of(task, view, row, store, seed, personal) if marks else ""
         reply = client.predict(comparison_id=view["comparison_id"], token=view["token"], choice=choice, ranking=ranking,
                                annotator=name, marks=marked, api_name="/vote")
         counts[name] = counts.get(name, 0) + 1
     client.close()
 
 
-def judgment(view: dict, row: dict, store, seed: int, personal: int | None = None) -> tuple[str, str]:
+def judgment(task: ModuleType, view: dict, row: dict, store, seed: int, personal: int | None = None
+             ) -> tuple[str, str]:
     """The (choice, ranking) an annotator sends for a view: a pair is judged (a, b or tie), 3-4 candidates ranked
     best first (Plackett–Luce), always over the candidates in sampling order, whatever order they were shown in.
     The draw depends on (seed, comparison) only, or also on `personal` (then labels depend on who got what)."""
     shown = view["candidates"]
     ordered = sorted(shown, key=lambda c: c["candidate_id"])
-    outputs = [candidate_output(store, c) for c in ordered]
+    outputs = [candidate_output(store, c, task, row) for c in ordered]
     key = [seed, view["comparison_id"]] + ([personal] if personal is not None else [])
-    oracle, rng = get_oracle(view["task"]), np.random.default_rng(key)
+    oracle, rng = get_oracle(task), np.random.default_rng(key)
     if len(shown) == 2:
         verdict = oracle.judge(row, outputs[0], outputs[1], rng)
         return ("tie" if verdict == 0.5 else "ab"[shown.index(ordered[0 if verdict == 1.0 else 1])]), ""
     return "rank", "".join(ordered[i]["position"] for i in oracle.rank(row, outputs, rng))
 
 
-def marks_of(view: dict, row: dict, store, seed: int, personal: int | None = None) -> str:
+def marks_of(task: ModuleType, view: dict, row: dict, store, seed: int, personal: int | None = None) -> str:
     """The marks an annotator sends with a vote: JSON {candidate id: the oracle's marks} over the candidates it finds
     something wrong in ("" when none), drawn from (seed, comparison[, personal]) apart from the judgment's draw."""
     key = [seed, view["comparison_id"], 1] + ([personal] if personal is not None else [])
-    oracle, rng = get_oracle(view["task"]), np.random.default_rng(key)
+    oracle, rng = get_oracle(task), np.random.default_rng(key)
     marked = {}
     for c in sorted(view["candidates"], key=lambda c: c["candidate_id"]):
-        one = oracle.mark(row, candidate_output(store, c), rng)
+        one = oracle.mark(row, candidate_output(store, c, task, row), rng)
         if one:
             marked[str(c["candidate_id"])] = one
     return json.dumps(marked, separators=(",", ":")) if marked else ""
 
 
-def label_all(store, task: str, rows_by_id: dict, annotators: int, seed: int, host: str = "127.0.0.1",
+def label_all(store, task: ModuleType, rows_by_id: dict, annotators: int, seed: int, host: str = "127.0.0.1",
               port: int = 0, say=print, marks: bool = True) -> dict:
-    """Serve the app on `host`, let `annotators` simulated people label everything open, stop the app. With the
+    """Serve the app on `host`, let `annotators` simulated people label everything open of `task` (a task module; the
+    store holds its comparisons), stop the app. With the
     store's overlap > 1 each annotator draws their own judgments (agreement is then measurable, not perfect); with
     `marks` their votes carry marks (vrlhf/marks.py)."""
     from labeler.app import free_port, serve
 
     app, url = serve(store, host, port or free_port(host), block=False, quiet=True)
-    say(f"labeling app serving on {url}; {annotators} simulated annotators labelling {task} through its API")
+    say(f"labeling app serving on {url}; {annotators} simulated annotators labelling {task.NAME} through its API")
     counts: dict[str, int] = {}
     personal = store.overlap > 1
-    threads = [threading.Thread(target=annotate, args=(url, f"sim-{task}-{i + 1}", rows_by_id, store, seed, counts,
-                                                       i if personal else None, marks)) for i in range(annotators)]
+    threads = [threading.Thread(target=annotate, args=(url, f"sim-{task.NAME}-{i + 1}", task, rows_by_id, store, seed,
+                                                       counts, i if personal else None, marks))
+               for i in range(annotators)]
     start = time.time()
     try:
         for t in threads:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from safetensors import SafetensorError
@@ -19,15 +20,17 @@ from torch import nn
 from reward_model import backbones
 from reward_model.config import RewardModelConfig  # noqa: F401  (re-exported: the config lives light)
 from vrlhf.errors import ConfigError, ModelError
-from vrlhf.tasks import get_task, task_names
+from vrlhf.tasks import get_task
 
-TASKS = task_names()
 CONFIG_NAME = "reward_config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
 class RewardModel(nn.Module):
-    """Base class: subclasses define `inputs(rows, outputs) -> dict` and `forward(**inputs) -> Tensor[N]`."""
+    """Base class: subclasses define `inputs(rows, shown) -> dict` (`shown`: the outputs as the task's `render`
+    shows them) and `forward(**inputs) -> Tensor[N]`. `task_module` is the task whose outputs it scores."""
+
+    task_module: ModuleType  # set by build_reward_model / load_reward_model
 
     def __init__(self, cfg: RewardModelConfig):
         super().__init__()
@@ -36,6 +39,12 @@ class RewardModel(nn.Module):
     @property
     def task(self) -> str:
         return self.cfg.task
+
+    def shown(self, rows: list[dict], outputs: list) -> list:
+        """`outputs` (k per row, image-major) as people see them: the task's `render(row, output)`, what this model
+        reads (text for the image + text model, an image for the image model)."""
+        k = len(outputs) // max(len(rows), 1)
+        return [self.task_module.render(rows[i // k], o) for i, o in enumerate(outputs)]
 
     def pixels(self, images) -> torch.Tensor:
         c = self.cfg
@@ -61,7 +70,8 @@ class RewardModel(nn.Module):
         device = next(self.parameters()).device
         chunks = []
         for i in range(0, len(rows), batch_rows):
-            batch = self.inputs(rows[i : i + batch_rows], outputs[i * k : (i + batch_rows) * k])
+            chunk = rows[i : i + batch_rows]
+            batch = self.inputs(chunk, self.shown(chunk, outputs[i * k : (i + batch_rows) * k]))
             batch = {n: v.to(device) if torch.is_tensor(v) else v for n, v in batch.items()}
             chunks.append(forward(**batch).float())
         self.train(was_training)
@@ -107,36 +117,52 @@ class RewardModel(nn.Module):
         return out
 
 
-def model_class(task: str):
-    """The architecture for a task's outputs: text gets the image + text model, images the image model."""
-    output = get_task(task).OUTPUT
-    if output == "text":
+def model_class(task: ModuleType):
+    """The architecture for what people see of a task's outputs (its `SHOWN`): text gets the image + text model,
+    images the image model."""
+    if task.SHOWN == "text":
         from reward_model.caption_model import CaptionRewardModel
 
         return CaptionRewardModel
-    if output == "image":
+    if task.SHOWN == "image":
         from reward_model.colorization_model import ColorizationRewardModel
 
         return ColorizationRewardModel
-    raise ConfigError(f"no reward model for {output} outputs (task {task!r})")
+    raise ConfigError(f"no reward model for shown {task.SHOWN} outputs (task {task.NAME!r})")
 
 
-def build_reward_model(task: str | RewardModelConfig, **options) -> RewardModel:
-    """A fresh reward model: for `task` with RewardModelConfig fields as `options`, or from a RewardModelConfig."""
-    cfg = task if isinstance(task, RewardModelConfig) else RewardModelConfig(task=task, **options)
-    return model_class(cfg.task).build(cfg)
+def build_reward_model(task: ModuleType, cfg: RewardModelConfig | None = None, **options) -> RewardModel:
+    """A fresh reward model for `task` (a task module): from `cfg`, or with RewardModelConfig fields as `options`."""
+    cfg = cfg if cfg is not None else RewardModelConfig(task=task.NAME, **options)
+    cfg.task = task.NAME
+    model = model_class(task).build(cfg)
+    model.task_module = task
+    return model
 
 
-def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
+def load_reward_model(path: str | Path, device: str | torch.device = "cpu", task: ModuleType | None = None
+                      ) -> RewardModel:
     """Load a trained reward model directory; returns it in eval mode, ready for `score(rows, outputs)`.
 
-    A directory that is not a complete reward model raises `ModelError` naming it and what is wrong."""
+    `task` is the task module its outputs come from (the caller's, resolved once); without it, the task its config
+    names. A directory that is not a complete reward model (or one of another task) raises `ModelError` naming it
+    and what is wrong."""
     path = Path(path)
     if not (path / CONFIG_NAME).is_file():
         raise ModelError(f"{path} is not a reward model directory (no {CONFIG_NAME})")
     try:
         cfg = RewardModelConfig(**json.loads((path / CONFIG_NAME).read_text()))
-        model = model_class(cfg.task).from_config(cfg, tokenizer_dir=path)
+    except (OSError, ValueError, TypeError) as error:  # bad JSON, fields
+        raise ModelError(f"{path}: not a loadable reward model ({str(error).splitlines()[0]})") from None
+    if task is not None and cfg.task != task.NAME:
+        raise ModelError(f"{path} is a reward model of {cfg.task} outputs, not {task.NAME}")
+    try:
+        task = task if task is not None else get_task(cfg.task)  # a saved model names its task: resolved here, once
+    except ConfigError as error:
+        raise ModelError(f"{path}: {error}") from None
+    try:
+        model = model_class(task).from_config(cfg, tokenizer_dir=path)
+        model.task_module = task
         state = load_file(str(path / WEIGHTS_NAME))
     except (OSError, ValueError, TypeError, KeyError, SafetensorError) as error:  # bad JSON, fields, files
         raise ModelError(f"{path}: not a loadable reward model ({str(error).splitlines()[0]})") from None

@@ -12,19 +12,27 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 from PIL import Image
 
-from reward_model.base import TASKS
 from vrlhf import marks as marks_format
-from vrlhf.errors import DataError
+from vrlhf.errors import ConfigError, DataError
 from vrlhf.exports import check_pairs, is_trl_preferences, read_manifest
 from vrlhf.tasks import get_task, task_names
 
 REQUIRED = ("task", "image", "chosen", "rejected", "label")
-TASK_OUTPUTS = {name: get_task(name).OUTPUT for name in task_names()}  # "text" | "image"
+
+
+def export_task(name) -> ModuleType | None:
+    """The task module an export's `task` column names (None: no such task). An export carries its task's name: this
+    is where reading one turns it into the module, once per command (`validate`)."""
+    try:
+        return get_task(name)
+    except ConfigError:
+        return None
 
 
 PAIRS_FILES = {"jsonl": "pairs.jsonl", "parquet": "pairs.parquet"}  # formats whose pairs are one file in the export
@@ -138,7 +146,8 @@ def _load_jsonl(path: Path):
 def _jsonl_pair(record: dict, base: Path, where: str) -> dict:
     """A JSONL pair with its images as {"bytes", "path"} (what `datasets.Image` stores); DataError naming the line
     when an image file is missing or a data URI is broken."""
-    images = TASK_OUTPUTS.get(record.get("task")) == "image"
+    task = export_task(record.get("task"))
+    images = task is not None and task.STORED == "image"
     for key in ("image", "chosen", "rejected"):
         value = record.get(key)
         if value is None and record.get(f"{key}_path"):
@@ -217,8 +226,9 @@ def _where(ds, i: int) -> str:
     return f"row {i}" + (f" (comparison_id {cid})" if cid is not None else "")
 
 
-def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
-    """Check an export; returns (task, indices of the usable pairs, notes). Problems exit with one line.
+def validate(ds, path, task: str | ModuleType = "") -> tuple[ModuleType, list[int], list[str]]:
+    """Check an export; returns (the task module, indices of the usable pairs, notes). Problems exit with one line.
+    `task`: the pairs' task (its module, or its name; empty: the export's only task).
 
     Errors: empty export, missing columns, an unknown task, a label outside [0, 1], a missing input image or
     a missing chosen/rejected output, no pairs of the requested task, and an export with no preference to
@@ -232,16 +242,20 @@ def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
     if missing:
         raise DataError(f"export {path} lacks column(s) {', '.join(missing)} (needs {', '.join(REQUIRED)})")
     tasks = column(ds, "task")
-    for i, t in enumerate(tasks):
-        if t not in TASKS:
-            raise DataError(f"export {path} {_where(ds, i)}: unknown task {t!r} (known: {', '.join(TASKS)})")
     found = Counter(tasks)
+    given = task if isinstance(task, ModuleType) else None
+    task = given.NAME if given is not None else task
+    modules = {name: given if given is not None and name == given.NAME else export_task(name) for name in found}
+    for i, t in enumerate(tasks):
+        if modules[t] is None:
+            raise DataError(f"export {path} {_where(ds, i)}: unknown task {t!r} (known: {', '.join(task_names())})")
     if not task:
         if len(found) > 1:
             raise DataError(f"export {path} mixes tasks {dict(found)}: choose one with --task")
         task = tasks[0]
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    the_task = modules.get(task) or given or export_task(task)
+    if the_task is None:
+        raise DataError(f"unknown task {task!r} (known: {', '.join(task_names())})")
     keep = [i for i, t in enumerate(tasks) if t == task]
     notes = [f"skipped {len(ds) - len(keep)} pairs of other tasks"] if len(keep) < len(ds) else []
     if not keep:
@@ -255,8 +269,8 @@ def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
                 raise DataError(f"export {path} {_where(ds, i)}: missing {what} (column {col!r})")
         if not 0.0 <= float(labels[i]) <= 1.0:
             raise DataError(f"export {path} {_where(ds, i)}: label {labels[i]} is outside [0, 1]")
-    check_images(ds, path, task, keep)
-    check_marks(ds, path, task, keep)
+    check_images(ds, path, the_task, keep)
+    check_marks(ds, path, the_task, keep)
     same = set(_identical(ds, keep))
     if same:
         notes.append(f"dropped {len(same)} pairs with chosen == rejected")
@@ -264,15 +278,16 @@ def validate(ds, path, task: str = "") -> tuple[str, list[int], list[str]]:
     if not any(float(labels[i]) != 0.5 for i in keep):
         raise DataError(f"export {path} has no preference to learn: all {len(ds)} {task} pairs are ties "
                          "(label 0.5) or have chosen == rejected")
-    return task, keep, notes
+    return the_task, keep, notes
 
 
 MARK_COLUMNS = ("chosen_marks", "rejected_marks")  # optional: where each candidate was marked wrong (vrlhf.marks)
 
 
-def check_marks(ds, path, task: str, keep: list[int]) -> None:
-    """Refuse marks that do not fit their output (outside the image, a word past the caption's end), in one line."""
-    text = get_task(task).OUTPUT == "text"
+def check_marks(ds, path, task: ModuleType, keep: list[int]) -> None:
+    """Refuse marks that do not fit their output (outside the image, a word past the caption's end), in one line.
+    Marks are made on what people see (`SHOWN`): words of a text, cells of an image."""
+    text = task.SHOWN == "text"
     for col in (c for c in MARK_COLUMNS if c in ds.column_names):
         values, outputs = column(ds, col), column(ds, col.removesuffix("_marks")) if text else None
         for i in keep:
@@ -280,11 +295,11 @@ def check_marks(ds, path, task: str, keep: list[int]) -> None:
                                where=f"export {path} {_where(ds, i)} column {col!r}")
 
 
-def check_images(ds, path, task: str, keep: list[int]) -> None:
+def check_images(ds, path, task: ModuleType, keep: list[int]) -> None:
     """Refuse a pair whose input (or, for image outputs, an output) is not a readable image, in one line naming the
     row: found here, before training, rather than when a batch reaches it. PIL's `verify` reads each file's
     structure and checksums without decoding its pixels."""
-    columns = ["image"] + (["chosen", "rejected"] if TASK_OUTPUTS.get(task) == "image" else [])
+    columns = ["image"] + (["chosen", "rejected"] if task.STORED == "image" else [])
     for col in columns:
         values = column(ds, col)
         for i in keep:
@@ -337,13 +352,15 @@ DIHEDRAL = (None, *(getattr(Image.Transpose, name) for name in (
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Pairs of an export at `indices`, decoded lazily: {"image", "chosen", "rejected", "label"}.
+    """Pairs of an export at `indices`, decoded lazily: {"image", "chosen", "rejected", "label", "turn"}, the outputs
+    as the task's `from_stored` reads them back (`collate_pairs` renders them as people saw them).
 
-    With `augment`, each pair is turned by one of `DIHEDRAL`, drawn from (seed, epoch, row) so that any number
-    of processes sees the same orientations; set `epoch` before each pass."""
+    With `augment`, each pair is turned by one of `DIHEDRAL` (its "turn", applied by `collate_pairs` to the input and
+    what people see of both outputs), drawn from (seed, epoch, row) so that any number of processes sees the same
+    orientations; set `epoch` before each pass."""
 
-    def __init__(self, ds, indices: list[int], task: str, augment: bool = False, seed: int = 0, marks: bool = False,
-                 mark_grid: int = 8):
+    def __init__(self, ds, indices: list[int], task: ModuleType, augment: bool = False, seed: int = 0,
+                 marks: bool = False, mark_grid: int = 8):
         self.ds, self.indices, self.task = ds, list(indices), task
         self.augment, self.seed, self.epoch = augment, seed, 0
         # with `marks`, each pair also carries "chosen_marks"/"rejected_marks" as bool masks: an image's cells on a
@@ -356,27 +373,28 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, j: int) -> dict:
         r = self.ds[self.indices[j]]
-        pair = {"image": to_image(r["image"]).convert("RGB"), "label": float(r["label"])}
+        task = self.task
+        pair = {"image": to_image(r["image"]).convert("RGB"), "label": float(r["label"]), "turn": None}
+        row = {"image": pair["image"]}
         for key in ("chosen", "rejected"):
-            pair[key] = str(r[key]) if self.task == "captioning" else to_image(r[key]).convert("RGB")
+            pair[key] = task.from_stored(str(r[key]) if task.STORED == "text" else to_image(r[key]), row)
         if self.marks:
             for key in ("chosen", "rejected"):
                 marks = marks_format.parse(r.get(f"{key}_marks"))
-                text = self.task == "captioning"
-                pair[f"{key}_marks"] = (marks_format.word_mask(marks, len(pair[key].split())) if text
+                pair[f"{key}_marks"] = (marks_format.word_mask(marks, len(task.render(row, pair[key]).split()))
+                                        if task.SHOWN == "text"
                                         else marks_format.cell_mask(marks, self.mark_grid).astype(np.uint8))
         if self.augment:
-            turn = random.Random(f"{self.seed}/{self.epoch}/{self.indices[j]}").choice(DIHEDRAL)
-            if turn is not None:
-                pair |= {key: pair[key].transpose(turn) for key in ("image", "chosen", "rejected")}
-                if self.marks:  # the cells turn with the image: the same PIL transpose on the mask
-                    pair |= {key: np.array(Image.fromarray(pair[key]).transpose(turn))
-                             for key in ("chosen_marks", "rejected_marks")}
+            pair["turn"] = turn = random.Random(f"{self.seed}/{self.epoch}/{self.indices[j]}").choice(DIHEDRAL)
+            if turn is not None and self.marks:  # the cells turn with the image: the same PIL transpose on the mask
+                pair |= {key: np.array(Image.fromarray(pair[key]).transpose(turn))
+                         for key in ("chosen_marks", "rejected_marks")}
         return pair
 
 
 def collate_pairs(model, pairs: list[dict], transplant=None) -> dict:
-    """A batch of pairs as model inputs (k = 2: chosen then rejected per image) plus `label`.
+    """A batch of pairs as model inputs (k = 2: chosen then rejected per image) plus `label`: the outputs as people
+    saw them (`model.shown`: the task's render), each pair's input and shown images turned by its "turn".
 
     With `transplant(output, row)` (the task's), a third output per image (k = 3): the next pair's chosen output
     carried onto this pair's input, a free negative for the in-batch contrastive term."""
@@ -386,10 +404,16 @@ def collate_pairs(model, pairs: list[dict], transplant=None) -> dict:
             p["chosen"], p["rejected"], transplant(pairs[(i + 1) % len(pairs)]["chosen"], rows[i]))]
     else:
         outputs = [o for p in pairs for o in (p["chosen"], p["rejected"])]
-    batch = model.inputs(rows, outputs)
+    shown = model.shown(rows, outputs)
+    per_output = len(outputs) // len(pairs)
+    turns = [p.get("turn") for p in pairs]
+    if any(turns):  # augmentation: the input and what people see of its outputs turn together
+        rows = [{"image": r["image"].transpose(t)} if t is not None else r for r, t in zip(rows, turns)]
+        shown = [o.transpose(turns[i // per_output]) if turns[i // per_output] is not None else o
+                 for i, o in enumerate(shown)]
+    batch = model.inputs(rows, shown)
     batch["label"] = torch.tensor([p["label"] for p in pairs], dtype=torch.float32)
     if "chosen_marks" in pairs[0]:  # [len(outputs), regions]: True where marked; the transplanted output has none
-        per_output = len(outputs) // len(pairs)
         masks = [torch.as_tensor(m, dtype=torch.bool).flatten() for p in pairs for m in (
             p["chosen_marks"], p["rejected_marks"], *[np.zeros(0, bool)] * (per_output - 2))]
         batch["marks"] = torch.nn.utils.rnn.pad_sequence(masks, batch_first=True, padding_value=False)

@@ -11,23 +11,26 @@ from __future__ import annotations
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+from PIL import Image
 
 from vrlhf.marks import dumps
-from vrlhf.tasks.simulated_marks import mark
+from vrlhf.tasks import get_oracle
 
 
-def simulated_pairs(task: str, n_pairs: int, seed: int = 0, pairs_per_image: int = 2,
+def simulated_pairs(task: ModuleType, n_pairs: int, seed: int = 0, pairs_per_image: int = 2,
                     temperature: float | None = None, marks: bool = False) -> dict[str, list]:
-    """Columns of a preference export with `n_pairs` oracle-labelled pairs (winner first; ties kept); with `marks`,
-    also `chosen_marks` / `rejected_marks`: where a simulated annotator marked each candidate wrong (vrlhf.marks).
+    """Columns of a preference export of `task` (a task module) with `n_pairs` oracle-labelled pairs (winner first; ties
+    kept), outputs as the task stores them (`to_stored`); with `marks`, also `chosen_marks` / `rejected_marks`: where
+    a simulated annotator marked each candidate wrong (vrlhf.marks).
 
     Also returns the hidden `row` per pair (not an export column) so callers can ask the oracle again.
     """
     from vrlhf.shapes import make_shapes
 
-    oracle = _oracle(task)
+    oracle = get_oracle(task)
     kwargs = {} if temperature is None else {"temperature": temperature}
     rows = make_shapes((n_pairs + pairs_per_image - 1) // pairs_per_image, seed=seed)
     rng = np.random.default_rng(seed)
@@ -39,18 +42,19 @@ def simulated_pairs(task: str, n_pairs: int, seed: int = 0, pairs_per_image: int
         label = oracle.judge(row, a, b, rng, **kwargs)
         if label == 0.0:
             a, b, label = b, a, 1.0
-        image = row["image"].convert("L").convert("RGB") if task == "colorization" else row["image"]
-        for key, value in (("task", task), ("image", image), ("chosen", a), ("rejected", b), ("label", label),
+        image = task.show_input(row["image"]).convert("RGB")  # what people (and the policy) see of the input
+        for key, value in (("task", task.NAME), ("image", image), ("chosen", task.to_stored(a)),
+                           ("rejected", task.to_stored(b)), ("label", label),
                            ("annotator", "oracle"), ("item_id", row["id"]), ("comparison_id", n),
                            ("created_at", "2026-01-01T00:00:00"), ("row", row)):
             cols[key].append(value)
         if marks:
             for key, output in (("chosen_marks", a), ("rejected_marks", b)):
-                cols.setdefault(key, []).append(dumps(mark(task, row, output, rng)))
+                cols.setdefault(key, []).append(dumps(oracle.mark(row, output, rng)))
     return cols
 
 
-def policy_rankings(task: str, n_images: int, seed: int = 0, k: int = 4, temperature: float = 1.5,
+def policy_rankings(task: ModuleType, n_images: int, seed: int = 0, k: int = 4, temperature: float = 1.5,
                     policy: str | None = None, marks: bool = False, batch_size: int = 50) -> dict[str, list]:
     """Columns of an export of `n_images` simulated rankings, as the demo's first round labels them: `k` samples of
     the task's demo policy (or `policy`) per shapes image at `temperature`, ranked by the oracle (Plackett–Luce), each
@@ -59,9 +63,8 @@ def policy_rankings(task: str, n_images: int, seed: int = 0, k: int = 4, tempera
     import torch
 
     from vrlhf.shapes import make_shapes
-    from vrlhf.tasks import get_task
 
-    the_task, oracle = get_task(task), _oracle(task)
+    the_task, oracle = task, get_oracle(task)
     pol = the_task.load_policy(policy or the_task.DEMO_POLICY)
     rows = make_shapes(n_images, seed=seed)
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
@@ -78,10 +81,11 @@ def policy_rankings(task: str, n_images: int, seed: int = 0, k: int = 4, tempera
         for i, row in enumerate(batch):
             candidates = outputs[i * k : (i + 1) * k]
             ranking = oracle.rank(row, candidates, rng)
-            marked = [dumps(mark(task, row, o, rng)) if marks else "" for o in candidates]
-            image = row["image"].convert("L").convert("RGB") if the_task.OUTPUT == "image" else row["image"]
+            marked = [dumps(oracle.mark(row, o, rng)) if marks else "" for o in candidates]
+            image = the_task.show_input(row["image"]).convert("RGB")  # what people (and the policy) see of the input
+            stored = [the_task.to_stored(o) for o in candidates]
             for a, b in combinations(ranking, 2):
-                values = {"task": task, "image": image, "chosen": candidates[a], "rejected": candidates[b],
+                values = {"task": the_task.NAME, "image": image, "chosen": stored[a], "rejected": stored[b],
                           "label": 1.0, "annotator": "oracle", "item_id": row["id"], "comparison_id": start + i,
                           "created_at": "2026-01-01T00:00:00", "row": row}
                 if marks:
@@ -91,18 +95,12 @@ def policy_rankings(task: str, n_images: int, seed: int = 0, k: int = 4, tempera
     return cols
 
 
-def _oracle(task: str):
-    from vrlhf.tasks import get_oracle
-
-    return get_oracle(task)
-
-
-def oracle_self_agreement(task: str, cols: dict[str, list], seed: int = 1) -> float:
+def oracle_self_agreement(task: ModuleType, cols: dict[str, list], seed: int = 1) -> float:
     """The oracle's self-agreement on these pairs, over strict pairs only (the ceiling of pair accuracy)."""
-    oracle = _oracle(task)
     strict = [i for i, y in enumerate(cols["label"]) if y != 0.5]
-    pick = lambda key: [cols[key][i] for i in strict]  # noqa: E731
-    return oracle.self_agreement(pick("row"), pick("chosen"), pick("rejected"), seed=seed)
+    rows = [cols["row"][i] for i in strict]
+    back = lambda key: [task.from_stored(cols[key][i], row) for i, row in zip(strict, rows)]  # noqa: E731
+    return get_oracle(task).self_agreement(rows, back("chosen"), back("rejected"), seed=seed)
 
 
 def save_export(cols: dict[str, list], out: str | Path) -> Path:
@@ -114,7 +112,7 @@ def save_export(cols: dict[str, list], out: str | Path) -> Path:
 
     data = {k: v for k, v in cols.items() if k != "row"}
     feats = {"image": datasets.Image()}
-    if cols["task"] and cols["task"][0] == "colorization":
+    if cols["chosen"] and isinstance(cols["chosen"][0], Image.Image):  # a task that stores images
         feats.update(chosen=datasets.Image(), rejected=datasets.Image())
     ds = datasets.Dataset.from_dict(data)
     for k, f in feats.items():

@@ -15,6 +15,7 @@ import time
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -25,17 +26,16 @@ from reward_model.losses import bradley_terry_loss, marks_loss
 from reward_model.metrics import pair_metrics
 from vrlhf import collectives
 from vrlhf.errors import ConfigError, DataError
-from vrlhf.tasks import get_task
 from vrlhf.training import resolve_mixed_precision
 
 
-def resolve_image_encoder(value: str, task: str) -> tuple[str, str | None]:
+def resolve_image_encoder(value: str, task: ModuleType) -> tuple[str, str | None]:
     """('default' | '' | DIR, task) -> (the directory to use or '', a note when the default is missing).
 
     'default' is the task's `REWARD_IMAGE_ENCODER` (captioning: the demo captioner's ViT; '': the tiny encoder)."""
     if value != "default":
         return value, None
-    path = get_task(task).REWARD_IMAGE_ENCODER
+    path = task.REWARD_IMAGE_ENCODER
     if not path:
         return "", None
     if not Path(path).is_dir():
@@ -76,19 +76,21 @@ def _better(new: dict, best: dict | None) -> bool:
     return best is None or key(new) > key(best)
 
 
-def resolve_augment(value: str, task: str) -> bool:
+def resolve_augment(value: str, task: ModuleType) -> bool:
     """Whether pairs are augmented with flips and quarter turns (`augment`: auto | flips | none); auto: flips for
     tasks whose preferences survive them (`FLIPS_KEEP_PREFERENCES`: colorization, not captioning)."""
     if value not in ("auto", "flips", "none"):
         raise ConfigError(f"--augment must be auto, flips or none, got {value!r}")
-    keeps = get_task(task).FLIPS_KEEP_PREFERENCES
+    keeps = task.FLIPS_KEEP_PREFERENCES
     if value == "flips" and not keeps:
-        raise ConfigError(f"--augment flips changes {task} preferences: flipping an image swaps its left and right")
+        raise ConfigError(f"--augment flips changes {task.NAME} preferences: flipping an image swaps its left and "
+                          "right")
     return keeps and value in ("auto", "flips")
 
 
-def train_reward(cfg: TrainRewardConfig) -> dict:
-    """Train, keep the best checkpoint in `cfg.out`; returns the best evaluation plus throughput."""
+def train_reward(cfg: TrainRewardConfig, task: ModuleType | None = None) -> dict:
+    """Train, keep the best checkpoint in `cfg.out`; returns the best evaluation plus throughput. `task`: the pairs'
+    task module when the caller has it (the demo); else `--task` or the export's own, resolved from the export."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -104,7 +106,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
                               mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     set_seed(cfg.seed)
     ds = load_export(cfg.data)
-    task, keep, notes = validate(ds, cfg.data, cfg.task)
+    task, keep, notes = validate(ds, cfg.data, task or cfg.task)
     train_idx, eval_idx = split_by_item(ds, keep, cfg.eval_fraction, cfg.seed)
     if not train_idx:
         raise DataError(f"export {cfg.data}: no training pairs left after holding out {cfg.eval_fraction}")
@@ -113,20 +115,20 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
         raise DataError(f"export {cfg.data}: the {len(eval_idx)} held-out pairs (--eval_fraction {cfg.eval_fraction}, "
                         f"--seed {cfg.seed}) are all ties, so nothing measures which model is best: choose another "
                         "--seed or --eval_fraction (0: keep the last model)")
-    cfg.task = task
+    cfg.task = task.NAME
     augment = resolve_augment(cfg.augment, task)  # a bad value fails before any work
     cfg.image_encoder, missing = resolve_image_encoder(cfg.image_encoder, task)
     notes = [*notes, missing] if missing else notes
     log = accelerator.print
     for note in notes:
         log(f"note: {note}")
-    log(f"{task}: {len(train_idx)} training pairs, {len(eval_idx)} held out")
+    log(f"{task.NAME}: {len(train_idx)} training pairs, {len(eval_idx)} held out")
 
-    text_outputs = get_task(task).OUTPUT == "text"  # the in-batch contrastive term compares captions
-    model = build_reward_model(RewardModelConfig.of(cfg))
+    text_outputs = task.SHOWN == "text"  # the in-batch contrastive term compares captions
+    model = build_reward_model(task, RewardModelConfig.of(cfg))
     collate = partial(collate_pairs, model)  # model.inputs only preprocesses: safe to bind before wrapping
     transplanted = not text_outputs and cfg.contrastive_coef > 0  # image outputs: a carried-over negative per pair
-    train_collate = partial(collate_pairs, model, transplant=get_task(task).transplant) if transplanted else collate
+    train_collate = partial(collate_pairs, model, transplant=task.transplant) if transplanted else collate
     gen = torch.Generator().manual_seed(cfg.seed)
     train_set = PairDataset(ds, train_idx, task, augment=augment, seed=cfg.seed,
                             marks=cfg.dense and cfg.marks_coef > 0, mark_grid=cfg.map_grid)
@@ -175,7 +177,7 @@ def train_reward(cfg: TrainRewardConfig) -> dict:
             if step >= total:
                 break
     bar.close()
-    summary = {"task": task, "train_pairs": len(train_idx), "eval_pairs": len(eval_idx),
+    summary = {"task": task.NAME, "train_pairs": len(train_idx), "eval_pairs": len(eval_idx),
                "pairs_per_sec": seen / max(train_time, 1e-9), "best": best}
     run.log({"summary": summary})
     return summary

@@ -235,7 +235,7 @@ class Check:
         held = max(2, s.shapes // 10)
         write_imagefolder(rows[:-held], self.work / "shapes" / "train")
         write_imagefolder(rows[-held:], self.work / "shapes" / "test")
-        save_export(simulated_pairs("captioning", s.pairs, seed=1), self.work / "export")
+        save_export(simulated_pairs(get_task("captioning"), s.pairs, seed=1), self.work / "export")
         task = get_task("captioning")
         captions = [c for r in rows for c in r["captions"]]
         policy = task.build_policy(task.build_tokenizer(captions), **s.vitb)

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from vrlhf.models import tiny_checkpoint
 from vrlhf.shapes import make_shapes, write_imagefolder
+from vrlhf.tasks import get_task
 
 
 def test_default_device_is_the_variable_then_this_ranks_gpu_then_the_cpu(monkeypatch):
@@ -56,8 +57,8 @@ def test_sampling_into_the_store_runs_on_the_gpu_when_there_is_one(world, monkey
     from labeler.store import Store
 
     with claims_a_gpu(monkeypatch):
-        sample_round(Store(tmp_path / "labels.db"), "captioning", str(world / "captioner"), str(world / "data"),
-                     k=2, progress=False)
+        sample_round(Store(tmp_path / "labels.db"), get_task("captioning"), str(world / "captioner"),
+                     str(world / "data"), k=2, progress=False)
 
 
 def test_the_demos_evaluations_run_on_the_gpu_when_there_is_one(world, monkeypatch):
@@ -72,7 +73,7 @@ def test_the_demos_evaluations_run_on_the_gpu_when_there_is_one(world, monkeypat
     with claims_a_gpu(monkeypatch):
         policy_outputs(task, task.load_policy(world / "captioner"), rows, seed=0)
     with claims_a_gpu(monkeypatch):
-        evaluate_policy("captioning", str(world / "captioner"), str(world / "data"))
+        evaluate_policy(task, str(world / "captioner"), str(world / "data"))
 
 
 def test_reward_training_decodes_in_worker_processes_with_the_main_threads_result(tmp_path):
@@ -81,7 +82,7 @@ def test_reward_training_decodes_in_worker_processes_with_the_main_threads_resul
     from reward_model.simulate import save_export, simulated_pairs
     from reward_model.train import TrainRewardConfig, train_reward
 
-    save_export(simulated_pairs("colorization", 24, seed=3), tmp_path / "export")
+    save_export(simulated_pairs(get_task("colorization"), 24, seed=3), tmp_path / "export")
     common = dict(task="colorization", data=str(tmp_path / "export"), encoder="vit", vit_hidden=16, vit_layers=1,
                   hidden_size=8, image_size=24, eval_fraction=0.25, epochs=2, batch_size=6, eval_every=3, lr=1e-3,
                   progress=False, augment="flips")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vrlhf.errors import ConfigError, ModelError
+from vrlhf.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def test_library_code_never_exits_the_process():
 def test_a_damaged_reward_model_directory_is_a_model_error(tmp_path):
     from reward_model import build_reward_model, load_reward_model
 
-    directory = build_reward_model("colorization", image_size=24, vit_hidden=24, vit_layers=1,
+    directory = build_reward_model(get_task("colorization"), image_size=24, vit_hidden=24, vit_layers=1,
                                    hidden_size=16).save_pretrained(tmp_path / "rm")
     weights = directory / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
@@ -57,5 +58,5 @@ def test_torchrun_entry_point_reports_a_config_error_in_one_line(tmp_path):
 def test_unknown_task_is_a_config_error():
     from vrlhf.tasks import get_task
 
-    with pytest.raises(ConfigError, match="unknown task 'detection'; choose one of: captioning, colorization"):
-        get_task("detection")
+    with pytest.raises(ConfigError, match="unknown task 'segmentation'; choose one of: captioning, colorization"):
+        get_task("segmentation")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from loop.demo import DemoConfig, demo_tune, simulate
+from vrlhf.tasks import get_task
 
 
 @pytest.mark.timeout(900)
@@ -103,7 +104,7 @@ def test_simulated_judgment_is_drawn_in_sampling_order_whatever_the_shown_order(
     by_position = lambda v: {c["position"]: c["candidate_id"] for c in v["candidates"]}  # noqa: E731
     results = []
     for v in (view, flipped):
-        choice, ranking = judgment(v, row, store, seed=7)
+        choice, ranking = judgment(get_task(v["task"]), v, row, store, seed=7)
         ids = by_position(v)
         results.append([ids[p] for p in ranking] if k > 2 else (choice, ids.get(choice.upper())))
     if k > 2:

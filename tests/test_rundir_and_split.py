@@ -64,11 +64,13 @@ def test_tuning_is_never_evaluated_on_a_row_pretraining_trained_on(tmp_path, see
     from tuner.train import split_data as tune_split
     from vrlhf.pretrain import PretrainConfig
     from vrlhf.pretrain import split_data as pretrain_split
+    from vrlhf.tasks import get_task
 
     folder = write_imagefolder(make_shapes(60, seed=2, size=24), tmp_path / "one_folder")  # no train/ and test/
     pretrain_seed, tune_seed = seeds
-    pretrained_on, _ = pretrain_split(PretrainConfig(data=str(folder), seed=pretrain_seed))
-    tune_train, tune_held_out = tune_split(TuneConfig(data=str(folder), seed=tune_seed))
+    captioning = get_task("captioning")
+    pretrained_on, _ = pretrain_split(PretrainConfig(data=str(folder), seed=pretrain_seed), captioning)
+    tune_train, tune_held_out = tune_split(TuneConfig(data=str(folder), seed=tune_seed), captioning)
     assert tune_held_out and not {r["id"] for r in tune_held_out} & {r["id"] for r in pretrained_on}
     assert not {r["id"] for r in tune_held_out} & {r["id"] for r in tune_train}
     assert len(tune_train) + len(tune_held_out) == 60

@@ -10,26 +10,30 @@ import pytest
 import torch
 from PIL import Image
 
+from labeler.sampling import look
 from vrlhf.errors import ConfigError
 from vrlhf.shapes import make_shapes, write_imagefolder
-from vrlhf.tasks import CONTRACT, OUTPUT_KINDS, get_oracle, get_task, task_names
+from vrlhf.tasks import CONTRACT, KINDS, ORACLE_CONTRACT, get_oracle, get_task, task_names
 
 ROWS = make_shapes(8, seed=6, size=24)
 TINY = dict(image_size=24, patch_size=6, hidden_size=32, encoder_layers=1, decoder_layers=1, heads=2)
 
 
 def test_the_tasks_are_discovered_from_their_modules():
-    assert task_names() == ("captioning", "colorization")  # not the oracles, writers or Bradley–Terry helpers
+    names = set(task_names())
+    assert {"captioning", "colorization"} <= names  # not the oracles, writers or Bradley–Terry helpers
+    assert not names & {"caption_oracle", "colorization_oracle", "caption_writers", "bradley_terry", "simulated_marks"}
 
 
 @pytest.mark.parametrize("name", ["captioning", "colorization"])
 def test_every_task_module_provides_the_contract(name):
     task = get_task(name)
-    assert task.NAME == name and task.OUTPUT in OUTPUT_KINDS
+    assert task.NAME == name and task.STORED in KINDS and task.SHOWN in KINDS
     assert all(hasattr(task, member) for member in CONTRACT)
     specs = [spec.split("=")[0] for spec in task.DEFAULT_REWARDS]
     assert set(specs) <= set(task.METRIC_REWARDS)
-    assert Path(task.DEMO_POLICY).is_dir() and get_oracle(name).__name__ == f"vrlhf.tasks.{task.ORACLE}"
+    assert Path(task.DEMO_POLICY).is_dir() and get_oracle(task).__name__ == f"vrlhf.tasks.{task.ORACLE}"
+    assert all(hasattr(get_oracle(task), member) for member in ORACLE_CONTRACT)
     assert all(task.row_problem(row) is None for row in ROWS)
 
     policy = task.new_policy(ROWS, **TINY)
@@ -37,11 +41,17 @@ def test_every_task_module_provides_the_contract(name):
     assert tokens.shape[0] == len(ROWS) * k and mask.shape == tokens.shape and mask.any(dim=1).all()
     outputs = task.decode(policy, ROWS, policy.greedy(task.pixel_values(policy, [r["image"] for r in ROWS])).tokens)
     assert len(outputs) == len(ROWS)
-    assert all(isinstance(o, str) if task.OUTPUT == "text" else isinstance(o, Image.Image) for o in outputs)
+    kind = {"text": str, "image": Image.Image}
+    assert all(isinstance(task.render(row, o), kind[task.SHOWN]) for row, o in zip(ROWS, outputs))
+    stored = [task.to_stored(o) for o in outputs]
+    assert all(isinstance(value, kind[task.STORED]) for value in stored)
+    back = [task.from_stored(value, row) for value, row in zip(stored, ROWS)]  # what the oracle reads from the DB
+    assert [look(task.render(r, o)) for r, o in zip(ROWS, back)] == [look(task.render(r, o)) for r, o in
+                                                                      zip(ROWS, outputs)]
     for metric in task.METRIC_REWARDS:
         assert task.metric_reward(metric, ROWS)(ROWS, outputs).shape == (len(ROWS),)
     ideal = task.ideal_outputs(policy, ROWS, np.random.default_rng(0))
-    oracle = get_oracle(name)
+    oracle = get_oracle(task)
     assert np.mean([oracle.score(r, o) for r, o in zip(ROWS, ideal)]) > np.mean(
         [oracle.score(r, o) for r, o in zip(ROWS, outputs)])  # the ideal output beats an untrained policy's
     shown = task.show_input(ROWS[0]["image"])
@@ -75,10 +85,31 @@ def test_a_module_that_is_not_a_task_or_lacks_part_of_the_contract_is_refused(mo
         get_task("bradley_terry")
     half = types.ModuleType("vrlhf.tasks.half")
     half.__spec__ = importlib.machinery.ModuleSpec("vrlhf.tasks.half", None)
-    half.OUTPUT, half.NAME = "text", "half"
+    half.NAME = "half"
     monkeypatch.setitem(sys.modules, "vrlhf.tasks.half", half)
-    with pytest.raises(ConfigError, match="lacks METRIC_REWARDS, DEFAULT_REWARDS"):
+    with pytest.raises(ConfigError, match="lacks STORED, SHOWN, METRIC_REWARDS, DEFAULT_REWARDS, REPORT_METRICS"):
         get_task("half")
+
+
+def test_a_dotted_path_names_a_task_whose_name_is_that_path():
+    with pytest.raises(ConfigError, match=r"unknown task 'no_such_package\.task'; .* the dotted import path"):
+        get_task("no_such_package.task")
+    with pytest.raises(ConfigError) as refused:  # exports record NAME: it must lead back to the module
+        get_task("vrlhf.tasks.captioning")
+    assert str(refused.value) == ("task module vrlhf.tasks.captioning: NAME is 'captioning', not "
+                                  "'vrlhf.tasks.captioning' (a task outside vrlhf/tasks is named by its import path)")
+
+
+def test_an_oracle_module_that_lacks_part_of_its_contract_is_refused_in_one_line(monkeypatch):
+    half = types.ModuleType("vrlhf.tasks.half_oracle")
+    half.__dict__.update({k: v for k, v in vars(get_oracle(get_task("captioning"))).items() if not k.startswith("__")})
+    del half.rank, half.self_agreement
+    monkeypatch.setitem(sys.modules, "vrlhf.tasks.half_oracle", half)
+    task = types.SimpleNamespace(NAME="captioning", ORACLE="half_oracle")
+    with pytest.raises(ConfigError) as refused:
+        get_oracle(task)
+    assert str(refused.value) == ("oracle module vrlhf.tasks.half_oracle (task captioning): lacks rank, self_agreement "
+                                  "(docs/ARCHITECTURE.md: the oracle contract)")
 
 
 @pytest.fixture
@@ -109,6 +140,6 @@ def test_stages_read_the_contract_not_the_task_name(relabelled, tmp_path):
                                       out=str(tmp_path / "tune"), k=2, batch_size=4, steps=1, eval_every=0,
                                       save_every=0, eval_size=4, num_show=2, log_with="none"))
     assert "cider_d" in metrics and (tmp_path / "tune" / "samples_after.json").is_file()  # text: a JSON of samples
-    reward_model = build_reward_model("relabel", encoder="vit", image_size=24, vit_hidden=24, vit_layers=1,
+    reward_model = build_reward_model(relabelled, encoder="vit", image_size=24, vit_hidden=24, vit_layers=1,
                                       hidden_size=16)
     assert isinstance(reward_model, CaptionRewardModel) and reward_model.task == "relabel"

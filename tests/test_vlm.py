@@ -27,7 +27,7 @@ def world(tmp_path_factory):
     write_imagefolder(rows[:28], root / "data" / "train")
     write_imagefolder(rows[28:], root / "data" / "test")
     tiny_checkpoint("llava", root / "llava", texts=[c for r in rows for c in r["captions"]], seed=0)
-    build_reward_model("captioning", encoder="vit", image_size=24, patch_size=6, vit_hidden=24, vit_layers=1,
+    build_reward_model(get_task("captioning"), encoder="vit", image_size=24, patch_size=6, vit_hidden=24, vit_layers=1,
                        hidden_size=16).save_pretrained(root / "rm")
     assert main(["sample", "--task", "captioning", "--policy", str(root / "llava"), "--data",
                  str(root / "data" / "train"), "--db", str(root / "labels.db"), "--k", "2", "--n", "10"]) == 0

@@ -52,12 +52,13 @@ def evaluate(task, policy, rows: list[dict], batch_size: int = 32,
 
 @torch.no_grad()
 def save_samples(task, policy, rows: list[dict], path_stem: Path, k: int = 4, seed: int = 0) -> Path:
-    """Greedy output and k samples for each row: JSON for captions, a PNG grid for images."""
+    """Greedy output and k samples for each row: JSON for outputs people read (SHOWN text: captions), else a PNG grid
+    of what people see (the task's `render`)."""
     pixel_values = task.pixel_values(policy, [r["image"] for r in rows]).to(policy.device)
     generator = torch.Generator(device=pixel_values.device).manual_seed(seed)
     greedy = task.decode(policy, rows, policy.greedy(pixel_values).tokens, 1)
     sampled = task.decode(policy, rows, policy.sample(pixel_values, k, generator=generator).tokens, k)
-    if task.OUTPUT == "text":
+    if task.SHOWN == "text":
         records = [
             {"id": r["id"], "references": r.get("captions", []), "greedy": greedy[i],
              "samples": sampled[i * k : (i + 1) * k]}
@@ -67,8 +68,8 @@ def save_samples(task, policy, rows: list[dict], path_stem: Path, k: int = 4, se
         path.write_text(json.dumps(records, indent=2))
         return path
     # one line per row: the input as people see it (gray for colorization) | greedy | k samples | ground truth
-    columns = [[task.show_input(r["image"]), greedy[i], *sampled[i * k : (i + 1) * k], r["image"]]
-               for i, r in enumerate(rows)]
+    columns = [[task.show_input(r["image"]), *(task.render(r, o) for o in [greedy[i], *sampled[i * k : (i + 1) * k]]),
+                r["image"]] for i, r in enumerate(rows)]
     w, h = rows[0]["image"].size
     grid = Image.new("RGB", (w * len(columns[0]), h * len(columns)), "white")
     for y, line in enumerate(columns):

@@ -191,7 +191,7 @@ def oracle_reward(task, train_rows: list[dict]):
     if not all(row.get("attributes") for row in train_rows):
         raise RewardSpecError("reward 'oracle' needs rows with the shapes ground truth (attributes), as "
                               "`vrlhf data shapes` writes them")
-    oracle = get_oracle(task.NAME)
+    oracle = get_oracle(task)
 
     def oracle_score(rows: list[dict], outputs: list) -> torch.Tensor:
         k = len(outputs) // len(rows)
@@ -216,7 +216,7 @@ def build_reward(task, specs: list[RewardSpec], train_rows: list[dict], normaliz
             from reward_model import load_reward_model  # lazily: the tuner works without reward models
 
             try:  # a directory that is not a reward model must fail here, not mid-run
-                model = load_reward_model(spec.path, device=device)
+                model = load_reward_model(spec.path, device=device, task=task)  # of this task's outputs
                 fns[spec.name] = model.score
                 if getattr(model, "regions", None) is not None:  # a dense reward model
                     regions[spec.name] = model.regions

@@ -61,21 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def tune(cfg: TuneConfig):
+def tune(cfg: TuneConfig, task: ModuleType | None = None):
     """Run the tuning described by `cfg`; returns (tuned policy, final held-out metrics on the main process).
+    `task`: the module of `cfg.task` when the caller has it (the demo), else resolved here, once.
     A tune that fails before its run holds a checkpoint or final/ leaves no new run directory behind."""
     from tuner.trl_backend import tune_with_trl, uses_trl
 
-    check_config(cfg)
+    task = check_config(cfg, task)
     with removed_on_failure(cfg.out, enabled=int(os.environ.get("RANK", "0")) == 0):
         if uses_trl(cfg):  # a decoder-only VLM: TRL's RLOO / GRPO with our rewards (tuner/trl_backend.py)
-            return tune_with_trl(cfg)
-        return tune_with_reinforce(cfg)
+            return tune_with_trl(cfg, task)
+        return tune_with_reinforce(cfg, task)
 
 
-def tune_with_reinforce(cfg: TuneConfig):
+def tune_with_reinforce(cfg: TuneConfig, task: ModuleType | None = None):
     """Our REINFORCE loop (every family), as `tune` runs it once `cfg` is checked."""
-    t = setup(cfg)
+    t = setup(cfg, task)
     accelerator, task, policy, state, out = t.accelerator, t.task, t.policy, t.state, Path(cfg.out)
     show_rows = t.eval_rows[: cfg.num_show]
     if state.step == 0:
@@ -175,13 +176,10 @@ class Tuning:
     micro: int  # images per micro-batch on each process
 
 
-def setup(cfg: TuneConfig) -> Tuning:
+def setup(cfg: TuneConfig, task: ModuleType | None = None) -> Tuning:
     """Check everything that can be wrong before any model is loaded, then load data, rewards, the policy, its
-    KL anchor and the optimiser; resume from the newest complete checkpoint when asked."""
-    from vrlhf.tasks import get_task
-
-    check_config(cfg)
-    task = get_task(cfg.task)
+    KL anchor and the optimiser; resume from the newest complete checkpoint when asked. `task`: as `tune`'s."""
+    task = check_config(cfg, task)
     specs = parse_reward_specs(cfg.reward or list(task.DEFAULT_REWARDS))
     # mixed_precision None (no flag): Accelerate takes the launcher's (`accelerate launch --mixed_precision bf16`)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(
@@ -190,7 +188,7 @@ def setup(cfg: TuneConfig) -> Tuning:
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by processes × grad_accum = "
                           f"{world} × {cfg.grad_accum}")
-    train_rows, eval_rows = split_data(cfg)
+    train_rows, eval_rows = split_data(cfg, task)
     reward = build_reward(task, specs, train_rows, cfg.reward_norm, accelerator.device)  # bad metric / RM dir: here
 
     torch.manual_seed(cfg.seed)
@@ -465,13 +463,14 @@ def step_record(t: Tuning, logs: dict, timer: Timer, step_time: float) -> dict:
 # ---- helpers -------------------------------------------------------------------------------------------------
 
 
-def check_config(cfg: TuneConfig) -> None:
-    """Fail fast, with a message naming the field, before any data or model is loaded."""
+def check_config(cfg: TuneConfig, task: ModuleType | None = None) -> ModuleType:
+    """Fail fast, with a message naming the field, before any data or model is loaded; returns the task module
+    (`task`, or `cfg.task` resolved: the command's one resolution)."""
     from vrlhf.tasks import get_task
 
     problems = []
     try:
-        get_task(cfg.task)
+        task = task if task is not None else get_task(cfg.task)
     except ConfigError as error:
         problems.append(str(error))
     for name in ("policy", "data") + tuple(name for name in ("eval_data", "kl_reference") if getattr(cfg, name)):
@@ -502,6 +501,7 @@ def check_config(cfg: TuneConfig) -> None:
         print(f"note: --kl_reference {cfg.kl_reference} has no effect without --kl_coef", file=sys.stderr)
     if problems:
         raise ConfigError("; ".join(problems))
+    return task
 
 
 def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> list[int]:

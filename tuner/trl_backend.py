@@ -114,21 +114,21 @@ def check_trl_config(cfg) -> None:
         raise ConfigError("--backend trl: " + "; ".join(problems))
 
 
-def tune_with_trl(cfg):
-    """Run the tuning described by `cfg` through TRL; returns (tuned policy, final held-out metrics), as `tune`."""
+def tune_with_trl(cfg, task):
+    """Run the tuning described by `cfg` through TRL for `task` (its module); returns (tuned policy, final held-out
+    metrics), as `tune`."""
     from tuner.monitor import evaluate, save_samples
     from tuner.rewards import build_reward, parse_reward_specs
     from tuner.run_files import save_final, split_data
     from vrlhf.families import vlm
     from vrlhf.rundir import RunDir
-    from vrlhf.tasks import get_task
 
     check_trl_config(cfg)
-    task = get_task(cfg.task)
-    if task.OUTPUT != "text":
-        raise ConfigError(f"--backend trl tunes text outputs (captioning); task {cfg.task!r} makes {task.OUTPUT}s")
+    if task.SHOWN != "text":
+        raise ConfigError(f"--backend trl tunes text outputs (captioning); task {task.NAME!r} outputs are "
+                          f"{task.SHOWN}s to people")
     specs = parse_reward_specs(cfg.reward or list(task.DEFAULT_REWARDS))
-    train_rows, eval_rows = split_data(cfg)
+    train_rows, eval_rows = split_data(cfg, task)
     reward = build_reward(task, specs, train_rows, cfg.reward_norm, training_device())  # learned RMs: on the GPU
     torch.manual_seed(cfg.seed)
     policy = task.load_policy(cfg.policy)

@@ -7,7 +7,6 @@ from tqdm.auto import tqdm
 
 from vrlhf.data import load_rows
 from vrlhf.device import on_default_device
-from vrlhf.tasks import get_task
 
 
 @torch.no_grad()
@@ -21,9 +20,9 @@ def greedy_outputs(task, policy, rows: list[dict], batch_size: int = 64, progres
     return outputs
 
 
-def evaluate_policy(task_name: str, policy_dir: str, data: str, limit: int | None = None, progress: bool = False,
+def evaluate_policy(task, policy_dir: str, data: str, limit: int | None = None, progress: bool = False,
                     strict: bool = False):
-    task = get_task(task_name)
+    """Held-out metrics of the greedy outputs of the policy in `policy_dir` for `task` (a task module) on `data`."""
     rows = load_rows(data, strict=strict, limit=limit or None, check=task.row_problem)  # bad rows: before the model
     policy = on_default_device(task.load_policy(policy_dir))
     return task.eval_metrics(rows, greedy_outputs(task, policy, rows, progress=progress))

@@ -31,17 +31,17 @@ from vrlhf.tasks import get_task
 from vrlhf.training import average_gradients, resolve_mixed_precision, save_files_atomically
 
 
-def split_data(cfg: PretrainConfig) -> tuple[list[dict], list[dict]]:
+def split_data(cfg: PretrainConfig, task) -> tuple[list[dict], list[dict]]:
     """(train, held-out) rows: DATA/train and DATA/test, or the split every stage uses (`vrlhf.data.split_rows`)."""
-    return load_split(cfg.data, cfg.test_fraction, strict=cfg.strict, check=get_task(cfg.task).row_problem,
+    return load_split(cfg.data, cfg.test_fraction, strict=cfg.strict, check=task.row_problem,
                       image_column=cfg.image_column, caption_column=cfg.caption_column)
 
 
-def build(cfg: PretrainConfig, train_rows: list[dict]):
-    task = get_task(cfg.task)
+def build(cfg: PretrainConfig, task, train_rows: list[dict]):
+    """The policy to pretrain: `--init`, or a new one for these training rows."""
     if cfg.init:
-        return task, task.load_policy(cfg.init)
-    return task, task.new_policy(train_rows, image_size=cfg.image_size, patch_size=cfg.patch_size,
+        return task.load_policy(cfg.init)
+    return task.new_policy(train_rows, image_size=cfg.image_size, patch_size=cfg.patch_size,
                                  hidden_size=cfg.hidden_size, encoder_layers=cfg.layers, decoder_layers=cfg.layers,
                                  seed=cfg.seed)
 
@@ -75,9 +75,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
                               mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     torch.manual_seed(cfg.seed + accelerator.process_index)
     rng = random.Random(cfg.seed + accelerator.process_index)
-    train_rows, test_rows = split_data(cfg)
+    task = get_task(cfg.task)  # the command's one resolution of its task
+    train_rows, test_rows = split_data(cfg, task)
     test_rows = test_rows[: cfg.eval_images]
-    task, policy = build(cfg, train_rows)
+    policy = build(cfg, task, train_rows)
     policy.model.to(accelerator.device)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -14,6 +14,7 @@ from labeler import stats
 from labeler.export import main as export_main
 from labeler.store import SCHEMA_VERSION, LabelError, Store
 from reward_model.data import load_export
+from vrlhf.tasks import get_task
 
 
 def lease(store: Store, name: str = "ann") -> tuple[dict, dict]:
@@ -147,7 +148,8 @@ def test_simulated_annotators_send_the_oracles_marks_when_marks_are_on(tmp_path,
         outputs[row["id"]] = [caption(row["attributes"]["shapes"], rng), caption_oracle.corrupt(row, rng)]
         store.add_comparison(round_id, row["id"], row["image"], outputs[row["id"]])
     store.finish_round(round_id)
-    label_all(store, "captioning", {r["id"]: r for r in rows}, annotators=2, seed=5, say=lambda *_: None, marks=marks)
+    label_all(store, get_task("captioning"), {r["id"]: r for r in rows}, annotators=2, seed=5, say=lambda *_: None,
+              marks=marks)
     votes = store.votes()
     assert len(votes) == 4
     if not marks:

@@ -16,6 +16,7 @@ from labfix import fill  # noqa: E402
 from labeler.store import Store  # noqa: E402
 from reward_model.base import build_reward_model  # noqa: E402
 from vrlhf.cli import main as vrlhf  # noqa: E402
+from vrlhf.tasks import get_task
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def exports(tmp_path_factory):
         store.vote(store.next_comparison("ann")["token"], choice, annotator="ann")
     for fmt in ("hf", "jsonl", "parquet"):
         assert vrlhf(["export", "--db", str(root / "db.sqlite"), "--out", str(root / fmt), "--format", fmt]) == 0
-    build_reward_model("captioning", hidden_size=16).save_pretrained(root / "rm")
+    build_reward_model(get_task("captioning"), hidden_size=16).save_pretrained(root / "rm")
     return root
 
 

@@ -17,7 +17,7 @@ from reward_model.simulate import save_export, simulated_pairs
 from reward_model.train import TrainRewardConfig, train_reward
 from vrlhf.errors import DataError, ModelError
 from vrlhf.shapes import make_shapes
-from vrlhf.tasks import colorization_oracle
+from vrlhf.tasks import colorization_oracle, get_task
 from vrlhf.tasks.simulated_marks import bad_cells
 
 
@@ -38,7 +38,7 @@ def _images(n, seed=0):
 
 def test_dense_reward_is_the_mean_of_its_map_and_its_regions_sum_to_it():
     torch.manual_seed(0)
-    model = build_reward_model("colorization", dense=True, map_grid=8).eval()
+    model = build_reward_model(get_task("colorization"), dense=True, map_grid=8).eval()
     rows = [{"image": im} for im in _images(2, seed=1)]
     outputs = _images(6, seed=2)  # k = 3 per row
     reward = model.score(rows, outputs)
@@ -57,7 +57,7 @@ def test_dense_reward_is_the_mean_of_its_map_and_its_regions_sum_to_it():
 
 
 def test_a_scalar_model_has_no_dense_scores():
-    model = build_reward_model("colorization")
+    model = build_reward_model(get_task("colorization"))
     with pytest.raises(ModelError, match="not dense"):
         model.score_dense([{"image": _images(1)[0]}], _images(1))
 
@@ -99,7 +99,7 @@ def _marked_below_unmarked(model, n_images=40, seed=7) -> float:
 
 
 def test_dense_model_trained_on_marks_scores_marked_cells_lower_on_held_out_outputs(tmp_path):
-    cols = simulated_pairs("colorization", 320, seed=0, marks=True)
+    cols = simulated_pairs(get_task("colorization"), 320, seed=0, marks=True)
     assert sum(bool(m) for m in cols["rejected_marks"]) > 200  # most rejected candidates carry marks
     _, with_marks = _train(tmp_path, "marks", cols, 40, dense=True)
     _, without = _train(tmp_path, "plain", cols, 40, dense=True, marks_coef=0.0)
@@ -108,16 +108,16 @@ def test_dense_model_trained_on_marks_scores_marked_cells_lower_on_held_out_outp
 
 
 def test_plain_comparisons_still_train_dense_and_scalar_models(tmp_path):
-    cols = simulated_pairs("colorization", 64, seed=0)  # no marks columns
+    cols = simulated_pairs(get_task("colorization"), 64, seed=0)  # no marks columns
     summary, dense = _train(tmp_path, "dense", cols, 4, dense=True)
     assert dense.cfg.dense and summary["best"]["step"] == 4
-    marked = simulated_pairs("colorization", 64, seed=0, marks=True)
+    marked = simulated_pairs(get_task("colorization"), 64, seed=0, marks=True)
     _, scalar = _train(tmp_path, "scalar", marked, 4)  # a scalar model trains on an export with marks, ignoring them
     assert not scalar.cfg.dense
 
 
 def test_models_saved_before_dense_existed_still_load(tmp_path):
-    model = build_reward_model("colorization").eval()
+    model = build_reward_model(get_task("colorization")).eval()
     model.save_pretrained(tmp_path / "old")
     config = json.loads((tmp_path / "old" / CONFIG_NAME).read_text())
     for key in ("dense", "map_grid"):  # what a reward_config.json written before this change lacks
@@ -136,24 +136,30 @@ def test_augmentation_turns_the_marks_with_the_image(tmp_path):
             "chosen_marks": ['{"grid":8,"cells":[[0,0]]}'] * 16, "rejected_marks": [""] * 16}
     save_export(cols, tmp_path / "export")
     ds = load_export(tmp_path / "export")
-    data = PairDataset(ds, list(range(16)), "colorization", augment=True, marks=True)
+    data = PairDataset(ds, list(range(16)), get_task("colorization"), augment=True, marks=True)
     turns = set()
     for epoch in range(4):
         data.epoch = epoch
         for j in range(16):
             pair = data[j]
-            red = np.asarray(pair["chosen"].resize((8, 8), Image.BOX))[:, :, 0] > 100
+            shown = pair["chosen"] if pair["turn"] is None else pair["chosen"].transpose(pair["turn"])  # as collated
+            red = np.asarray(shown.resize((8, 8), Image.BOX))[:, :, 0] > 100
             assert pair["chosen_marks"].astype(bool).tolist() == red.tolist() and red.sum() == 1
             assert not pair["rejected_marks"].any()
             turns.add(tuple(np.argwhere(red)[0]))
     assert len(turns) == 4  # the red cell went to every corner: the marks followed it
-    batch = collate_pairs(build_reward_model("colorization", dense=True), [data[0], data[1]])
+    model, pairs = build_reward_model(get_task("colorization"), dense=True), [data[0], data[1]]
+    batch = collate_pairs(model, pairs)
     assert batch["marks"].shape == (4, 64) and batch["marks"].sum() == 2
+    turned = lambda p, im: im if p["turn"] is None else im.transpose(p["turn"])  # noqa: E731
+    expected = model.inputs([{"image": turned(p, p["image"])} for p in pairs],
+                            [turned(p, p[key]) for p in pairs for key in ("chosen", "rejected")])
+    assert torch.equal(batch["pixel_values"], expected["pixel_values"])  # the model sees the input and outputs turned
     assert len(DIHEDRAL) == 8
 
 
 def test_marks_outside_the_image_are_refused_naming_the_row(tmp_path):
-    cols = simulated_pairs("colorization", 4, seed=0, marks=True)
+    cols = simulated_pairs(get_task("colorization"), 4, seed=0, marks=True)
     cols["rejected_marks"][2] = '{"grid":8,"cells":[[3,9]]}'
     save_export(cols, tmp_path / "export")
     cfg = TrainRewardConfig(task="colorization", data=str(tmp_path / "export"), out=str(tmp_path / "rm"),
@@ -165,7 +171,7 @@ def test_marks_outside_the_image_are_refused_naming_the_row(tmp_path):
 
 def test_dense_caption_reward_is_the_sum_of_its_words_and_the_end():
     torch.manual_seed(0)
-    model = build_reward_model("captioning", dense=True, image_encoder="").eval()
+    model = build_reward_model(get_task("captioning"), dense=True, image_encoder="").eval()
     rows = [{"image": im} for im in _images(2, seed=4)]
     captions = ["a red circle on the left", "a square", "", "a big blue triangle in the middle and a circle"]
     reward = model.score(rows, captions)
@@ -181,11 +187,12 @@ def test_dense_caption_reward_is_the_sum_of_its_words_and_the_end():
     odd = model.regions(rows[:1], ["a red-circle on 2 left"])[0]
     assert len(odd) == 5 + 1 and odd.sum() == pytest.approx(model.score(rows[:1], ["a red-circle on 2 left"]).item(),
                                                             abs=1e-5)
-    assert build_reward_model("captioning", image_encoder="").regions is None  # a scalar model has no dense form
+    scalar = build_reward_model(get_task("captioning"), image_encoder="")
+    assert scalar.regions is None  # a scalar model has no dense form
 
 
 def test_caption_marks_train_a_dense_caption_model(tmp_path):
-    cols = simulated_pairs("captioning", 32, seed=0, marks=True)
+    cols = simulated_pairs(get_task("captioning"), 32, seed=0, marks=True)
     assert any(cols["rejected_marks"])
     save_export(cols, tmp_path / "data")
     cfg = TrainRewardConfig(task="captioning", data=str(tmp_path / "data"), out=str(tmp_path / "rm"), dense=True,
@@ -203,7 +210,7 @@ def test_the_tuner_credits_each_colour_token_with_its_cells_share():
     task = get_task("colorization")
     policy = task.load_policy(task.DEMO_POLICY)
     torch.manual_seed(0)
-    model = build_reward_model("colorization", dense=True).eval()
+    model = build_reward_model(get_task("colorization"), dense=True).eval()
     rows, outputs = [{"image": _images(1)[0]}], _images(3, seed=5)
     tokens = torch.zeros(3, 64, dtype=torch.long)
     per_token = task.token_rewards(policy, tokens, outputs, model.regions(rows, outputs))

@@ -4,10 +4,11 @@ import json
 
 from reward_model import evaluate, train
 from reward_model.simulate import save_export, simulated_pairs
+from vrlhf.tasks import get_task
 
 
 def test_train_and_eval_commands(tmp_path, capsys):
-    save_export(simulated_pairs("colorization", 40, seed=3), tmp_path / "pairs")
+    save_export(simulated_pairs(get_task("colorization"), 40, seed=3), tmp_path / "pairs")
     out = tmp_path / "rm"
     assert train.main(["--data", str(tmp_path / "pairs"), "--out", str(out), "--max-steps", "4", "--eval-every", "2",
                        "--batch-size", "8", "--eval-fraction", "0.25", "--hidden-size", "16", "--margin", "0.1",
@@ -27,11 +28,11 @@ def test_train_and_eval_commands(tmp_path, capsys):
 def test_default_image_encoder_is_the_demo_captioner_or_a_clear_fallback(monkeypatch, tmp_path):
     from vrlhf.tasks import captioning
 
-    assert train.resolve_image_encoder("default", "captioning") == (str(captioning.REWARD_IMAGE_ENCODER), None)
+    assert train.resolve_image_encoder("default", captioning) == (str(captioning.REWARD_IMAGE_ENCODER), None)
     assert captioning.REWARD_IMAGE_ENCODER == captioning.DEMO_POLICY  # the demo captioner's ViT
-    assert train.resolve_image_encoder("default", "colorization") == ("", None)  # the tiny CNN
-    assert train.resolve_image_encoder("", "captioning") == ("", None)
-    assert train.resolve_image_encoder("some/dir", "captioning") == ("some/dir", None)
+    assert train.resolve_image_encoder("default", get_task("colorization")) == ("", None)  # the tiny CNN
+    assert train.resolve_image_encoder("", captioning) == ("", None)
+    assert train.resolve_image_encoder("some/dir", captioning) == ("some/dir", None)
     monkeypatch.setattr(captioning, "REWARD_IMAGE_ENCODER", tmp_path / "missing")
-    encoder, note = train.resolve_image_encoder("default", "captioning")
+    encoder, note = train.resolve_image_encoder("default", captioning)
     assert encoder == "" and "missing" in note and "tiny encoder" in note

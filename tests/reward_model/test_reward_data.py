@@ -9,6 +9,7 @@ from PIL import Image
 from reward_model.data import load_export, split_by_item, validate
 from vrlhf.errors import ConfigError, DataError
 from vrlhf.exports import MANIFEST, write_manifest
+from vrlhf.tasks import get_task
 
 IMG = Image.new("RGB", (8, 8), (120, 120, 120))
 
@@ -37,7 +38,7 @@ def _error(path, task=""):
 def test_good_export_and_split(tmp_path):
     path = _export(tmp_path, [_pair(i) for i in range(10)] + [_pair(10, label=0.5)])
     task, keep, notes = validate(load_export(path), path)
-    assert task == "captioning" and len(keep) == 11 and notes == []
+    assert task.NAME == "captioning" and len(keep) == 11 and notes == []
     train, held = split_by_item(load_export(path), keep, 0.2)
     assert held and train and not {i // 2 for i in train} & {i // 2 for i in held}  # whole items held out
 
@@ -75,8 +76,8 @@ def test_missing_colorization_output(tmp_path):
 
 
 def test_unknown_task(tmp_path):
-    message = _error(_export(tmp_path, [_pair(0), _pair(1, task="detection")]))
-    assert "row 1" in message and "unknown task 'detection'" in message
+    message = _error(_export(tmp_path, [_pair(0), _pair(1, task="no_such_task")]))
+    assert "row 1" in message and "unknown task 'no_such_task'" in message
 
 
 def test_task_not_in_export(tmp_path):
@@ -96,7 +97,7 @@ def test_jsonl_export(tmp_path):
     path.write_text("\n".join(json.dumps({**_pair(i), "image": "in.png"}) for i in range(3)))
     write_manifest(tmp_path, "jsonl", 3, {"captioning": 3}, writer="test")
     task, keep, _ = validate(load_export(path), path)
-    assert task == "captioning" and len(keep) == 3
+    assert task.NAME == "captioning" and len(keep) == 3
 
 
 def test_export_without_manifest_is_refused(tmp_path):
@@ -129,18 +130,21 @@ def test_augment_turns_input_and_both_outputs_together(tmp_path):
     noise = lambda: Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8))  # noqa: E731
     path = _export(tmp_path, [_pair(i, noise(), noise(), task="colorization", image=noise()) for i in range(4)])
     ds = load_export(path)
-    plain = PairDataset(ds, range(4), "colorization")
-    turned = PairDataset(ds, range(4), "colorization", augment=True, seed=3)
+    plain = PairDataset(ds, range(4), get_task("colorization"))
+    turned = PairDataset(ds, range(4), get_task("colorization"), augment=True, seed=3)
     seen = set()
     for epoch in range(8):
         turned.epoch = epoch
         for j in range(4):
             a, b = plain[j], turned[j]
-            matches = [t for t in DIHEDRAL if all(
+            assert a["turn"] is None
+            keys = ("image", "chosen", "rejected")
+            b = b | {k: b[k] if b["turn"] is None else b[k].transpose(b["turn"]) for k in keys}
+            matches = [t for t in DIHEDRAL if all(  # collate_pairs turns the input and what people see of the outputs
                 np.array_equal(np.asarray(b[k]), np.asarray(a[k] if t is None else a[k].transpose(t)))
                 for k in ("image", "chosen", "rejected"))]
             assert len(matches) == 1  # one and the same turn for the input and both outputs
-            assert np.array_equal(np.asarray(turned[j]["chosen"]), np.asarray(b["chosen"]))  # reproducible
+            assert turned[j]["turn"] == b["turn"]  # reproducible
             seen.add(matches[0])
     assert len(seen) >= 6  # 32 draws over 8 turns: each epoch shows other orientations
 
@@ -148,8 +152,8 @@ def test_augment_turns_input_and_both_outputs_together(tmp_path):
 def test_augment_flips_refuses_captions():
     from reward_model.train import resolve_augment
 
-    assert resolve_augment("auto", "colorization") and not resolve_augment("auto", "captioning")
+    assert resolve_augment("auto", get_task("colorization")) and not resolve_augment("auto", get_task("captioning"))
     with pytest.raises(ConfigError, match="left and right"):
-        resolve_augment("flips", "captioning")
+        resolve_augment("flips", get_task("captioning"))
     with pytest.raises(ConfigError, match="auto, flips or none"):
-        resolve_augment("rotate", "colorization")
+        resolve_augment("rotate", get_task("colorization"))

@@ -8,6 +8,7 @@ from PIL import Image
 
 from reward_model import build_reward_model, load_reward_model
 from reward_model.losses import bradley_terry_loss
+from vrlhf.tasks import get_task
 
 TINY = dict(hidden_size=32, vit_hidden=48, vit_layers=1)
 
@@ -28,7 +29,7 @@ CAPTIONS = ["a red circle on the left", "a big blue square", "two shapes", "a gr
 @pytest.mark.parametrize("task,encoder", [("colorization", "cnn"), ("colorization", "vit"), ("captioning", "cnn")])
 def test_save_load_gives_identical_scores(tmp_path, task, encoder):
     torch.manual_seed(0)
-    model = build_reward_model(task, encoder=encoder, **TINY)
+    model = build_reward_model(get_task(task), encoder=encoder, **TINY)
     rows = _rows()
     outputs = CAPTIONS if task == "captioning" else _colorizations(rows)
     scores = model.score(rows, outputs)
@@ -58,7 +59,7 @@ def _train_steps(model, task, steps=3):
 @pytest.mark.parametrize("task", ["colorization", "captioning"])
 def test_lora_changes_only_adapters_and_head(task):
     torch.manual_seed(0)
-    model = build_reward_model(task, encoder="vit", lora_r=4, **TINY)
+    model = build_reward_model(get_task(task), encoder="vit", lora_r=4, **TINY)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     backbone = ("vision.", "text.")
@@ -72,7 +73,7 @@ def test_lora_changes_only_adapters_and_head(task):
 
 def test_lora_model_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = build_reward_model("captioning", encoder="vit", lora_r=2, **TINY)
+    model = build_reward_model(get_task("captioning"), encoder="vit", lora_r=2, **TINY)
     _train_steps(model, "captioning", steps=1)
     model.save_pretrained(tmp_path)
     rows = _rows()
@@ -92,7 +93,7 @@ def test_clip_backbone(tmp_path):
                                         num_attention_heads=2, intermediate_size=64), projection_dim=16)
     CLIPModel(cfg).save_pretrained(tmp_path / "clip")
     load_tokenizer(None).save_pretrained(tmp_path / "clip")  # MiniLM's WordPiece vocabulary fits vocab_size
-    model = build_reward_model("captioning", clip=str(tmp_path / "clip"), hidden_size=16)
+    model = build_reward_model(get_task("captioning"), clip=str(tmp_path / "clip"), hidden_size=16)
     rows = _rows()
     scores = model.score(rows, CAPTIONS)
     model.save_pretrained(tmp_path / "rm")
@@ -104,7 +105,7 @@ def test_caption_attention_projects_each_image_once_with_the_same_numbers():
     from reward_model import build_reward_model
 
     torch.manual_seed(0)
-    model = build_reward_model("captioning", image_encoder="", encoder="vit", image_size=24, vit_hidden=24,
+    model = build_reward_model(get_task("captioning"), image_encoder="", encoder="vit", image_size=24, vit_hidden=24,
                                vit_layers=1, hidden_size=16).eval()
     batch, k, n, h = 3, 5, 7, 16
     queries, tokens = torch.randn(batch, k, h), torch.randn(batch, n, h)

@@ -15,6 +15,7 @@ from reward_model import load_reward_model
 from reward_model.evaluate import evaluate_reward
 from reward_model.simulate import save_export, simulated_pairs
 from reward_model.train import TrainRewardConfig, train_reward
+from vrlhf.tasks import get_task
 
 # A tiny ViT (LayerNorm, no BatchNorm: per-process batch statistics would differ from one process by design), and no
 # in-batch contrastive term: its negatives come from each process's own batch, so it differs from one process too.
@@ -37,7 +38,7 @@ DRIVER = textwrap.dedent(
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     path = tmp_path_factory.mktemp("pairs") / "export"
-    save_export(simulated_pairs("colorization", 64, seed=5), path)
+    save_export(simulated_pairs(get_task("colorization"), 64, seed=5), path)
     return path
 
 

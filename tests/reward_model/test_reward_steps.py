@@ -9,18 +9,19 @@ from reward_model.data import collate_pairs
 from reward_model.losses import bradley_terry_loss
 from reward_model.simulate import simulated_pairs
 from reward_model.train import TrainRewardConfig, evaluate_and_checkpoint, pair_loss, train_step
+from vrlhf.tasks import get_task
 
 TINY = dict(encoder="vit", image_size=24, vit_hidden=24, vit_layers=1, hidden_size=16)
 
 
 def pairs(task: str, n: int, seed: int = 0) -> list[dict]:
-    cols = simulated_pairs(task, n, seed=seed)
+    cols = simulated_pairs(get_task(task), n, seed=seed)
     return [{key: cols[key][i] for key in ("image", "chosen", "rejected", "label")} for i in range(n)]
 
 
 def test_train_step_lowers_the_loss_and_moves_every_trainable_weight():
     torch.manual_seed(0)
-    model = build_reward_model("colorization", **TINY)
+    model = build_reward_model(get_task("colorization"), **TINY)
     batch = pairs("colorization", 16)
     cfg = TrainRewardConfig(task="colorization")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
@@ -34,7 +35,7 @@ def test_train_step_lowers_the_loss_and_moves_every_trainable_weight():
 
 def test_text_outputs_add_the_in_batch_contrastive_term():
     torch.manual_seed(0)
-    model = build_reward_model("captioning", **TINY).eval()
+    model = build_reward_model(get_task("captioning"), **TINY).eval()
     batch = pairs("captioning", 4, seed=1)
     cfg = TrainRewardConfig(task="captioning", contrastive_coef=0.5)
     with torch.no_grad():
@@ -53,7 +54,7 @@ def test_evaluate_and_checkpoint_keeps_only_a_better_model(tmp_path):
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True)
-    model = build_reward_model("colorization", **TINY)
+    model = build_reward_model(get_task("colorization"), **TINY)
     loader = [collate_pairs(model, pairs("colorization", 8, seed=2))]
     unbeatable = {"step": 1, "accuracy": 1.01, "loss": 0.0}
     record, best = evaluate_and_checkpoint(model, loader, accelerator, tmp_path / "a", 5, [0.5, 0.7], unbeatable)
@@ -74,7 +75,7 @@ def test_image_outputs_add_a_transplanted_negative_per_pair():
     from vrlhf.tasks import get_task
 
     torch.manual_seed(0)
-    model = build_reward_model("colorization", **TINY).eval()
+    model = build_reward_model(get_task("colorization"), **TINY).eval()
     batch = pairs("colorization", 4, seed=3)
     transplant = get_task("colorization").transplant
     collated = collate_pairs(model, batch, transplant=transplant)

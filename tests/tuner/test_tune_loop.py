@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from tuner import train as train_module
 from tuner.rewards import RewardSpecError
 from tuner.train import tune
+from vrlhf.tasks import get_task
 
 
 def final_weights(run_dir):
@@ -173,7 +174,7 @@ def test_colorization_with_a_learned_reward_logs_saturation_and_saves_sample_gri
                               decoder_layers=1, heads=2).save(policy_dir)
     from reward_model import build_reward_model
 
-    rm_dir = build_reward_model("colorization", image_size=24, vit_hidden=32, vit_layers=1,
+    rm_dir = build_reward_model(get_task("colorization"), image_size=24, vit_hidden=32, vit_layers=1,
                                 hidden_size=32).save_pretrained(tmp_path / "rm")
     cfg = tiny_config
     cfg.task, cfg.policy, cfg.steps, cfg.eval_every, cfg.num_show = "colorization", str(policy_dir), 2, 2, 2

@@ -21,7 +21,10 @@ from vrlhf.tasks.caption_edits import edits as edits  # optional task member: vr
 
 # ---- what this task is (the task contract, docs/ARCHITECTURE.md) ----------------------------------------------
 NAME = "captioning"
-OUTPUT = "text"  # outputs are captions (str): reward models for text outputs score (image, text)
+# Outputs are captions (str): stored as text in the labeling DB and exports, shown as text (people read the caption;
+# the reward model for shown text scores (image, text)).
+STORED = "text"
+SHOWN = "text"
 METRIC_REWARDS = ("cider_d",)
 DEFAULT_REWARDS = ("cider_d=1.0",)  # `vrlhf tune` without --reward
 DEMO_POLICY = REPO / "data/demo/captioner"  # the committed demo checkpoint (scripts/make_demo_checkpoints.sh)
@@ -34,6 +37,9 @@ TOKEN_CREDIT = "to_go"
 # (bench/results/reward_model.md).
 REWARD_IMAGE_ENCODER = DEMO_POLICY
 FLIPS_KEEP_PREFERENCES = False  # a flipped image swaps left and right: "the circle on the left" becomes wrong
+# The demo report's columns (loop/report.py): held-out metrics, then the annotators' judgment against MLE
+REPORT_METRICS = ("cider_d", "bleu4", "oracle_score", "win_rate_vs_mle_greedy", "win_rate_vs_mle_sampled",
+                  "ties_vs_mle_greedy", "eos_rate", "words")
 
 SPECIAL = {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "unk": "<unk>"}
 EOS_WORD = "eos"  # EOS counted as a word for CIDEr (Rennie et al.): fragments that stop early lose n-grams
@@ -308,9 +314,19 @@ def eval_metrics(rows: list[dict], outputs: list[str]) -> dict[str, float]:
     return metrics
 
 
-def render(output: str) -> str:
-    """What an annotator sees for one output."""
+def render(row: dict, output: str) -> str:
+    """What an annotator (and the reward model) sees of one output for `row`: the caption."""
     return str(output)
+
+
+def to_stored(output: str) -> str:
+    """An output as the labeling DB and exports keep it (STORED: text): the caption."""
+    return str(output)
+
+
+def from_stored(value: str, row: dict) -> str:
+    """An output back from what `to_stored` kept (for the input `row`)."""
+    return str(value)
 
 
 def transplant(output: str, row: dict) -> str:

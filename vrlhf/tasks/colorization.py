@@ -28,7 +28,10 @@ from vrlhf.tasks.colorization_edits import edits as edits  # optional task membe
 
 # ---- what this task is (the task contract, docs/ARCHITECTURE.md) ----------------------------------------------
 NAME = "colorization"
-OUTPUT = "image"  # outputs are RGB images: reward models for image outputs score the image (with the gray input)
+# Outputs are RGB images: stored as PNGs in the labeling DB and exports, shown as they are (the reward model for shown
+# images scores the image, with the gray input).
+STORED = "image"
+SHOWN = "image"
 METRIC_REWARDS = ("colorfulness", "fidelity")
 # Fidelity anchors colourfulness: alone, colourfulness saturates everything; weight 1 barely holds it (docs/TUNER.md).
 DEFAULT_REWARDS = ("colorfulness=1.0", "fidelity=5.0")  # `vrlhf tune` without --reward
@@ -41,6 +44,9 @@ TOKEN_CREDIT = "own"
 # Reward models (`vrlhf train-reward`): the tiny CNN from scratch reaches 98% of the annotator's ceiling with flips.
 REWARD_IMAGE_ENCODER = ""
 FLIPS_KEEP_PREFERENCES = True  # turning the input and both colorizations together keeps which one is better
+# The demo report's columns (loop/report.py): held-out metrics, then the annotators' judgment against MLE
+REPORT_METRICS = ("colorfulness", "saturation", "ab_error", "oracle_score", "win_rate_vs_mle_greedy",
+                  "win_rate_vs_mle_sampled", "ties_vs_mle_greedy")
 
 
 def row_problem(row: dict) -> str | None:
@@ -259,6 +265,16 @@ def eval_metrics(rows: list[dict], outputs: list[Image.Image]) -> dict[str, floa
     return metrics
 
 
-def render(output: Image.Image) -> Image.Image:
-    """What an annotator sees for one output."""
+def render(row: dict, output: Image.Image) -> Image.Image:
+    """What an annotator (and the reward model) sees of one output for `row`: the colorization itself."""
     return output
+
+
+def to_stored(output: Image.Image) -> Image.Image:
+    """An output as the labeling DB and exports keep it (STORED: image, saved as PNG): the colorization, RGB."""
+    return output.convert("RGB")
+
+
+def from_stored(value: Image.Image, row: dict) -> Image.Image:
+    """An output back from what `to_stored` kept (for the input `row`): the image, RGB."""
+    return value.convert("RGB")
