@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from labeler.schema import Comparison, Round
 from vrlhf.marks import MAX_GRID
-from vrlhf.tasks.simulated_marks import GRID
+from vrlhf.tasks.mark_noise import GRID
 
 POLICY_FILE = "policy.json"  # vrlhf.policy.POLICY_FILE (not imported: that module loads torch)
 

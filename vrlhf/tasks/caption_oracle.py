@@ -30,6 +30,7 @@ from vrlhf.shapes import (
 )
 from vrlhf.shapes_grammar import ARTICLES, LEXICON
 from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, rank_with_ties, sigmoid
+from vrlhf.tasks.mark_noise import MISPLACE, MISS, noisy_words
 
 DEFAULT_TEMPERATURE = 0.6  # self-agreement ~0.87 on corrupted reference captions (docs/ORACLES.md)
 TRUE, FALSE, MISSING, REPEAT, STUTTER, EXTRA = 0.25, 1.0, 0.5, 0.5, 0.1, 0.05
@@ -174,10 +175,22 @@ def judge(row: dict, output_a: str, output_b: str, rng: np.random.Generator,
 
 def mark(row: dict, output: str, rng: np.random.Generator) -> dict:
     """Where one simulated annotator marks `output` wrong (its false words, some missed, a few misplaced), in the
-    marks format of vrlhf/marks.py: vrlhf/tasks/simulated_marks.py, docs/ORACLES.md."""
-    from vrlhf.tasks.simulated_marks import mark_caption  # it reads this module's contributions
-
+    marks format of vrlhf/marks.py: vrlhf/tasks/mark_noise.py, docs/ORACLES.md."""
     return mark_caption(row, output, rng)
+
+
+def false_words(row: dict, output: str) -> list[int]:
+    """Indices of the words of `output` (split on whitespace, as the marks count them) that state something false about
+    the image: `false_spans`, which count this module's words (letter runs), mapped back."""
+    owner = [i for i, word in enumerate(str(output).split()) for _ in words(word)]  # oracle word -> ours
+    return sorted({owner[j] for start, end in false_spans(row, output) for j in range(start, end)})
+
+
+def mark_caption(row: dict, output: str, rng: np.random.Generator, miss: float = MISS,
+                 misplace: float = MISPLACE) -> dict:
+    """One simulated annotator's marks on a caption: its false words, each missed with probability `miss`, else moved
+    to the word before or after with probability `misplace`. `{"words": [...]}` or {}."""
+    return noisy_words(false_words(row, output), len(str(output).split()), rng, miss, misplace)
 
 
 def rank(row: dict, outputs: list, rng: np.random.Generator, temperature: float = DEFAULT_TEMPERATURE) -> list[int]:

@@ -23,9 +23,13 @@ from skimage.color import lab2rgb, rgb2lab
 
 from vrlhf.shapes import shape_masks
 from vrlhf.tasks.bradley_terry import TIE_MARGIN, agreement, draw, rank_with_ties, sigmoid
+from vrlhf.tasks.mark_noise import GRID, MISPLACE, MISS, noisy_cells
 
 DEFAULT_TEMPERATURE = 0.08  # self-agreement ~0.85 on model-like colorizations (docs/ORACLES.md)
 BACKGROUND_WEIGHT, SPREAD_WEIGHT = 2.0, 1.0
+# A cell is clearly bad when the image would lose this much score if every cell were like it (contribution × cells):
+# a background tint of chroma ≈ 6 over the cell, or a shape cell whose colour strays far from the shape's own.
+BAD_CELL = -0.15
 
 
 def _lab(image: Image.Image, size: int) -> np.ndarray:
@@ -110,10 +114,25 @@ def judge(row: dict, output_a: Image.Image, output_b: Image.Image, rng: np.rando
 
 def mark(row: dict, output: Image.Image, rng: np.random.Generator) -> dict:
     """Where one simulated annotator marks `output` wrong (its clearly bad cells of the 8x8 colour grid, some missed,
-    a few misplaced), in the marks format of vrlhf/marks.py: vrlhf/tasks/simulated_marks.py, docs/ORACLES.md."""
-    from vrlhf.tasks.simulated_marks import mark_colorization  # it reads this module's contributions
-
+    a few misplaced), in the marks format of vrlhf/marks.py: vrlhf/tasks/mark_noise.py, docs/ORACLES.md."""
     return mark_colorization(row, output, rng)
+
+
+def cell_contributions(row: dict, output, grid: int = GRID) -> np.ndarray:
+    """(grid, grid) shares of the score, one per cell of the output (they sum to the score)."""
+    return np.asarray(contributions(row, output, grid=grid), dtype=np.float64).reshape(grid, grid)
+
+
+def bad_cells(row: dict, output, grid: int = GRID, threshold: float = BAD_CELL) -> np.ndarray:
+    """Bool (grid, grid): the cells a careful annotator would call clearly wrong (no noise)."""
+    return cell_contributions(row, output, grid) * grid * grid < threshold
+
+
+def mark_colorization(row: dict, output, rng: np.random.Generator, grid: int = GRID, miss: float = MISS,
+                      misplace: float = MISPLACE) -> dict:
+    """One simulated annotator's marks on a colorization: its clearly bad cells, each missed with probability `miss`,
+    else moved to a neighbouring cell with probability `misplace`. `{"grid", "cells"}` or {} (nothing marked)."""
+    return noisy_cells(bad_cells(row, output, grid), rng, miss, misplace)
 
 
 def rank(row: dict, outputs: list, rng: np.random.Generator, temperature: float = DEFAULT_TEMPERATURE) -> list[int]:

@@ -2,80 +2,26 @@
 
     colorization: every cell of the colour grid whose share of the oracle's score (`colorization_oracle.contributions`)
                   is clearly negative (a tinted background, a shape half in another hue), not a fixed count
-    captioning:   the words of the false attributes (`caption_oracle.false_spans`)
+                  (`colorization_oracle.mark_colorization`)
+    captioning:   the words of the false attributes (`caption_oracle.false_spans`, `caption_oracle.mark_caption`)
 
-Noise, per clearly wrong region: missed with probability `MISS`, else placed on a neighbouring cell / word with
-probability `MISPLACE`. Statistics measured with `python -m vrlhf.tasks.simulated_marks` are in docs/ORACLES.md.
-Marks are in the format of `vrlhf.marks`.
+Noise, per clearly wrong region (vrlhf/tasks/mark_noise.py): missed with probability `MISS`, else placed on a
+neighbouring cell / word with probability `MISPLACE`. Each oracle's `mark` does the marking; this module measures it
+(statistics measured with `python -m vrlhf.tasks.simulated_marks` are in docs/ORACLES.md) and names the marking
+functions in one place. Marks are in the format of `vrlhf.marks`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from vrlhf.marks import cells_of
+# the marking itself lives with each oracle (it reads the oracle's contributions) and in mark_noise (the person)
+from vrlhf.tasks.caption_oracle import false_words, mark_caption
+from vrlhf.tasks.colorization_oracle import BAD_CELL, bad_cells, cell_contributions, mark_colorization
+from vrlhf.tasks.mark_noise import GRID, MISPLACE, MISS
 
-GRID = 8  # the colorizer's colour grid: one cell per token
-# A cell is clearly bad when the image would lose this much score if every cell were like it (contribution × cells):
-# a background tint of chroma ≈ 6 over the cell, or a shape cell whose colour strays far from the shape's own.
-BAD_CELL = -0.15
-MISS, MISPLACE = 0.2, 0.1  # per clearly wrong region: not marked / marked on a neighbour instead
-
-
-def cell_contributions(row: dict, output, grid: int = GRID) -> np.ndarray:
-    """(grid, grid) shares of the colorization oracle's score, one per cell of the output (they sum to the score)."""
-    from vrlhf.tasks import colorization_oracle
-
-    values = np.asarray(colorization_oracle.contributions(row, output, grid=grid), dtype=np.float64)
-    return values.reshape(grid, grid)
-
-
-def bad_cells(row: dict, output, grid: int = GRID, threshold: float = BAD_CELL) -> np.ndarray:
-    """Bool (grid, grid): the cells a careful annotator would call clearly wrong (no noise)."""
-    return cell_contributions(row, output, grid) * grid * grid < threshold
-
-
-def _neighbour(cell: tuple[int, int], grid: int, rng: np.random.Generator) -> tuple[int, int]:
-    moves = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)
-             and 0 <= cell[0] + dr < grid and 0 <= cell[1] + dc < grid]
-    dr, dc = moves[rng.integers(len(moves))]
-    return cell[0] + dr, cell[1] + dc
-
-
-def mark_colorization(row: dict, output, rng: np.random.Generator, grid: int = GRID, miss: float = MISS,
-                      misplace: float = MISPLACE) -> dict:
-    """One simulated annotator's marks on a colorization: its clearly bad cells, each missed with probability `miss`,
-    else moved to a neighbouring cell with probability `misplace`. `{"grid", "cells"}` or {} (nothing marked)."""
-    mask = np.zeros((grid, grid), dtype=bool)
-    for cell in zip(*np.nonzero(bad_cells(row, output, grid))):
-        if rng.random() < miss:
-            continue
-        mask[_neighbour(cell, grid, rng) if rng.random() < misplace else cell] = True
-    return cells_of(mask)
-
-
-def false_words(row: dict, output: str) -> list[int]:
-    """Indices of the words of `output` (split on whitespace, as the marks count them) that state something false about
-    the image: the caption oracle's `false_spans`, which count its own words (letter runs), mapped back."""
-    from vrlhf.tasks import caption_oracle
-
-    owner = [i for i, word in enumerate(str(output).split()) for _ in caption_oracle.words(word)]  # oracle word -> ours
-    return sorted({owner[j] for start, end in caption_oracle.false_spans(row, output) for j in range(start, end)})
-
-
-def mark_caption(row: dict, output: str, rng: np.random.Generator, miss: float = MISS,
-                 misplace: float = MISPLACE) -> dict:
-    """One simulated annotator's marks on a caption: its false words, each missed with probability `miss`, else moved
-    to the word before or after with probability `misplace`. `{"words": [...]}` or {}."""
-    n_words, words = len(str(output).split()), set()
-    for i in false_words(row, output):
-        if rng.random() < miss:
-            continue
-        if rng.random() < misplace and n_words > 1:
-            i = min(max(i + (1 if rng.random() < 0.5 else -1), 0), n_words - 1)
-        words.add(i)
-    return {"words": sorted(words)} if words else {}
-
+__all__ = ["BAD_CELL", "GRID", "MISPLACE", "MISS", "bad_cells", "cell_contributions", "false_words", "mark",
+           "mark_caption", "mark_colorization", "statistics"]
 
 MARKERS = {"colorization": mark_colorization, "captioning": mark_caption}
 
