@@ -7,8 +7,8 @@ import importlib
 
 # Imported when first used (PEP 562), not with the package: `reward_model.config` stays free of torch, so the CLI
 # checks `vrlhf train-reward` / `eval-reward` flags before torch loads.
-_WHERE = {"RewardModel": "base", "RewardModelConfig": "config", "build_reward_model": "base",
-          "load_reward_model": "base", "bradley_terry_loss": "losses", "pair_metrics": "metrics"}
+_WHERE = {"RewardModel": "base", "RewardModelConfig": "config", "build_reward_model": "models",
+          "load_reward_model": "models", "bradley_terry_loss": "losses", "pair_metrics": "metrics"}
 __all__ = sorted(_WHERE)
 
 

@@ -1,8 +1,8 @@
 """The reward model contract: a scorer `score(rows, outputs) -> Tensor[len(outputs)]`, saved as a directory.
 
 A directory holds `reward_config.json` (task, architecture, backbone configs), `model.safetensors` and,
-for captions, the tokenizer files. `load_reward_model(path)` rebuilds the model from the config and loads
-the weights; nothing is pickled.
+for captions, the tokenizer files. `load_reward_model(path)` (reward_model/models.py, with `build_reward_model`)
+rebuilds the model from the config and loads the weights; nothing is pickled.
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from reward_model import backbones
 from reward_model.config import RewardModelConfig  # noqa: F401  (re-exported: the config lives light)
-from vrlhf.errors import ConfigError, ModelError
-from vrlhf.tasks import get_task
+from vrlhf.errors import ModelError
 
 CONFIG_NAME = "reward_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -115,60 +113,3 @@ class RewardModel(nn.Module):
         if getattr(self, "tokenizer", None) is not None:
             self.tokenizer.save_pretrained(out)
         return out
-
-
-def model_class(task: ModuleType):
-    """The architecture for what people see of a task's outputs (its `SHOWN`): text gets the image + text model,
-    images the image model."""
-    if task.SHOWN == "text":
-        from reward_model.caption_model import CaptionRewardModel
-
-        return CaptionRewardModel
-    if task.SHOWN == "image":
-        from reward_model.colorization_model import ColorizationRewardModel
-
-        return ColorizationRewardModel
-    raise ConfigError(f"no reward model for shown {task.SHOWN} outputs (task {task.NAME!r})")
-
-
-def build_reward_model(task: ModuleType, cfg: RewardModelConfig | None = None, **options) -> RewardModel:
-    """A fresh reward model for `task` (a task module): from `cfg`, or with RewardModelConfig fields as `options`."""
-    cfg = cfg if cfg is not None else RewardModelConfig(task=task.NAME, **options)
-    cfg.task = task.NAME
-    model = model_class(task).build(cfg)
-    model.task_module = task
-    return model
-
-
-def load_reward_model(path: str | Path, device: str | torch.device = "cpu", task: ModuleType | None = None
-                      ) -> RewardModel:
-    """Load a trained reward model directory; returns it in eval mode, ready for `score(rows, outputs)`.
-
-    `task` is the task module its outputs come from (the caller's, resolved once); without it, the task its config
-    names. A directory that is not a complete reward model (or one of another task) raises `ModelError` naming it
-    and what is wrong."""
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file():
-        raise ModelError(f"{path} is not a reward model directory (no {CONFIG_NAME})")
-    try:
-        cfg = RewardModelConfig(**json.loads((path / CONFIG_NAME).read_text()))
-    except (OSError, ValueError, TypeError) as error:  # bad JSON, fields
-        raise ModelError(f"{path}: not a loadable reward model ({str(error).splitlines()[0]})") from None
-    if task is not None and cfg.task != task.NAME:
-        raise ModelError(f"{path} is a reward model of {cfg.task} outputs, not {task.NAME}")
-    try:
-        task = task if task is not None else get_task(cfg.task)  # a saved model names its task: resolved here, once
-    except ConfigError as error:
-        raise ModelError(f"{path}: {error}") from None
-    try:
-        model = model_class(task).from_config(cfg, tokenizer_dir=path)
-        model.task_module = task
-        state = load_file(str(path / WEIGHTS_NAME))
-    except (OSError, ValueError, TypeError, KeyError, SafetensorError) as error:  # bad JSON, fields, files
-        raise ModelError(f"{path}: not a loadable reward model ({str(error).splitlines()[0]})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    expected_missing = set(model.state_dict()) - set(model.state_to_save())
-    if unexpected or set(missing) - expected_missing:
-        raise ModelError(f"{path / WEIGHTS_NAME} does not match its config: missing "
-                         f"{sorted(set(missing) - expected_missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    return model.to(device).eval()

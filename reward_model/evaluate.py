@@ -10,9 +10,9 @@ from functools import partial
 
 import torch
 
-from reward_model.base import load_reward_model
 from reward_model.config import EvalRewardConfig
 from reward_model.data import PairDataset, collate_pairs, load_export, validate
+from reward_model.models import load_reward_model
 from vrlhf.errors import ConfigError
 
 

@@ -19,11 +19,11 @@ from types import ModuleType
 
 import torch
 
-from reward_model.base import RewardModelConfig, build_reward_model
-from reward_model.config import TrainRewardConfig  # its flags are checked (vrlhf.cli) before torch loads
+from reward_model.config import RewardModelConfig, TrainRewardConfig  # flags checked (vrlhf.cli) before torch loads
 from reward_model.data import PairDataset, collate_pairs, column, load_export, split_by_item, validate
 from reward_model.losses import bradley_terry_loss, marks_loss
 from reward_model.metrics import pair_metrics
+from reward_model.models import build_reward_model
 from vrlhf import collectives
 from vrlhf.errors import ConfigError, DataError
 from vrlhf.training import resolve_mixed_precision

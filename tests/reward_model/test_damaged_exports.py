@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "labeler"))
 from labfix import fill  # noqa: E402
 
 from labeler.store import Store  # noqa: E402
-from reward_model.base import build_reward_model  # noqa: E402
+from reward_model.models import build_reward_model  # noqa: E402
 from vrlhf.cli import main as vrlhf  # noqa: E402
 from vrlhf.tasks import get_task
 
