@@ -334,7 +334,6 @@ HEAD_JS = """
 """
 
 
-MARK_GRID = 8  # an image's marking grid when the server knows no other (vrlhf.tasks.simulated_marks.GRID)
 MARK_HINT = "Optional: click where a candidate is wrong to mark it (click again to remove)."
 
 
@@ -358,7 +357,8 @@ def render_view(store, view: dict, rank: list[str], lease_seconds: float, second
     one row (on phones: the input, then the candidates two per row). `idle_seconds`: the page pauses after that
     long without a key or click (0: never); `guides_opened`: the server opened the guidelines with it (a phone's
     script folds them back and marks their header instead). The candidates can be marked where they are wrong
-    (the page's script): a caption's words, an image's cells of a `grid` x `grid` raster (None: the default)."""
+    (the page's script): a caption's words, an image's cells of a `grid` x `grid` raster (labeler.marking.Grids;
+    None: the images are shown, not markable)."""
     v = view
     token = html.escape(v["token"])
     left = max(0, int(seconds_left))
@@ -368,7 +368,7 @@ def render_view(store, view: dict, rank: list[str], lease_seconds: float, second
              f" data-task='{html.escape(v['task'])}' data-k='{v['k']}' data-guides-opened='{int(guides_opened)}'>",
              f"<div class='vr-head'><span>Comparison {v['comparison_id']} · {html.escape(v['task'])}</span>"
              f"<span class='vr-mark-hint'>{MARK_HINT}</span>{timer}</div>",
-             comparison_grid(store, v, v["candidates"], mark_grid=grid or MARK_GRID)]
+             comparison_grid(store, v, v["candidates"], mark_grid=grid or 0)]
     if v["k"] > 2:
         ranked = " &gt; ".join(rank) or "press the candidates from best to worst"
         parts.append(f"<div class='vr-rank'>Ranking: {ranked}</div>")
@@ -414,12 +414,13 @@ def markable_body(store, c: dict, grid: int) -> str:
     """A candidate the annotator can mark where it is wrong (the page's script keeps and sends the marks): a
     caption's words each their own element (whitespace-split, as vrlhf/marks.py counts them), an image under an
     overlay of `grid` x `grid` cells, with a button that enlarges it (a click on the image marks a cell). An output
-    drawn from text (boxes over the input) has neither words nor cells on screen: shown as it is."""
+    drawn from text (boxes over the input) has neither words nor cells on screen, and an image without a `grid` (0)
+    is not markable: both shown as they are."""
     if c["text"] is not None and not c.get("image"):
         words = " ".join(f"<span class='vr-word' data-i='{i}'>{html.escape(w)}</span>"
                          for i, w in enumerate(c["text"].split()))
         return f"<p class='vr-text vr-words'>{words}</p>"
-    if c["text"] is not None:
+    if c["text"] is not None or not grid:
         return candidate_body(store, c)
     return (f"<div class='vr-mark' data-grid='{grid}' style='--grid: {grid}'>{candidate_body(store, c)}"
             "<div class='vr-cells'></div></div><button class='vr-zoom-btn' type='button' title='Enlarge this image'>"
