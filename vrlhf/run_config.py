@@ -22,7 +22,8 @@ class RunConfig:
     """What every training command is given: the task, the data, the run directory, the optimiser's basics, the
     precision and the seed. The defaults are `vrlhf tune`'s."""
 
-    task: str = field(default="captioning", metadata={"help": "task module: captioning | colorization"})
+    task: str = field(default="captioning", metadata={
+        "help": "task: a module of vrlhf/tasks (captioning | colorization | detection) or a module's dotted path"})
     data: str = field(default="", metadata={
         "help": "DIR with train/ and test/ (as `vrlhf data shapes` writes), or one folder vrlhf.data.load_rows reads"})
     out: str = field(default="runs/tune", metadata={
