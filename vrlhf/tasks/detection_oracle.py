@@ -177,10 +177,13 @@ def corrupt(row: dict, rng: np.random.Generator, edits: tuple[str, ...] | None =
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Print this oracle's self-agreement on typical pairs (the table in docs/ORACLES.md)."""
+    from vrlhf.config import parse_no_arguments
     from vrlhf.shapes import make_shapes
     from vrlhf.tasks.bradley_terry import TIE_MARGIN
+
+    parse_no_arguments(argv, main.__doc__)
 
     rows = make_shapes(400, seed=1)
     rng = np.random.default_rng(0)
@@ -200,4 +203,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from vrlhf.errors import run_command
+
+    sys.exit(run_command("python -m vrlhf.tasks.detection_oracle", main))
