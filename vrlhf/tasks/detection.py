@@ -35,7 +35,9 @@ from vrlhf.tasks.detection_boxes import (
 NAME = "detection"
 STORED = "text"  # a box set is stored (samples, exports) as JSON text (`to_stored` / `from_stored`)
 SHOWN = "image"  # people, and the reward models, see the boxes drawn over the input (`render`)
-REPORT_METRICS = ("map", "ap50", "ar", "oracle_score")  # the demo report's columns (eval_metrics' keys)
+# The demo report's columns (loop/report.py): held-out COCO metrics, then the annotators' judgment against MLE
+REPORT_METRICS = ("map", "ap50", "ar", "oracle_score", "win_rate_vs_mle_greedy", "win_rate_vs_mle_sampled",
+                  "ties_vs_mle_greedy")
 METRIC_REWARDS = ("map", "detection_reward", "detection_reward_conf")
 DEFAULT_REWARDS = ("detection_reward=1.0",)  # the paper's recall-oriented reward (`vrlhf tune` without --reward)
 DEMO_POLICY = REPO / "data/demo/detector"  # the committed demo checkpoint (data/demo/README.md)
