@@ -22,7 +22,7 @@ def evaluate_reward(model, data, batch_size: int = 64) -> dict[str, float]:
 
     model = load_reward_model(model) if not isinstance(model, torch.nn.Module) else model
     ds = load_export(data)
-    _, keep, _ = validate(ds, data, model.task)
+    _, keep, _ = validate(ds, data, model.task_module)
     loader = torch.utils.data.DataLoader(PairDataset(ds, keep, model.task_module), batch_size=batch_size,
                                          collate_fn=partial(collate_pairs, model))
     return {"task": model.task, **evaluate_pairs(model, loader)}

@@ -11,15 +11,13 @@ from tuner.config import TuneConfig
 from vrlhf.run_config import PolicyRunConfig
 
 
-def split_data(cfg: TuneConfig, task: ModuleType | None = None) -> tuple[list[dict], list[dict]]:
+def split_data(cfg: TuneConfig, task: ModuleType) -> tuple[list[dict], list[dict]]:
     """(training rows, held-out rows): DATA/train and DATA/test, or the split every stage uses
     (`vrlhf.data.split_rows`: pretraining with the same `test_fraction` held out the same rows); `--eval_data`
-    replaces the held-out rows. At most `eval_size` held-out rows are evaluated. `task`: the module of `cfg.task`
-    (resolved here when not given)."""
+    replaces the held-out rows. At most `eval_size` held-out rows are evaluated. `task`: the module of `cfg.task`,
+    as the command resolved it."""
     from vrlhf.data import load_rows, load_split
-    from vrlhf.tasks import get_task
 
-    task = task if task is not None else get_task(cfg.task)
     check = task.row_problem  # a row the task cannot use fails here, before any model is loaded
     columns = dict(image_column=cfg.image_column, caption_column=cfg.caption_column)
     if cfg.eval_data:  # every row of --data (or DATA/train) trains
