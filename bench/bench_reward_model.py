@@ -24,15 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reward_model.evaluate import evaluate_reward  # noqa: E402
 from reward_model.simulate import oracle_self_agreement, save_export, simulated_pairs  # noqa: E402
 from reward_model.train import TrainRewardConfig, train_reward  # noqa: E402
+from vrlhf.tasks import get_task  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run(task: str, sizes: list[int], epochs: int, work: Path, batch_size: int = 32) -> list[dict]:
-    full = simulated_pairs(task, max(sizes), seed=0)
-    held = simulated_pairs(task, 400, seed=99)
+    module = get_task(task)  # the task's name, resolved once
+    full = simulated_pairs(module, max(sizes), seed=0)
+    held = simulated_pairs(module, 400, seed=99)
     save_export(held, work / f"{task}-eval")
-    ceiling = oracle_self_agreement(task, held)
+    ceiling = oracle_self_agreement(module, held)
     out = []
     for n in sizes:
         save_export({k: v[:n] for k, v in full.items()}, work / f"{task}-{n}")
