@@ -44,15 +44,15 @@ def test_refusals_are_one_line_naming_what_is_wrong(tmp_path, capsys):
     (tmp_path / "empty.md").write_text("\n")
     assert refusal(capsys, ["label", "--db", db, "--guidelines", f"captioning={tmp_path / 'empty.md'}"]) == (
         f"vrlhf label: --guidelines {tmp_path / 'empty.md'}: the file is empty")
-    assert "no task 'captionin' (tasks: captioning, colorization)" in refusal(
+    assert "no task 'captionin' (tasks: captioning, colorization, detection)" in refusal(
         capsys, ["label", "--db", db, "--guidelines", f"captionin={tmp_path / 'empty.md'}"])
     assert refusal(capsys, ["label", "--db", db, "--overlap-fraction", "lots"]).startswith(
         "vrlhf label: argument --overlap_fraction/--overlap-fraction: invalid float value: 'lots'")
     assert refusal(capsys, ["label"]) == "vrlhf label: --db is required"
     assert refusal(capsys, ["export", "--db", db, "--out", str(tmp_path / "x"), "--format", "csv"]) == (
         "vrlhf export: --format 'csv': use one of hf, jsonl, parquet, trl")
-    assert refusal(capsys, ["sample", "--task", "detection", "--policy", "p", "--data", "d", "--db", db]).startswith(
-        "vrlhf sample: unknown task 'detection'; choose one of: captioning")
+    assert refusal(capsys, ["sample", "--task", "segmentation", "--policy", "p", "--data", "d", "--db", db]).startswith(
+        "vrlhf sample: unknown task 'segmentation'; choose one of: captioning")
     assert not Path(db).exists()  # refused before the database was created
     assert refusal(capsys, ["annotators", "add", "--file", str(tmp_path / "u.json")]).startswith(
         "vrlhf annotators: give the annotator's name first; usage: vrlhf annotators add NAME")

@@ -44,7 +44,7 @@ def test_the_keys_shown_follow_the_kind_on_screen():
 def test_the_demo_guidelines_cover_pairs_and_rankings_of_every_task():
     folder = ROOT / "data" / "demo" / "guidelines"
     guides = load_guidelines([f"{task}={folder / task}.md" for task in task_names()])
-    assert set(guides) == {"captioning", "colorization"}
+    assert set(guides) == set(task_names()) >= {"captioning", "colorization", "detection"}
     for task, text in guides.items():
         pairs, ranks = for_kind(text, "pairs"), for_kind(text, "rankings")
         assert "Tie [3]" in pairs and "Both bad [0]" in pairs and "best first" not in pairs, task
@@ -68,7 +68,7 @@ def test_a_mistyped_task_is_refused_before_gradio_or_transformers_load(tmp_path)
     rc, seconds, heavy = json.loads(run.stdout.strip().splitlines()[-1])
     assert rc == 2 and heavy == [], (rc, heavy, run.stderr)
     assert run.stderr.strip() == ("vrlhf label: --guidelines captionin=" + str(tmp_path / "g.md")
-                                  + ": no task 'captionin' (tasks: captioning, colorization)")
+                                  + f": no task 'captionin' (tasks: {', '.join(task_names())})")
     print(f"refused in {seconds:.2f} s in-process, {wall:.2f} s with the interpreter's start")
     assert not (tmp_path / "x.sqlite").exists()  # nothing written
 
