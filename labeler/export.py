@@ -118,8 +118,9 @@ def _dataset(store: Store, rows: list[dict], task):
     return datasets.Dataset.from_dict(out, features=datasets.Features(features))
 
 
-def export(store: Store, out: str | Path, format: str = "hf", task: str | None = None) -> dict:
-    """Write the pairs to `out` in `format`, with `out/audit.jsonl` and `out/manifest.json`; returns counts.
+def export(store: Store, out: str | Path, format: str = "hf", task=None) -> dict:
+    """Write the pairs to `out` in `format`, with `out/audit.jsonl` and `out/manifest.json`; returns counts. `task`:
+    export only this task (its name, or its module when the caller has it: the demo); None: the store's only task.
 
     Built in a directory beside `out` and renamed into place only when complete (`vrlhf.exports.staged`): an
     interrupted or refused export leaves `out` as it was.
@@ -131,6 +132,7 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
     tasks = sorted({r["task"] for r in store.rounds()} | set(counts))
     present = "tasks present: " + (", ".join(f"{t} ({plural(counts[t], 'vote')})" for t in tasks) or "none")
     where = store.url.render_as_string(hide_password=True)
+    module, task = (task, task.NAME) if hasattr(task, "NAME") else (None, task)
     if task is not None and task not in tasks:
         raise LabelError(f"no task {task!r} in {where}; {present}")
     votes = [v for v in every if task is None or v["task"] == task]  # in time order: the audit's
@@ -139,7 +141,7 @@ def export(store: Store, out: str | Path, format: str = "hf", task: str | None =
         from vrlhf.tasks import get_task
 
         try:
-            the_task = get_task(rows[0]["task"])
+            the_task = module or get_task(rows[0]["task"])
         except ConfigError as e:
             raise LabelError(f"{where}: {e}") from None
     if not rows:  # refused before anything is written: --out keeps what it had
