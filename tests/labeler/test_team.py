@@ -212,7 +212,7 @@ def test_a_phone_shows_candidates_at_least_as_wide_as_the_input(solo, browser):
     }""")
     assert len(widths["candidates"]) == 2 and widths["input"][0] >= 100, widths
     assert min(widths["candidates"]) >= widths["input"][0] - 0.5, widths
-    page.click("#vr-view .vr-cand img")  # a tap enlarges a candidate ...
+    page.click("#vr-view .vr-cand .vr-zoom-btn")  # its enlarge button enlarges a candidate (a tap on it marks) ...
     zoomed = page.locator("#vr-zoom img")
     zoomed.wait_for(state="visible")
     assert zoomed.bounding_box()["width"] >= 350
