@@ -40,11 +40,17 @@ def renamed(request, tmp_path, monkeypatch):
         del sys.modules[module]
 
 
+RESOLVED: list[str] = []  # every name get_task resolved (into a module) during the current command
+
+
 def run(*argv) -> None:
+    """Run one `vrlhf` command; it must resolve its task exactly once (`vrlhf data` has none)."""
+    RESOLVED.clear()
     assert vrlhf([str(a) for a in argv]) == 0, argv
+    assert len(RESOLVED) == (argv[0] != "data"), (argv[0], RESOLVED)
 
 
-def test_a_task_module_no_stage_has_heard_of_runs_through_every_stage(renamed, tmp_path, capsys):
+def test_a_task_module_no_stage_has_heard_of_runs_through_every_stage(renamed, tmp_path, capsys, monkeypatch):
     from labeler.store import Store
     from loop.compare import policy_outputs, versus_mle
     from loop.report import table_rows, write_report
@@ -54,6 +60,10 @@ def test_a_task_module_no_stage_has_heard_of_runs_through_every_stage(renamed, t
     from vrlhf.tasks import get_oracle
 
     original, task = renamed
+    import vrlhf.tasks
+
+    resolve = vrlhf.tasks._import  # what get_task does with a name, wherever get_task was imported from
+    monkeypatch.setattr(vrlhf.tasks, "_import", lambda name: RESOLVED.append(name) or resolve(name))
     name = task.NAME
     metric_reward, metric, samples_file = CASES[original.NAME]
     assert task.__name__ == name and task is not original and not name.startswith("vrlhf.")
