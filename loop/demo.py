@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -57,10 +57,22 @@ class DemoConfig:
         "help": "on: simulated annotators also mark where a candidate is wrong (the oracle's cells or words), stored "
                 "with their votes and exported; a dense reward model trains on them, the default one ignores them; "
                 "off: votes only"})
+    dense: str = field(default="auto", metadata={
+        "help": "the rounds' reward model: on: dense (colorization: a score per cell of the 8x8 colour grid, 64-px "
+                "input; captions: a score per word), trained on the marks too, so the tuner credits each token with "
+                "its own part (--tune.token_credit); off: one score per output (marks unused); auto: per task as "
+                "measured (docs/DEMO.md, 'The levers')"})
+    marks_coef: float = field(default=1.0, metadata={
+        "help": "dense reward model: weight of the term that scores marked cells / words below unmarked ones "
+                "(train-reward --marks_coef; 0: marks unused)"})
     edits: str = field(default="off", metadata={
         "help": "on: one candidate of each ranking of one policy's samples is an edit of its other samples (more or "
                 "less colour, a neutral background; a shape added, an attribute dropped: `vrlhf sample --edits 1`); "
                 "off: the policy's samples only (bench/results/edits.md)"})
+    label_efficiency: str = field(default="", metadata={
+        "help": "comma-separated comparison budgets (e.g. 100,200,400,800): after the rounds, per task, one round "
+                "per budget with marks on and off (the learned track alone, each in its own database); report.html "
+                "plots the final win rate against MLE per budget"})
     host: str = field(default="127.0.0.1", metadata={"help": "labeling app host (loopback only without logins)"})
     port: int = field(default=0, metadata={"help": "labeling app port (0: 7860 for people, any free port for "
                                                    "--simulate)"})
@@ -81,7 +93,8 @@ class DemoConfig:
                                                               "comparisons in later rounds)"})
     oracle_row: bool = field(default=True, metadata={"help": "tune on the oracle itself with the same budget: "
                                                              "the bound"})
-    best_of: int = field(default=8, metadata={"help": "n of the best-of-n row (samples scored by the reward model)"})
+    best_of: int = field(default=8, metadata={"help": "n of the best-of-n row (samples scored by the reward "
+                                                          "model; 0: no such row)"})
     eval_images: int = field(default=300, metadata={"help": "held-out images judged (win-rate standard error ≈ 0.03)"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
     tune: TuneConfig = field(default_factory=demo_tune, metadata={
@@ -115,6 +128,13 @@ def check_config(cfg: DemoConfig) -> dict:
         problems.append(f"--marks takes on or off, not {cfg.marks!r}")
     if cfg.edits not in ("on", "off"):
         problems.append(f"--edits takes on or off, not {cfg.edits!r}")
+    if cfg.dense not in ("on", "off", "auto"):
+        problems.append(f"--dense takes on, off or auto, not {cfg.dense!r}")
+    try:
+        budgets(cfg)
+    except ValueError:
+        problems.append(f"--label_efficiency takes comparison budgets above 0 separated by commas (e.g. "
+                        f"100,200,400,800), not {cfg.label_efficiency!r}")
     if cfg.policy and len(tasks) != 1:
         problems.append(f"--policy {cfg.policy} starts one task's rounds: name that task alone with --tasks "
                         f"(not {cfg.tasks!r})")
@@ -161,6 +181,31 @@ def resolve_tasks(cfg: DemoConfig) -> dict:
     return {name: get_task(name) for name in task_names(cfg)}
 
 
+# --dense auto: whether the rounds' reward model is dense, per task; chosen on seed 2 (docs/DEMO.md, "The levers"),
+# whose numbers are not the ones reported.
+DENSE_BY_TASK = {"captioning": False, "colorization": False}
+
+
+def is_dense(cfg: DemoConfig, task_name: str) -> bool:
+    return cfg.dense == "on" or cfg.dense == "auto" and DENSE_BY_TASK.get(task_name, False)
+
+
+def reward_model_settings(cfg: DemoConfig, task_name: str) -> dict:
+    """The round's `train-reward` settings that the demo's levers decide (--dense, --marks_coef)."""
+    if not is_dense(cfg, task_name):
+        return {"dense": False}
+    # a 64-px input puts the tiny CNN's stride-8 stage exactly on the colour grid (docs/REWARD_MODEL.md)
+    return {"dense": True, "marks_coef": cfg.marks_coef} | ({"image_size": 64} if task_name == "colorization" else {})
+
+
+def budgets(cfg: DemoConfig) -> list[int]:
+    """--label_efficiency as numbers (ValueError when one is not a positive integer)."""
+    values = [int(b) for b in cfg.label_efficiency.split(",") if b.strip()]
+    if any(v <= 0 for v in values):
+        raise ValueError(cfg.label_efficiency)
+    return values
+
+
 def simulate(cfg: DemoConfig, tasks: dict | None = None) -> dict:
     from labeler.store import Store
     from loop.report import print_tables, write_report
@@ -180,12 +225,48 @@ def simulate(cfg: DemoConfig, tasks: dict | None = None) -> dict:
         result = run_rounds(task, cfg, workdir, shapes, store, label, start_policy(cfg, task))
         samples[task_name] = result.pop("_samples")
         results[task_name] = result
+        if budgets(cfg):
+            result["label_efficiency"] = label_efficiency(cfg, task, workdir, shapes, rows_by_id, result)
     summary = {"config": asdict(cfg), "seconds": time.time() - start, "machine": machine(), "tasks": results}
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     write_report(workdir, summary, samples, tasks)
     print_tables(summary, tasks)
     say(f"done in {summary['seconds'] / 60:.1f} min: {workdir / 'summary.json'}, {workdir / 'report.html'}")
     return summary
+
+
+def label_efficiency(cfg: DemoConfig, task, workdir: Path, shapes: Path, rows_by_id: dict,
+                     main: dict) -> dict:
+    """{"on"|"off": {budget: the learned policy's win rates against MLE}}: one round per comparison budget, with
+    marks and without, the learned track alone, each in its own database (WORKDIR/TASK/label-efficiency/). The
+    rounds' own first round is one of these points when its budget and marks match: it is reused, not rerun."""
+    from labeler.store import Store
+    from loop.rounds import run_rounds
+
+    curves: dict[str, dict[int, dict]] = {"on": {}, "off": {}}
+    task_name = task.NAME
+    for marks, curve in curves.items():
+        for n in budgets(cfg):
+            first = main["rounds"][0]
+            if n == cfg.labels and marks == cfg.marks and "learned" in first["evaluation"]:
+                result = main
+            else:
+                one = replace(cfg, rounds=1, labels=n, marks=marks, tracks="learned", metric_row=False,
+                              oracle_row=False, best_of=0, label_efficiency="")
+                out = workdir / task_name / "label-efficiency" / f"marks-{marks}-{n}"
+                out.mkdir(parents=True, exist_ok=True)
+                say(f"{task_name}: label efficiency, {n} comparisons, marks {marks}")
+                store = Store(str(out / "labels.sqlite"), overlap=cfg.overlap)
+                try:
+                    label = partial(_label, rows_by_id=rows_by_id, cfg=one)
+                    result = run_rounds(task, one, out, shapes, store, label, start_policy(cfg, task))
+                finally:
+                    store.close()
+            record = result["rounds"][0]
+            curve[n] = {"comparisons": n, "pairs": record["export"]["pairs"]} | {
+                key: record["evaluation"]["learned"][key]
+                for key in ("win_rate_vs_mle_greedy", "win_rate_vs_mle_sampled")}
+    return curves
 
 
 def _label(store, task, rows_by_id: dict, cfg: DemoConfig) -> dict:

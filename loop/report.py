@@ -100,6 +100,31 @@ def win_rate_plot(task: str, result: dict):
     return fig
 
 
+def label_efficiency_plot(curves_by_task: dict):
+    """Final win rate against MLE (greedy) per number of comparisons, marks on and off: one panel per task.
+    `curves_by_task`: {task: {"on"|"off": {budget: win rates}}} (a summary's `label_efficiency`; JSON keys are
+    strings)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves_by_task), figsize=(4.8 * len(curves_by_task), 3.4), squeeze=False)
+    for ax, (task, curves) in zip(axes[0], curves_by_task.items()):
+        for marks, style in (("on", "o-"), ("off", "s--")):
+            points = sorted((int(n), v["win_rate_vs_mle_greedy"]) for n, v in curves.get(marks, {}).items())
+            if points:
+                ax.plot(*zip(*points), style, label=f"marks {marks}")
+        ax.axhline(0.5, color="black", linewidth=0.6)
+        budgets = sorted({int(n) for c in curves.values() for n in c})
+        ax.set(title=f"{task}: one round", xlabel="comparisons labelled", ylabel="win rate vs MLE (greedy)",
+               xscale="log", xticks=budgets, xticklabels=[str(b) for b in budgets], ylim=(0.3, 0.9))
+        ax.minorticks_off()
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+    return fig
+
+
 def reward_curves(task: str, result: dict):
     import matplotlib
 
@@ -155,6 +180,11 @@ def write_report(workdir: Path, summary: dict, samples: dict, tasks: dict) -> Pa
         for title, make in (("Win rate against MLE per round", win_rate_plot), ("Reward curves", reward_curves)):
             fig = make(task, result)
             parts.append(f"<h3>{title}</h3><img src='{png_data_uri(fig)}'>")
+            plt.close(fig)
+        if result.get("label_efficiency"):
+            fig = label_efficiency_plot({task: result["label_efficiency"]})
+            parts.append("<h3>Label efficiency: the final win rate against MLE per number of comparisons, marks on "
+                         f"and off</h3><img src='{png_data_uri(fig)}'>")
             plt.close(fig)
         if task in samples:
             rows, outputs = samples[task]

@@ -176,12 +176,15 @@ def train_round_reward_model(run: TaskRun, store, r: int) -> tuple[dict, dict]:
     Returns the export's and the training's summaries."""
     export_dir, rm_dir = run.out / f"round-{r}" / "export", run.reward_model_dir(r)
     with run.timed("export"):
-        exported = export(store, export_dir, "hf", task=run.task)
+        exported = export(store, export_dir, "hf", task=run.task_name)
     say(f"{run.task_name} round {r}: training the reward model on {exported['pairs']} pairs")
-    with run.timed("reward_model"):
+    from loop.demo import reward_model_settings
+
+    with run.timed("reward_model"):  # --dense / --marks_coef: a dense model trained on the marks, or the scalar one
         trained = train_reward(TrainRewardConfig(
             data=str(export_dir), out=str(rm_dir), task=run.task_name, seed=run.cfg.seed, progress=False,
-            epochs=run.cfg.rm_epochs, eval_every=25, overwrite=True), run.task)
+            epochs=run.cfg.rm_epochs, eval_every=25, overwrite=True, **reward_model_settings(run.cfg, run.task_name)),
+            run.task)
     return exported, trained
 
 
@@ -207,9 +210,10 @@ def evaluate_round(run: TaskRun, r: int, tracks: dict[str, list[str]], mle_polic
         for name, path in {track: tracks[track][-1] for track in tracks}.items():
             outputs[name] = outs = policy_outputs(task, task.load_policy(path), run.test_rows, cfg.seed)
             evaluation[name] = versus_mle(task, run.oracle, run.test_rows, outs, mle_out, cfg.seed)
-        best, _ = best_of_n(task, mle_policy, run.test_rows, rm.score, cfg.best_of, seed=cfg.seed)
-        evaluation["best_of_n"] = versus_mle(task, run.oracle, run.test_rows, {"greedy": best, "sample": best},
-                                             mle_out, cfg.seed)
+        if cfg.best_of > 0:  # --best_of 0: no best-of row (the lever runs)
+            best, _ = best_of_n(task, mle_policy, run.test_rows, rm.score, cfg.best_of, seed=cfg.seed)
+            evaluation["best_of_n"] = versus_mle(task, run.oracle, run.test_rows, {"greedy": best, "sample": best},
+                                                 mle_out, cfg.seed)
     say(f"{run.task_name} round {r}: win rate vs MLE (greedy) " + ", ".join(
         f"{k} {v['win_rate_vs_mle_greedy']:.3f}" for k, v in evaluation.items()))
     return evaluation, outputs
