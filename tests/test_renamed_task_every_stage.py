@@ -44,7 +44,8 @@ RESOLVED: list[str] = []  # every name get_task resolved (into a module) during 
 
 
 def run(*argv) -> None:
-    """Run one `vrlhf` command; it must resolve its task exactly once (`vrlhf data` has none)."""
+    """Run one `vrlhf` command; it must resolve its task exactly once (`vrlhf data` has none; `vrlhf eval-reward`
+    resolves the reward model's)."""
     RESOLVED.clear()
     assert vrlhf([str(a) for a in argv]) == 0, argv
     assert len(RESOLVED) == (argv[0] != "data"), (argv[0], RESOLVED)
@@ -89,6 +90,7 @@ def test_a_task_module_no_stage_has_heard_of_runs_through_every_stage(renamed, t
     run("train-reward", "--data", tmp_path / "export", "--out", tmp_path / "rm", "--epochs", 2, "--batch_size", 4,
         "--eval_fraction", 0, "--eval_every", 2, "--image_size", 24, "--vit_hidden", 16, "--vit_layers", 1,
         "--hidden_size", 8, "--image_encoder", "", "--progress", "false")
+    run("eval-reward", "--model", tmp_path / "rm", "--data", tmp_path / "export", "--json")
     rm = load_reward_model(tmp_path / "rm")
     assert rm.task == name and rm.task_module is task and type(rm) is model_class(original)  # the SHOWN kind's
 
