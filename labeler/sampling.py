@@ -208,7 +208,8 @@ def different(outputs: list) -> list:
 
 @dataclass
 class SampleConfig:
-    task: str = field(metadata={"help": "the vision task: a module of vrlhf/tasks, e.g. captioning"})
+    task: str = field(metadata={"help": "the vision task: a module of vrlhf/tasks (e.g. captioning) or the dotted "
+                                        "import path of a task module of your own"})
     policy: str = field(metadata={"help": "policy directory (from pretrain or tune)"})
     data: str = field(metadata={"help": "data: image folder + metadata.jsonl, COCO JSON or HF dataset"})
     db: str = field(metadata={"help": "database: a SQLite file path or a SQLAlchemy URL"})

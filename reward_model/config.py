@@ -14,7 +14,7 @@ LORA_TARGETS = ["query", "value", "q_proj", "v_proj"]  # attention projections o
 class RewardModelConfig:
     """Architecture of a reward model; `build_reward_model` fills the backbone config dicts."""
 
-    task: str = field(metadata={"help": "captioning | colorization"})
+    task: str = field(metadata={"help": "the task's NAME (a module of vrlhf/tasks, or a dotted import path)"})
     image_encoder: str = field(default="", metadata={
         "help": "a Hugging Face vision model (directory or hub id) or an image-to-sequence policy directory (its "
                 "vision encoder, e.g. data/demo/captioner); empty: the tiny encoder of --encoder, from scratch"})
@@ -63,8 +63,8 @@ class RewardModelConfig:
 class TrainRewardConfig(RewardModelConfig):
     """`vrlhf train-reward`: the reward model's fields (inherited from RewardModelConfig), then the training run's."""
 
-    task: str = field(default="", metadata={"help": "task of the pairs (a vrlhf.tasks module); empty: the export's "
-                                                    "only task"})
+    task: str = field(default="", metadata={"help": "task of the pairs (a vrlhf.tasks module, or a dotted import "
+                                                    "path); empty: the export's only task"})
     image_encoder: str = field(default="default", metadata={
         "help": "a Hugging Face vision model (directory or hub id) or an image-to-sequence policy directory (its "
                 "vision encoder); 'default': the task's REWARD_IMAGE_ENCODER (captioning: the demo captioner's ViT, "
