@@ -20,8 +20,8 @@ def captioning():
 
 
 def test_unknown_task_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown task 'detection'"):
-        get_task("detection")
+    with pytest.raises(ValueError, match="unknown task 'segmentation'"):
+        get_task("segmentation")
 
 
 def test_caption_tokens_round_trip_through_decode(captioning):
