@@ -72,8 +72,6 @@ def test_detection_runs_through_sample_label_export_train_reward_eval_and_report
     assert header[2:] == list(task.REPORT_METRICS) and lines[0][2:5] != ["–"] * 3  # mAP, AP50, AR filled in
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="tuner/monitor.py output_stats computes the saturation of "
-                   "any output that is not a str (a box set is neither): it must key on the task contract")
 def test_detection_tunes_with_the_papers_reward_and_a_learned_one(stages):
     task, tmp = stages
     run("tune", "--task", "detection", "--policy", tmp / "policy", "--data", tmp / "data", "--out", tmp / "tune",

@@ -15,19 +15,22 @@ import torch
 from PIL import Image
 
 
-def output_stats(outputs: list, samples) -> dict[str, float]:
-    """Tokens per sequence, fraction ending with EOS, and distinct-n (captions) or mean saturation (images)."""
+def output_stats(task, outputs: list, samples) -> dict[str, float]:
+    """Tokens per sequence, fraction ending with EOS, and what the task contract says its outputs are: distinct-n of
+    texts (STORED and SHOWN text: captions), the mean saturation of images (STORED image: colorizations); other
+    outputs (a box set, stored as text, shown drawn) add nothing."""
     from vrlhf.metrics import distinct_n, saturation
 
     stats = {
         "tokens_per_seq": samples.mask.sum(dim=1).float().mean().item(),
         "eos_frac": samples.finished.float().mean().item(),
     }
-    if outputs and isinstance(outputs[0], str):
-        stats["distinct_1"] = float(distinct_n(outputs, 1))
-        stats["distinct_2"] = float(distinct_n(outputs, 2))
-    else:
-        stats["saturation"] = float(np.mean(saturation(outputs)))
+    if outputs and task.STORED == "text" and task.SHOWN == "text":
+        texts = [task.to_stored(o) for o in outputs]
+        stats["distinct_1"] = float(distinct_n(texts, 1))
+        stats["distinct_2"] = float(distinct_n(texts, 2))
+    elif outputs and task.STORED == "image":
+        stats["saturation"] = float(np.mean(saturation([task.to_stored(o) for o in outputs])))
     return stats
 
 
@@ -42,7 +45,7 @@ def evaluate(task, policy, rows: list[dict], batch_size: int = 32,
         greedy = policy.greedy(pixel_values, max_new_tokens=max_new_tokens)
         decoded = task.decode(policy, chunk, greedy.tokens, 1)
         outputs += decoded
-        for name, value in output_stats(decoded, greedy).items():
+        for name, value in output_stats(task, decoded, greedy).items():
             sums[name] = sums.get(name, 0.0) + value * len(chunk)
         count += len(chunk)
     metrics = {name: float(v) for name, v in task.eval_metrics(rows, outputs).items()}

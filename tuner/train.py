@@ -99,7 +99,7 @@ def tune_with_reinforce(cfg: TuneConfig, task: ModuleType | None = None):
             logs["reward"].append(scored.rewards.mean().item())
             for name, values in scored.components.items():
                 logs[f"reward/{name}"].append(values.mean().item())
-            for name, value in output_stats(scored.outputs, scored.samples).items():
+            for name, value in output_stats(task, scored.outputs, scored.samples).items():
                 logs[name].append(value)
             # 3-4. KL folded into the reward, advantages, −mean(adv · log P) [+ MLE], backward
             with timer("forward_backward"):
