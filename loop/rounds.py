@@ -176,7 +176,7 @@ def train_round_reward_model(run: TaskRun, store, r: int) -> tuple[dict, dict]:
     Returns the export's and the training's summaries."""
     export_dir, rm_dir = run.out / f"round-{r}" / "export", run.reward_model_dir(r)
     with run.timed("export"):
-        exported = export(store, export_dir, "hf", task=run.task_name)
+        exported = export(store, export_dir, "hf", task=run.task)
     say(f"{run.task_name} round {r}: training the reward model on {exported['pairs']} pairs")
     from loop.demo import reward_model_settings
 
