@@ -25,7 +25,7 @@ def test_the_tasks_are_discovered_from_their_modules():
     assert not names & {"caption_oracle", "colorization_oracle", "caption_writers", "bradley_terry", "simulated_marks"}
 
 
-@pytest.mark.parametrize("name", ["captioning", "colorization"])
+@pytest.mark.parametrize("name", ["captioning", "colorization", "detection"])
 def test_every_task_module_provides_the_contract(name):
     task = get_task(name)
     assert task.NAME == name and task.STORED in KINDS and task.SHOWN in KINDS
