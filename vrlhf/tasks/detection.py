@@ -21,6 +21,7 @@ from vrlhf import REPO
 from vrlhf.errors import DataError, ModelError
 from vrlhf.models import vit_gpt2
 from vrlhf.policy import SequencePolicy, saved_meta
+from vrlhf.tasks.box_annotators import annotated_boxes
 from vrlhf.tasks.detection_boxes import (
     SHAPE_CLASSES,
     SLOTS,
@@ -160,13 +161,17 @@ def _reading_order(boxes: list[dict]) -> list[dict]:
 
 
 def reference_tokens(policy: SequencePolicy, rows: list[dict], rng: random.Random | None = None):
-    """The true boxes left to right (then top to bottom), confidence 1, EOS: (tokens, mask). A fixed order is
-    easier for a small model than Pix2Seq's random one, and greedy decoding then reads the image left to right."""
-    return encode_boxes(policy, rows, [_reading_order(true_boxes(row)) for row in rows])
+    """The annotated boxes (box_annotators.py: drawn by simulated people, a pixel or two loose, small shapes now and
+    then left out) left to right (then top to bottom), confidence 1, EOS: (tokens, mask). The MLE target is what
+    people drew, as a captioner's is what writers wrote; metrics and the oracle judge against the exact boxes. A fixed
+    order is easier for a small model than Pix2Seq's random one, and greedy decoding then reads the image left to
+    right."""
+    return encode_boxes(policy, rows, [_reading_order(annotated_boxes(row)) for row in rows])
 
 
 def heldout_targets(policy: SequencePolicy, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Teacher-forcing targets of the held-out loss: the true boxes -> (tokens (B, T), mask, 1)."""
+    """Teacher-forcing targets of the held-out loss: the held-out rows' annotated boxes, the distribution the model
+    is fitted to (its convergence) -> (tokens (B, T), mask, 1)."""
     tokens, mask = reference_tokens(policy, rows)
     return tokens, mask, 1
 
@@ -181,10 +186,11 @@ def decode(policy: SequencePolicy, rows: list[dict], tokens: torch.Tensor, k: in
 
 
 def ideal_outputs(policy: SequencePolicy, rows: list[dict], rng: np.random.Generator | None = None) -> list | None:
-    """The true boxes, as this policy's bins can write them (None unless every row has boxes)."""
+    """The exact boxes (not the annotated ones), as this policy's bins can write them (None unless every row has
+    boxes)."""
     if any(row_problem(row) for row in rows):
         return None
-    tokens, _ = reference_tokens(policy, rows)
+    tokens, _ = encode_boxes(policy, rows, [_reading_order(true_boxes(row)) for row in rows])
     return decode(policy, rows, tokens)
 
 
