@@ -10,6 +10,7 @@ from vrlhf.errors import DataError, ModelError
 from vrlhf.shapes import make_shapes
 from vrlhf.tasks import detection as task
 from vrlhf.tasks import detection_oracle as oracle
+from vrlhf.tasks.box_annotators import annotated_boxes
 from vrlhf.tasks.detection_boxes import true_boxes
 
 ROWS = make_shapes(12, seed=6)
@@ -21,14 +22,16 @@ def policy():
     return task.new_policy(ROWS, **TINY)
 
 
-def test_reference_tokens_decode_to_the_true_boxes(policy):
+def test_reference_tokens_decode_to_the_annotated_boxes(policy):
     tokens, mask = task.reference_tokens(policy, ROWS)
-    assert tokens.shape[1] == 6 * max(len(true_boxes(r)) for r in ROWS) + 1
-    assert mask.sum(1).tolist() == [6 * len(true_boxes(r)) + 1 for r in ROWS]  # six per box, then EOS
+    drawn = [annotated_boxes(r) for r in ROWS]  # the MLE target: what the simulated annotators drew
+    assert tokens.shape[1] == 6 * max(map(len, drawn)) + 1
+    assert mask.sum(1).tolist() == [6 * len(d) + 1 for d in drawn]  # six per box, then EOS
     decoded = task.decode(policy, ROWS, tokens)
-    for row, boxes in zip(ROWS, decoded):
+    for boxes, expected in zip(decoded, drawn):
         assert boxes.finished
-        assert sorted(map(str, boxes)) == sorted(map(str, true_boxes(row)))  # exact: every pixel edge is a bin
+        assert sorted(map(str, boxes)) == sorted(map(str, expected))  # exact: every pixel edge is a bin
+    assert any(sorted(map(str, d)) != sorted(map(str, true_boxes(r))) for r, d in zip(ROWS, drawn))
 
 
 def test_sampled_tokens_decode_and_log_probs_are_exact(policy):
