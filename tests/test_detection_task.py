@@ -177,4 +177,4 @@ def test_rows_of_a_datasets_detection_dataset_load_with_their_boxes():
     data = datasets.Dataset.from_dict({"image": [ROWS[0]["image"]], "objects": [
         {"bbox": [[2.0, 3.0, 10.0, 12.0]], "category": [1]}]}, features=features)
     (row,) = load_rows(data, check=task.row_problem)
-    assert true_boxes(row) == [{"box": [2.0, 3.0, 12.0, 15.0], "label": "1", "score": 1.0}]
+    assert true_boxes(row) == [{"box": [2.0, 3.0, 12.0, 15.0], "label": "dog", "score": 1.0}]  # ClassLabel: its name

@@ -1,13 +1,20 @@
-"""Loaders that turn an image folder, a COCO captions file or a Hugging Face dataset into Rows.
+"""Loaders that turn an image folder, a COCO captions or instances file or a Hugging Face dataset into Rows.
 
     load_rows("data/shapes/train")                      # image folder: images + metadata.jsonl
     load_rows("captions.json", image_dir="val2017/")     # COCO captions (or a folder holding captions.json)
+    load_rows("instances_val2017.json", image_dir="val2017/")   # COCO boxes (or a folder holding instances*.json)
     load_rows("saved_dataset/")                          # datasets.Dataset.save_to_disk
     load_rows("owner/name:validation")                   # a hub dataset id (":SPLIT" when it has several splits)
     load_rows(dataset, image_column="img", caption_column="sentences")   # a `datasets.Dataset` already loaded
 
 A Hugging Face dataset needs an image column (`image_column`, default "image") and, for captioning, a caption column
 (`caption_column`: a string or a list of strings per row; default: the first of captions, caption, text).
+
+Boxes, for detection, arrive in one form whatever the source: `attributes["boxes"] = [{"bbox": [x, y, w, h],
+"category": name}, ...]` (COCO's box, in pixels). A COCO instances file gives them by `category_id` (named by its
+`categories`; crowd regions, `iscrowd` 1, are left out); a folder holding both captions.json and an instances file
+gives rows with both. A Hugging Face dataset's `objects` column (`bbox`, `category`: the Hub's detection layout) gives
+them too, a ClassLabel category as its name.
 
 Every loader returns Rows (docs/ARCHITECTURE.md): `{"id", "image" (RGB), "captions", "attributes", ...}`.
 A missing or unreadable image is skipped and counted in one summary line on stderr, or raises `DataError`
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -54,20 +62,21 @@ def load_rows(path, strict: bool = False, limit: int | None = None, image_dir: s
     if path.is_dir():
         if (path / "metadata.jsonl").is_file():
             return _load(_imagefolder(path / "metadata.jsonl"), path / "metadata.jsonl", strict, limit, check)
-        if (path / "captions.json").is_file():
-            return _load(_coco(path / "captions.json", Path(image_dir or path)), path / "captions.json", strict, limit,
+        coco = _coco_files(path)
+        if coco:
+            return _load(_coco(coco, Path(image_dir or path)), coco[0] if len(coco) == 1 else path, strict, limit,
                          check)
         if any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
             return _load(_dataset_records(_saved_dataset(path), path, path, **columns), path, strict, limit, check)
         subfolders = sorted(p.name for p in path.iterdir() if p.is_dir())
         hint = f" (subfolders: {', '.join(subfolders)}; point at one of them?)" if subfolders else ""
-        raise DataError(f"{path}: no metadata.jsonl (image folder), captions.json (COCO) or saved Hugging Face "
-                        f"dataset here{hint}")
+        raise DataError(f"{path}: no metadata.jsonl (image folder), captions.json or instances*.json (COCO) or saved "
+                        f"Hugging Face dataset here{hint}")
     if path.suffix == ".jsonl":
         return _load(_imagefolder(path), path, strict, limit, check)
     if path.suffix == ".json":
-        return _load(_coco(path, Path(image_dir or path.parent)), path, strict, limit, check)
-    raise DataError(f"{path}: expected a dataset folder, a metadata.jsonl or a COCO captions .json file")
+        return _load(_coco([path], Path(image_dir or path.parent)), path, strict, limit, check)
+    raise DataError(f"{path}: expected a dataset folder, a metadata.jsonl or a COCO captions or instances .json file")
 
 
 def split_rows(rows: list[dict], test_fraction: float) -> tuple[list[dict], list[dict]]:
@@ -167,29 +176,92 @@ def _imagefolder(meta: Path) -> Iterator[Record]:
             yield number, name, root / name, row
 
 
-def _coco(path: Path, image_dir: Path) -> Iterator[Record]:
+def _coco_files(folder: Path) -> list[Path]:
+    """The COCO files of a folder: captions.json and/or one instances*.json (several are ambiguous: a DataError)."""
+    instances = sorted(folder.glob("instances*.json"))
+    if len(instances) > 1:
+        raise DataError(f"{folder}: several COCO instances files ({', '.join(p.name for p in instances)}); point at "
+                        f"one of them")
+    return [p for p in [folder / "captions.json"] if p.is_file()] + instances
+
+
+def _read_coco(path: Path) -> dict:
     try:
         coco = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: line {error.lineno}: not valid JSON ({error.msg})") from None
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or not isinstance(
             coco.get("annotations"), list):
-        raise DataError(f"{path}: expected COCO captions: {{'images': [...], 'annotations': [...]}}")
-    captions = defaultdict(list)
-    for number, ann in enumerate(coco["annotations"], 1):
-        if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
-            raise DataError(f"{path}: annotation {number}: expected {{'image_id', 'caption'}}")
-        captions[ann["image_id"]].append(ann["caption"].strip())
-    ids = set()
-    for number, image in enumerate(coco["images"], 1):
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            raise DataError(f"{path}: image {number}: expected {{'id', 'file_name'}}")
-        ids.add(image["id"])
-        row = {**image, "id": str(image["id"]), "captions": captions.get(image["id"], []), "attributes": None}
+        raise DataError(f"{path}: expected COCO captions or instances: {{'images': [...], 'annotations': [...]}}")
+    return coco
+
+
+def _coco_categories(coco: dict, path: Path) -> dict:
+    """category id -> name of an instances file's `categories` (empty when it has none)."""
+    names = {}
+    for number, category in enumerate(coco.get("categories") or [], 1):
+        if not isinstance(category, dict) or "id" not in category or not isinstance(category.get("name"), str):
+            raise DataError(f"{path}: category {number}: expected {{'id', 'name'}}")
+        names[category["id"]] = category["name"]
+    return names
+
+
+def _box(bbox, category, names: dict | None, where: str, field: str) -> dict:
+    """One box in the rows' form, {"bbox": [x, y, w, h], "category": name}, checked: 4 finite numbers, no negative
+    size, a category `names` knows (`names` None: the category is its own name)."""
+    numbers = isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+    if not numbers:
+        raise DataError(f"{where}: bbox must be 4 numbers [x, y, width, height], got {bbox!r:.80}")
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise DataError(f"{where}: bbox {list(bbox)} has a negative size (width {bbox[2]}, height {bbox[3]})")
+    if names is not None and category not in names:
+        known = ", ".join(map(str, list(names)[:10])) + (", ..." if len(names) > 10 else "")
+        raise DataError(f"{where}: unknown {field} {category!r} (known: {known or 'none'})")
+    return {"bbox": [float(v) for v in bbox], "category": str(names[category] if names is not None else category)}
+
+
+def _coco(paths: list[Path], image_dir: Path) -> Iterator[Record]:
+    """Rows of COCO files about the same images (captions.json and an instances file), merged by image id: captions
+    from annotations with a `caption`, boxes from annotations with a `bbox` and `category_id`."""
+    images, captions, boxes = {}, defaultdict(list), defaultdict(list)
+    any_boxes, crowd = False, 0
+    for path in paths:
+        coco = _read_coco(path)
+        names = _coco_categories(coco, path)
+        for number, ann in enumerate(coco["annotations"], 1):
+            where = f"{path}: annotation " + (f"id {ann['id']}" if isinstance(ann, dict) and "id" in ann else
+                                              f"{number}")
+            if not isinstance(ann, dict) or "image_id" not in ann:
+                raise DataError(f"{where}: expected {{'image_id', 'caption'}} or {{'image_id', 'bbox', "
+                                f"'category_id'}}")
+            if isinstance(ann.get("caption"), str):
+                captions[ann["image_id"]].append(ann["caption"].strip())
+            elif "bbox" in ann or "category_id" in ann:
+                any_boxes = True
+                box = _box(ann.get("bbox"), ann.get("category_id"), names, where, "category_id")
+                if ann.get("iscrowd"):
+                    crowd += 1  # a crowd region is not one object: no true box for it
+                else:
+                    boxes[ann["image_id"]].append(box)
+            else:
+                raise DataError(f"{where}: expected a 'caption' string, or a 'bbox' and a 'category_id'")
+        for number, image in enumerate(coco["images"], 1):
+            if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+                raise DataError(f"{path}: image {number}: expected {{'id', 'file_name'}}")
+            images.setdefault(image["id"], (number, image))
+    for number, image in images.values():
+        attributes = {"boxes": boxes.get(image["id"], [])} if any_boxes else None  # an image may hold no object
+        row = {**image, "id": str(image["id"]), "captions": captions.get(image["id"], []), "attributes": attributes}
         yield number, image["file_name"], image_dir / image["file_name"], row
-    orphans = sum(len(c) for key, c in captions.items() if key not in ids)
+    where = paths[0] if len(paths) == 1 else paths[0].parent
+    orphans = sum(len(c) for key, c in captions.items() if key not in images)
     if orphans:
-        print(f"{path}: ignored {orphans} captions whose image_id is not in 'images'", file=sys.stderr)
+        print(f"{where}: ignored {orphans} captions whose image_id is not in 'images'", file=sys.stderr)
+    orphans = sum(len(b) for key, b in boxes.items() if key not in images)
+    if orphans or crowd:
+        print(f"{where}: ignored {orphans} boxes whose image_id is not in 'images' and {crowd} crowd regions",
+              file=sys.stderr)
 
 
 def _one_split(dataset, origin) -> object:
@@ -246,6 +318,7 @@ def _dataset_records(dataset, origin, base: Path | None, image_column: str = "im
     if isinstance(dataset.features[image_column], datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))  # decode here, to report failures
     base = Path(base) if base is not None else Path()
+    class_names = _class_names(dataset.features["objects"]) if "objects" in names else None
     for index, record in enumerate(dataset):
         number, where = index + 1, f"{origin}: row {index + 1}"
         image = record.pop(image_column)
@@ -260,5 +333,35 @@ def _dataset_records(dataset, origin, base: Path | None, image_column: str = "im
         if isinstance(attributes, str):
             attributes = json.loads(attributes)
         captions = _captions({"captions": record[caption_column]} if caption_column else record, where)
+        if record.get("objects") is not None:
+            record["objects"], boxes = _objects(record["objects"], class_names, where)
+            attributes = {"boxes": boxes, **(attributes or {})}  # boxes the attributes already hold come first
         row = {**record, "id": str(record.get("id", index)), "captions": captions, "attributes": attributes}
         yield number, name, source, row
+
+
+def _class_names(feature) -> dict | None:
+    """index -> name of an `objects` feature's ClassLabel category (None when the category is not a ClassLabel). The
+    Hub writes it as {"bbox": List(...), "category": List(ClassLabel)} or as List({"bbox", "category": ClassLabel})."""
+    import datasets
+
+    while feature is not None and not isinstance(feature, datasets.ClassLabel):
+        feature = feature.get("category") if isinstance(feature, dict) else getattr(feature, "feature", None)
+    return dict(enumerate(feature.names)) if feature is not None else None
+
+
+def _objects(objects, class_names: dict | None, where: str) -> tuple[dict, list[dict]]:
+    """A row's `objects` value (a dict of lists, or a list of dicts) -> (the same as a dict of lists with category
+    names, its boxes in the rows' form)."""
+    if isinstance(objects, dict):
+        pairs = list(zip(objects.get("bbox") or [], objects.get("category") or [], strict=False))
+        if len(objects.get("bbox") or []) != len(objects.get("category") or []):
+            raise DataError(f"{where}: objects has {len(objects.get('bbox') or [])} bbox and "
+                            f"{len(objects.get('category') or [])} category values")
+    elif isinstance(objects, list) and all(isinstance(o, dict) for o in objects):
+        pairs = [(o.get("bbox"), o.get("category")) for o in objects]
+    else:
+        raise DataError(f"{where}: objects must hold 'bbox' and 'category', got {objects!r:.80}")
+    boxes = [_box(bbox, category, class_names, f"{where}: object {j}", "category")
+             for j, (bbox, category) in enumerate(pairs, 1)]
+    return {"bbox": [b["bbox"] for b in boxes], "category": [b["category"] for b in boxes]}, boxes
