@@ -71,13 +71,26 @@ def save_samples(task, policy, rows: list[dict], path_stem: Path, k: int = 4, se
         path.write_text(json.dumps(records, indent=2))
         return path
     # one line per row: the input as people see it (gray for colorization) | greedy | k samples | ground truth
-    columns = [[task.show_input(r["image"]), *(task.render(r, o) for o in [greedy[i], *sampled[i * k : (i + 1) * k]]),
-                r["image"]] for i, r in enumerate(rows)]
-    w, h = rows[0]["image"].size
+    renders = [[task.render(r, o) for o in [greedy[i], *sampled[i * k : (i + 1) * k]]] for i, r in enumerate(rows)]
+    columns = [[task.show_input(r["image"]), *drawn, r["image"]] for r, drawn in zip(rows, renders, strict=True)]
+    # cells as large as the largest render (a render may be larger than its input: detection draws its boxes and
+    # labels at 8x), every image fitted into one (aspect kept), so the outputs keep their drawn size
+    w = max(image.width for drawn in renders for image in drawn)
+    h = max(image.height for drawn in renders for image in drawn)
     grid = Image.new("RGB", (w * len(columns[0]), h * len(columns)), "white")
     for y, line in enumerate(columns):
         for x, image in enumerate(line):
-            grid.paste(image.convert("RGB").resize((w, h)), (x * w, y * h))
+            grid.paste(fit(image.convert("RGB"), (w, h)), (x * w, y * h))
     path = path_stem.with_suffix(".png")
     grid.save(path)
     return path
+
+
+def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` scaled to fit in `size` with its aspect kept: nearest when enlarging (a small input's pixels stay
+    sharp, as the labeling app shows them), Lanczos when shrinking; unchanged when it is that size already."""
+    if image.size == size:
+        return image
+    scale = min(size[0] / image.width, size[1] / image.height)
+    new = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(new, Image.NEAREST if scale >= 1 else Image.LANCZOS)
