@@ -219,12 +219,13 @@ def collect(seed: int, work: Path, tasks: list[str], levers: list[str], budgets:
     return out
 
 
-def markdown(results: dict, seed: int, choose: bool) -> str:
+def markdown(results: dict, seed: int, choose: bool, demo_args: str = "") -> str:
     lines = [f"# The levers of issue 19, off and on (`vrlhf demo --simulate`, seed {seed})", "",
              "Win rate of the learned-reward policy against MLE, greedy / temperature-1 samples, on the demo's 300 "
              "held-out images (standard error ≈ 0.03). One torch thread per run (deterministic); "
              "`bench/bench_levers.py`" + (" --choose: one round, the seed that chose --dense auto." if choose
-                                          else "; round 1: 400 ranked comparisons, round 2: +200."), ""]
+                                          else "; round 1: 400 ranked comparisons, round 2: +200.")
+             + (f" Every run also had `{demo_args}`." if demo_args else ""), ""]
     for task, entry in results.items():
         lines += [f"## {task}", "", "Defaults: " + ", ".join(f"--{k} {v}" for k, v in entry["defaults"].items())
                   + ".", ""]
@@ -296,14 +297,15 @@ def main() -> int:
         run_all(plan(tasks, levers, budgets, args.choose, args.full), args.seed, work, args.data, args.jobs,
                 args.demo_args.split())
     results = collect(args.seed, work, tasks, levers, budgets, args.choose)
-    out.with_suffix(".json").write_text(json.dumps({"seed": args.seed, "tasks": results}, indent=2, default=str))
-    out.with_suffix(".md").write_text(markdown(results, args.seed, args.choose))
+    out.with_suffix(".json").write_text(json.dumps({"seed": args.seed, "demo_args": args.demo_args, "tasks": results},
+                                                   indent=2, default=str))
+    out.with_suffix(".md").write_text(markdown(results, args.seed, args.choose, args.demo_args))
     curves = {t: e["label_efficiency"] for t, e in results.items() if e.get("label_efficiency")}
     if curves:
         from loop.report import label_efficiency_plot
 
         label_efficiency_plot(curves).savefig(out.with_name("label_efficiency.png"), dpi=110, bbox_inches="tight")
-    print(markdown(results, args.seed, args.choose))
+    print(markdown(results, args.seed, args.choose, args.demo_args))
     return 0
 
 
