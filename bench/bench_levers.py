@@ -17,7 +17,7 @@ shared) in WORK/seed-S/TASK-NAME; a run whose summary.json exists is not run aga
   `--dense on` (marks reach no other model); 400 is the first round of the marks lever's runs. The same curve as
   `vrlhf demo --simulate --label_efficiency 100,200,400,800` (which plots it in report.html), run in parallel.
 * `--choose`: one round per task with `--dense on` and `--dense off`: the seed that chose --dense auto
-  (loop/demo.py DENSE_BY_TASK), which is then not reported.
+  (the task module's DEMO_DENSE), which is then not reported.
 Writes OUT.md, OUT.json (bench/results/levers.*) and bench/results/label_efficiency.png.
 """
 
@@ -47,10 +47,11 @@ LEVERS = {
 
 def defaults(task: str) -> dict:
     """The demo's default of every lever flag for `task` (--dense auto resolved)."""
-    from loop.demo import DENSE_BY_TASK, DemoConfig
+    from loop.demo import DemoConfig
     from tuner.config import TuneConfig
+    from vrlhf.tasks import get_task
 
-    out = {"dense": "on" if DENSE_BY_TASK.get(task) else "off", "marks": DemoConfig.marks,
+    out = {"dense": "on" if getattr(get_task(task), "DEMO_DENSE", False) else "off", "marks": DemoConfig.marks,
            "tune.token_credit": TuneConfig.token_credit, "tune.num_iterations": str(TuneConfig.num_iterations)}
     if hasattr(DemoConfig, "edits"):
         out["edits"] = DemoConfig.edits

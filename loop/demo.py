@@ -24,7 +24,8 @@ from pathlib import Path
 from tuner.config import TuneConfig
 from vrlhf.config import parse_config
 from vrlhf.errors import ConfigError
-from vrlhf.tasks import get_task
+from vrlhf.tasks import DEFAULT_TASK, get_task
+from vrlhf.tasks import task_names as every_task
 
 
 def demo_tune() -> TuneConfig:
@@ -39,7 +40,8 @@ class DemoConfig:
     workdir: str = field(default="work/demo", metadata={"help": "where data, database, runs and the report go"})
     data: str = field(default="", metadata={"help": "shapes dataset dir with train/ and test/ (empty: WORKDIR/shapes, "
                                                      "generated as the demo checkpoints were trained on)"})
-    tasks: str = field(default="captioning,colorization", metadata={"help": "comma-separated tasks to run"})
+    tasks: str = field(default="", metadata={"help": "comma-separated tasks to run (empty: every task of "
+                                                     "vrlhf/tasks)"})
     policy: str = field(default="", metadata={
         "help": "the starting policy instead of the demo checkpoint (a directory or hub id): the rounds of its task "
                 "alone; every track tunes from it and is compared with it"})
@@ -147,7 +149,7 @@ def task_of(policy: str) -> str:
     """The task a policy is for: ours say so in policy.json; any other checkpoint here is a captioner."""
     from vrlhf.policy import saved_meta
 
-    return ((saved_meta(policy) if Path(policy).is_dir() else None) or {}).get("task", "captioning")
+    return ((saved_meta(policy) if Path(policy).is_dir() else None) or {}).get("task", DEFAULT_TASK)
 
 
 def start_policy(cfg: DemoConfig, task) -> str:
@@ -173,29 +175,12 @@ def machine() -> str:
 
 
 def task_names(cfg: DemoConfig) -> list[str]:
-    return [t.strip() for t in cfg.tasks.split(",") if t.strip()]
+    return [t.strip() for t in cfg.tasks.split(",") if t.strip()] or list(every_task())
 
 
 def resolve_tasks(cfg: DemoConfig) -> dict:
     """{name: task module} of --tasks: the demo's one resolution of its tasks, passed down to every stage."""
     return {name: get_task(name) for name in task_names(cfg)}
-
-
-# --dense auto: whether the rounds' reward model is dense, per task; chosen on seed 2 (docs/DEMO.md, "The levers"),
-# whose numbers are not the ones reported.
-DENSE_BY_TASK = {"captioning": False, "colorization": False}
-
-
-def is_dense(cfg: DemoConfig, task_name: str) -> bool:
-    return cfg.dense == "on" or cfg.dense == "auto" and DENSE_BY_TASK.get(task_name, False)
-
-
-def reward_model_settings(cfg: DemoConfig, task_name: str) -> dict:
-    """The round's `train-reward` settings that the demo's levers decide (--dense, --marks_coef)."""
-    if not is_dense(cfg, task_name):
-        return {"dense": False}
-    # a 64-px input puts the tiny CNN's stride-8 stage exactly on the colour grid (docs/REWARD_MODEL.md)
-    return {"dense": True, "marks_coef": cfg.marks_coef} | ({"image_size": 64} if task_name == "colorization" else {})
 
 
 def budgets(cfg: DemoConfig) -> list[int]:
@@ -297,18 +282,19 @@ def serve_for_people(cfg: DemoConfig, tasks: dict | None = None) -> None:
             sample_round(store, task, str(policy), str(shapes / "test"), k=cfg.comparison_k,
                          n=cfg.candidates, seed=cfg.seed, name="mle", rows=rows)  # people rank as --simulate does
     port = cfg.port or 7860
-    captioner = start_policy(cfg, tasks["captioning"]) if "captioning" in tasks else "data/demo/captioner"
+    name, first = next(iter(tasks.items()))  # the printed round uses the first task; any other works the same way
+    policy = start_policy(cfg, first)
     print(f"""
 The labeling app is starting on http://{cfg.host}:{port}  (Ctrl+C to stop)
-Rank the captions / colorizations best first (--comparison_k 2: pick the better one) with the keys shown on the
+Rank the candidates best first (--comparison_k 2: pick the better one) with the keys shown on the
 buttons; the guidelines (G) say what better means. You are the admin (no logins on 127.0.0.1): Stats & export
 shows agreement and exports. Or, one round:
 
-  vrlhf export --db {db} --out {workdir}/export-captioning --task captioning
-  vrlhf train-reward --task captioning --data {workdir}/export-captioning --out {workdir}/rm-captioning
-  vrlhf tune --task captioning --policy {captioner} --data {shapes} --out {workdir}/tune-captioning \\
-      --reward learned:{workdir}/rm-captioning=1.0 --kl_coef 0.2
-  vrlhf sample --task captioning --policy {workdir}/tune-captioning/final --against {captioner} \\
+  vrlhf export --db {db} --out {workdir}/export-{name} --task {name}
+  vrlhf train-reward --task {name} --data {workdir}/export-{name} --out {workdir}/rm-{name}
+  vrlhf tune --task {name} --policy {policy} --data {shapes} --out {workdir}/tune-{name} \\
+      --reward learned:{workdir}/rm-{name}=1.0 --kl_coef 0.2
+  vrlhf sample --task {name} --policy {workdir}/tune-{name}/final --against {policy} \\
       --data {shapes}/train --n 100 --db {db}        # the next round: the tuned policy against the old one
 
 Or the rounds headless, with simulated annotators: vrlhf demo --simulate

@@ -171,6 +171,15 @@ def candidate_edits(cfg, task, part: dict) -> int:
     return int(cfg.edits == "on" and part["against"] is None and hasattr(task, "edits"))
 
 
+def reward_model_settings(cfg, task) -> dict:
+    """The round's `train-reward` settings that the demo's levers decide: --dense on (or auto where the task's
+    `DEMO_DENSE` says so, measured in docs/DEMO.md) trains a dense model on the marks with --marks_coef and the task's
+    `DENSE_REWARD_SETTINGS`; else the scalar model."""
+    if not (cfg.dense == "on" or cfg.dense == "auto" and getattr(task, "DEMO_DENSE", False)):
+        return {"dense": False}
+    return {"dense": True, "marks_coef": cfg.marks_coef} | getattr(task, "DENSE_REWARD_SETTINGS", {})
+
+
 def train_round_reward_model(run: TaskRun, store, r: int) -> tuple[dict, dict]:
     """Step 3 of round r (after labeling): export every label so far and train the round's reward model on them.
     Returns the export's and the training's summaries."""
@@ -178,12 +187,10 @@ def train_round_reward_model(run: TaskRun, store, r: int) -> tuple[dict, dict]:
     with run.timed("export"):
         exported = export(store, export_dir, "hf", task=run.task)
     say(f"{run.task_name} round {r}: training the reward model on {exported['pairs']} pairs")
-    from loop.demo import reward_model_settings
-
     with run.timed("reward_model"):  # --dense / --marks_coef: a dense model trained on the marks, or the scalar one
         trained = train_reward(TrainRewardConfig(
             data=str(export_dir), out=str(rm_dir), task=run.task_name, seed=run.cfg.seed, progress=False,
-            epochs=run.cfg.rm_epochs, eval_every=25, overwrite=True, **reward_model_settings(run.cfg, run.task_name)),
+            epochs=run.cfg.rm_epochs, eval_every=25, overwrite=True, **reward_model_settings(run.cfg, run.task)),
             run.task)
     return exported, trained
 

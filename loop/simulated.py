@@ -14,6 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
+from vrlhf.errors import LabelError
 from vrlhf.tasks import get_oracle
 
 
@@ -34,7 +35,8 @@ def annotate(url: str, name: str, task: ModuleType, rows_by_id: dict, store, see
     `marks` each vote carries the oracle's marks on the candidates."""
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    # a vote waits behind the others' under load: gradio_client's own 20 s read timeout would end this annotator
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": 300})
     reply = client.predict(annotator=name, api_name="/next")
     while reply.get("view"):
         view = reply["view"]
@@ -90,9 +92,16 @@ def label_all(store, task: ModuleType, rows_by_id: dict, annotators: int, seed: 
     say(f"labeling app serving on {url}; {annotators} simulated annotators labelling {task.NAME} through its API")
     counts: dict[str, int] = {}
     personal = store.overlap > 1
-    threads = [threading.Thread(target=annotate, args=(url, f"sim-{task.NAME}-{i + 1}", task, rows_by_id, store, seed,
-                                                       counts, i if personal else None, marks))
-               for i in range(annotators)]
+    failures: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            annotate(url, f"sim-{task.NAME}-{i + 1}", task, rows_by_id, store, seed, counts, i if personal else None,
+                     marks)
+        except BaseException as error:  # noqa: BLE001 (reported below: a round must not go on short of its labels)
+            failures.append(error)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(annotators)]
     start = time.time()
     try:
         for t in threads:
@@ -101,6 +110,9 @@ def label_all(store, task: ModuleType, rows_by_id: dict, annotators: int, seed: 
             t.join()
     finally:
         app.close()
+    if failures:
+        raise LabelError(f"{len(failures)} of {annotators} simulated annotators of {task.NAME} stopped "
+                         f"({type(failures[0]).__name__}: {failures[0]}); the round would go on short of its labels")
     seconds = time.time() - start
     votes = sum(counts.values())
     say(f"{votes} votes in {seconds:.0f}s ({votes / max(seconds, 1e-9):.1f}/s): {counts}")

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from loop.demo import DENSE_BY_TASK, DemoConfig, reward_model_settings
+from loop.demo import DemoConfig
+from loop.rounds import reward_model_settings
 from vrlhf.cli import main
+from vrlhf.tasks import get_task, task_names
 
 # One round, one learned track, a few labels and steps: minutes of the real demo in seconds.
 SMALL = ["--simulate", "--rounds", "1", "--labels", "8", "--annotators", "2", "--eval_images", "4", "--best_of", "0",
@@ -25,12 +27,14 @@ def shapes(tmp_path_factory):
 
 
 def test_dense_and_marks_coef_are_what_the_round_trains():
-    on = reward_model_settings(DemoConfig(dense="on", marks_coef=0.25), "colorization")
+    colorization, captioning = get_task("colorization"), get_task("captioning")
+    on = reward_model_settings(DemoConfig(dense="on", marks_coef=0.25), colorization)
     assert on == {"dense": True, "marks_coef": 0.25, "image_size": 64}  # 64 px: the CNN's stride-8 stage on the grid
-    assert reward_model_settings(DemoConfig(dense="on"), "captioning") == {"dense": True, "marks_coef": 1.0}
-    assert reward_model_settings(DemoConfig(dense="off"), "colorization") == {"dense": False}
-    for task, dense in DENSE_BY_TASK.items():
-        assert reward_model_settings(DemoConfig(), task)["dense"] is dense  # auto: the measured per-task default
+    assert reward_model_settings(DemoConfig(dense="on"), captioning) == {"dense": True, "marks_coef": 1.0}
+    assert reward_model_settings(DemoConfig(dense="off"), colorization) == {"dense": False}
+    for name in task_names():  # auto: the task's measured default (DEMO_DENSE; absent: the scalar model)
+        task = get_task(name)
+        assert reward_model_settings(DemoConfig(), task)["dense"] is getattr(task, "DEMO_DENSE", False)
 
 
 def test_label_efficiency_runs_each_budget_with_and_without_marks(shapes, tmp_path):

@@ -21,13 +21,14 @@ from pathlib import Path
 from vrlhf.config import parse_config
 from vrlhf.errors import ConfigError, DataError
 from vrlhf.run_config import PolicyRunConfig, override
+from vrlhf.tasks import DEFAULT_TASK
 
 
 @dataclass
 class DPOTuneConfig(PolicyRunConfig):
     """`vrlhf dpo`'s flags: the shared ones (vrlhf.run_config), with DPO's own defaults and meanings, and DPO's β."""
 
-    task: str = override(PolicyRunConfig, "task", "captioning", help="the export's task (text outputs)")
+    task: str = override(PolicyRunConfig, "task", DEFAULT_TASK, help="the export's task (text outputs)")
     policy: str = override(PolicyRunConfig, "policy", "", help="the VLM to train: a model directory or a hub id "
                                                                "(LLaVA, Idefics3/SmolVLM; needs a chat template)")
     data: str = override(PolicyRunConfig, "data", "", help="caption preference pairs: an export of `vrlhf export`, "

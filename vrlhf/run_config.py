@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vrlhf.tasks import DEFAULT_TASK
+
 
 def override(cls, name: str, default, help: str | None = None):
     """The field `name` of the dataclass `cls` with this command's default (and help line, where the flag means
@@ -22,7 +24,7 @@ class RunConfig:
     """What every training command is given: the task, the data, the run directory, the optimiser's basics, the
     precision and the seed. The defaults are `vrlhf tune`'s."""
 
-    task: str = field(default="captioning", metadata={
+    task: str = field(default=DEFAULT_TASK, metadata={
         "help": "task: a module of vrlhf/tasks (captioning | colorization | detection) or a module's dotted path"})
     data: str = field(default="", metadata={
         "help": "DIR with train/ and test/ (as `vrlhf data shapes` writes), or one folder vrlhf.data.load_rows reads"})

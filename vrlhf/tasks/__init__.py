@@ -16,6 +16,9 @@ from types import ModuleType
 
 from vrlhf.errors import ConfigError
 
+# The task a command runs when --task is not given (the first thing the product did; any task name works).
+DEFAULT_TASK = "captioning"
+
 # What every task module provides (docs/ARCHITECTURE.md says what each one is).
 CONTRACT = (
     # constants

@@ -41,6 +41,9 @@ ORACLE = "colorization_oracle"  # vrlhf.tasks.colorization_oracle: the simulated
 # colour barely changes what the others earn, so the bias is small and the variance far lower than reward-to-go's
 # (the oracle bound at the demo's budget: 0.70-0.71 against 0.54 to-go and 0.50 sequence; docs/DEMO.md).
 TOKEN_CREDIT = "own"
+# A dense reward model reads 64 px: the tiny CNN's stride-8 stage then lies exactly on the colour grid
+# (docs/REWARD_MODEL.md); `vrlhf demo --dense on` trains with these.
+DENSE_REWARD_SETTINGS = {"image_size": 64}
 # Reward models (`vrlhf train-reward`): the tiny CNN from scratch reaches 98% of the annotator's ceiling with flips.
 REWARD_IMAGE_ENCODER = ""
 FLIPS_KEEP_PREFERENCES = True  # turning the input and both colorizations together keeps which one is better
