@@ -53,7 +53,7 @@ def true_boxes(row: dict) -> list[dict]:
     """The row's true boxes (score 1): its shapes' tight boxes classed by colour + kind, or COCO-style boxes that the
     row's attributes hold (`{"boxes": [{"bbox": [x, y, w, h], "category": name}, ...]}`), or a Hugging Face
     detection dataset's `objects` column as the row carries it (`{"bbox": [[x, y, w, h], ...], "category": [...]}`,
-    COCO's box format; a ClassLabel category is its index here, as `vrlhf.data` does not read the label names)."""
+    COCO's box format; `vrlhf.data` gives a ClassLabel category as its name)."""
     attributes = row.get("attributes") or {}
     if "shapes" in attributes:
         return [{"box": shape_box(s), "label": f"{s['colour']} {s['kind']}", "score": 1.0}
