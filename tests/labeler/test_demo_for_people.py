@@ -42,4 +42,4 @@ def test_the_demo_serves_the_comparison_kind_of_the_loop(tmp_path):
         proc.wait()
     store = Store(str(tmp_path / "work" / "labels.sqlite"))
     assert [(r["task"], r["k"], r["comparisons"]) for r in store.rounds()] == [("captioning", 4, 3)]  # --comparison_k
-    assert "Rank the captions / colorizations best first" in (tmp_path / "demo.log").read_text()
+    assert "Rank the candidates best first" in (tmp_path / "demo.log").read_text()
