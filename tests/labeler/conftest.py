@@ -52,3 +52,17 @@ def pg_store_url(pg_url):
         c.exec_driver_sql(f"CREATE DATABASE {name}")
     admin.dispose()
     yield pg_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; never `playwright install`
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()

@@ -155,3 +155,13 @@ def refusal(capsys, argv) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err  # one line, no traceback
     return err.strip()
+
+
+# The page's comparison on screen, and a wait-for condition that it changed (browser tests and bench_marks_browser).
+NEXT = ("b => { const e = document.querySelector('#vr-view .vr-cmp');"
+        " return !e || (e.dataset.comparison + ':' + e.dataset.token) !== b; }")
+
+
+def current(page) -> str:
+    e = page.query_selector("#vr-view .vr-cmp")
+    return e.get_attribute("data-comparison") + ":" + e.get_attribute("data-token") if e else "done"

@@ -4,21 +4,17 @@ back when a tab closes, idles or logs out, a phone's first screen, and the small
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
 import pytest
-from labfix import ROOT, fill, free_port, start
+from labfix import NEXT, ROOT, current, fill, free_port, start
 
 from labeler.app import load_guidelines, serve
 from labeler.store import Store
 from labeler.users import add_user
 
-CHROMIUM = "/usr/bin/chromium"
 GUIDES = ROOT / "data" / "demo" / "guidelines"
-NEXT = ("b => { const e = document.querySelector('#vr-view .vr-cmp');"
-        " return !e || (e.dataset.comparison + ':' + e.dataset.token) !== b; }")
 # Times each key press until the next comparison is on screen, inside the page (keydown's timestamp to the mutation
 # that swaps the comparison), so the test's own polling is not counted.
 LATENCY_PROBE = """() => {
@@ -33,22 +29,6 @@ LATENCY_PROBE = """() => {
     window.vrShown = now;
   }).observe(document.body, {childList: true, subtree: true});
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-def current(page) -> str:
-    e = page.query_selector("#vr-view .vr-cmp")
-    return e.get_attribute("data-comparison") + ":" + e.get_attribute("data-token") if e else "done"
 
 
 def vote_by_key(page, key: str) -> str:

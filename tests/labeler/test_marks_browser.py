@@ -5,33 +5,11 @@ on the candidate it was marked on, and nothing leaks to the next comparison, a s
 from __future__ import annotations
 
 import json
-import os
 
-import pytest
-from labfix import fill, free_port, image, start
+from labfix import NEXT, current, fill, free_port, image, start
 
 from labeler.app import serve
 from labeler.store import Store
-
-CHROMIUM = "/usr/bin/chromium"
-NEXT = ("b => { const e = document.querySelector('#vr-view .vr-cmp');"
-        " return !e || (e.dataset.comparison + ':' + e.dataset.token) !== b; }")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-def current(page) -> str:
-    e = page.query_selector("#vr-view .vr-cmp")
-    return e.get_attribute("data-comparison") + ":" + e.get_attribute("data-token") if e else "done"
 
 
 def until_next(page, act) -> None:

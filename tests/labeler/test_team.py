@@ -5,7 +5,6 @@ new work arriving without a reload, phones, and an expired login."""
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import time
 import zipfile
@@ -18,20 +17,8 @@ from labeler.app import load_guidelines, serve
 from labeler.store import Store
 from labeler.users import add_user
 
-CHROMIUM = "/usr/bin/chromium"
 CAPTION_RULE = "Prefer the caption that names every shape"
 COLOUR_RULE = "Prefer colours a camera could have taken"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
