@@ -351,6 +351,9 @@ DIHEDRAL = (None, *(getattr(Image.Transpose, name) for name in (
     "FLIP_LEFT_RIGHT", "FLIP_TOP_BOTTOM", "ROTATE_90", "ROTATE_180", "ROTATE_270", "TRANSPOSE", "TRANSVERSE")))
 
 
+DECODED_BYTES = 1 << 30  # pixels of decoded pairs a PairDataset keeps between epochs
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Pairs of an export at `indices`, decoded lazily: {"image", "chosen", "rejected", "label", "turn"}, the outputs
     as the task's `from_stored` reads them back (`collate_pairs` renders them as people saw them).
@@ -367,11 +370,26 @@ class PairDataset(torch.utils.data.Dataset):
         # mark_grid raster (turned with the image), a caption's words; all False where the export has no marks
         self.marks = marks and any(c in ds.column_names for c in MARK_COLUMNS)
         self.mark_grid = mark_grid
+        # Decoded pairs are kept (up to DECODED_BYTES of pixels) for the next epochs: on a CPU, decoding each pair's
+        # images every epoch took about a sixth of a small reward model's training. DataLoader workers (GPU runs) are
+        # forked each epoch, so there every pass decodes afresh, beside the training.
+        self._decoded: dict[int, dict] = {}
+        self._decoded_bytes = 0
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, j: int) -> dict:
+        pair = dict(self._decoded.get(j) or self._decode(j))  # a copy: the turn below is this epoch's
+        if self.augment:
+            pair["turn"] = turn = random.Random(f"{self.seed}/{self.epoch}/{self.indices[j]}").choice(DIHEDRAL)
+            if turn is not None and self.marks:  # the cells turn with the image: the same PIL transpose on the mask
+                pair |= {key: np.array(Image.fromarray(pair[key]).transpose(turn))
+                         for key in ("chosen_marks", "rejected_marks")}
+        return pair
+
+    def _decode(self, j: int) -> dict:
+        """Pair j as read from the export, not yet turned; kept in `_decoded` while the budget lasts."""
         r = self.ds[self.indices[j]]
         task = self.task
         pair = {"image": to_image(r["image"]).convert("RGB"), "label": float(r["label"]), "turn": None}
@@ -384,11 +402,9 @@ class PairDataset(torch.utils.data.Dataset):
                 pair[f"{key}_marks"] = (marks_format.word_mask(marks, len(task.render(row, pair[key]).split()))
                                         if task.SHOWN == "text"
                                         else marks_format.cell_mask(marks, self.mark_grid).astype(np.uint8))
-        if self.augment:
-            pair["turn"] = turn = random.Random(f"{self.seed}/{self.epoch}/{self.indices[j]}").choice(DIHEDRAL)
-            if turn is not None and self.marks:  # the cells turn with the image: the same PIL transpose on the mask
-                pair |= {key: np.array(Image.fromarray(pair[key]).transpose(turn))
-                         for key in ("chosen_marks", "rejected_marks")}
+        size = sum(v.width * v.height * len(v.getbands()) for v in pair.values() if isinstance(v, Image.Image))
+        if self._decoded_bytes + size <= DECODED_BYTES:
+            self._decoded[j], self._decoded_bytes = pair, self._decoded_bytes + size
         return pair
 
 

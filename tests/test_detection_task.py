@@ -73,6 +73,28 @@ def test_render_draws_the_boxes_over_an_upscaled_input():
     assert changed[y0 + 4 : y1 - 4, x0].all() and not changed[y0 + 4 : y1 - 4, x0 + 6 : x1 - 6].any()  # an outline
 
 
+def test_render_labels_each_box_as_the_font_draws_it():
+    """The labels come from a cache of drawn patches: the pixels must be the font's own text on a black plate, in the
+    box's colour, wherever the box is (near the top edge the label goes below it)."""
+    from PIL import ImageDraw, ImageFont
+
+    row = ROWS[0]
+    boxes = [{"box": [6, 12, 30, 40], "label": "red circle", "score": 0.7},
+             {"box": [2, 0, 20, 9], "label": "blue square", "score": 1.0}]
+    expected = row["image"].convert("RGB").resize((384, 384), 0)
+    draw, font = ImageDraw.Draw(expected), ImageFont.load_default(size=16)
+    for b, colour in zip(boxes, task.BOX_COLOURS):
+        x0, y0, x1, y1 = (v * 8 for v in b["box"])
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=2)
+        tx, ty = x0, (y0 - 20 if y0 >= 20 else y1 + 2)
+        text = f"{b['label']} {b['score']:.1f}"
+        plate = draw.textbbox((tx, ty), text, font=font)
+        draw.rectangle([plate[0] - 2, plate[1] - 2, plate[2] + 2, plate[3] + 2], fill="black")
+        draw.text((tx, ty), text, fill=colour, font=font)
+    for _ in range(2):  # drawn, then from the cache
+        assert np.array_equal(np.asarray(task.render(row, boxes)), np.asarray(expected))
+
+
 def test_render_draws_boxes_of_zero_width_and_outside_the_image():
     boxes = [{"box": [10.0, 10.0, 10.0, 20.0], "label": "red circle", "score": 0.5},
              {"box": [40.0, -3.0, 60.0, 5.0], "label": "blue square", "score": 1.0}]

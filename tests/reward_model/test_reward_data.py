@@ -149,6 +149,33 @@ def test_augment_turns_input_and_both_outputs_together(tmp_path):
     assert len(seen) >= 6  # 32 draws over 8 turns: each epoch shows other orientations
 
 
+def test_pairs_are_decoded_once_within_the_budget(tmp_path, monkeypatch):
+    """Epochs after the first reuse the decoded pair (a CPU run decoded every image every epoch), each with its own
+    turn; past the budget a pair is decoded afresh on every read, and nothing is kept."""
+    import numpy as np
+
+    from reward_model import data
+
+    rng = np.random.default_rng(1)
+    noise = lambda: Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8))  # noqa: E731
+    ds = load_export(_export(tmp_path, [_pair(i, noise(), noise(), task="colorization", image=noise())
+                                        for i in range(3)]))
+    kept = data.PairDataset(ds, range(3), get_task("colorization"), augment=True)
+    first = kept[1]
+    kept.epoch = 1
+    again = kept[1]
+    assert again["image"] is first["image"] and again["chosen"] is first["chosen"]
+    turns = set()
+    for kept.epoch in range(4):
+        turns |= {kept[j]["turn"] for j in range(3)}
+    assert len(turns) > 1  # the decoded pair is kept, its turn is drawn each epoch
+    assert kept._decoded_bytes == 3 * 3 * 6 * 6 * 3
+    monkeypatch.setattr(data, "DECODED_BYTES", 6 * 6 * 3 * 3 - 1)  # less than one pair's three images
+    fresh = data.PairDataset(ds, range(3), get_task("colorization"))
+    assert fresh[1]["image"] is not fresh[1]["image"] and fresh._decoded == {}
+    assert np.array_equal(np.asarray(fresh[1]["image"]), np.asarray(first["image"]))
+
+
 def test_augment_flips_refuses_captions():
     from reward_model.train import resolve_augment
 

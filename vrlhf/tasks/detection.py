@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -272,19 +273,29 @@ def render(row: dict, output: list[dict]) -> Image.Image:
     scale = UPSCALE * max(1, round(48 / max(width, height)))
     canvas = row["image"].convert("RGB").resize((width * scale, height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(12, 2 * scale))
+    font_size = max(12, 2 * scale)
     for i, b in enumerate(output):
         x0, y0, x1, y1 = (v * scale for v in b["box"])
         colour = BOX_COLOURS[i % len(BOX_COLOURS)]
         # the last pixel inside is x1 - 1; a box of zero width or height (a sampled x0 = x1) is a line
         draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=max(2, scale // 3))
-        text = f"{b['label']} {b.get('score', 1.0):.1f}"
-        tx, ty = x0, y0 - font.size - 4  # above the box, or below it at the image's top edge
+        tx, ty = x0, y0 - font_size - 4  # above the box, or below it at the image's top edge
         ty = ty if ty >= 0 else y1 + 2
-        box = draw.textbbox((tx, ty), text, font=font)
-        draw.rectangle([box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2], fill="black")
-        draw.text((tx, ty), text, fill=colour if colour != "#000000" else "white", font=font)
+        patch, (left, top) = _label(f"{b['label']} {b.get('score', 1.0):.1f}", font_size, colour)
+        canvas.paste(patch, (round(tx) + left, round(ty) + top))
     return canvas
+
+
+@lru_cache(maxsize=4096)
+def _label(text: str, font_size: int, colour: str) -> tuple[Image.Image, tuple[int, int]]:
+    """A box's label as a patch (the text on a black plate, 2 px of margin) and its offset from the text's anchor.
+    Drawn once per (text, size, colour): the reward models render every sample they score, and a font's rasteriser
+    took most of that time."""
+    font = ImageFont.load_default(size=font_size)
+    x0, y0, x1, y1 = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
+    patch = Image.new("RGB", (x1 - x0 + 5, y1 - y0 + 5), "black")
+    ImageDraw.Draw(patch).text((2 - x0, 2 - y0), text, fill=colour if colour != "#000000" else "white", font=font)
+    return patch, (x0 - 2, y0 - 2)
 
 
 def show_input(image: Image.Image) -> Image.Image:
