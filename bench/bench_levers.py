@@ -17,7 +17,9 @@ shared) in WORK/seed-S/TASK-NAME; a run whose summary.json exists is not run aga
   `--dense on` (marks reach no other model); 400 is the first round of the marks lever's runs. The same curve as
   `vrlhf demo --simulate --label_efficiency 100,200,400,800` (which plots it in report.html), run in parallel.
 * `--choose`: one round per task with `--dense on` and `--dense off`: the seed that chose --dense auto
-  (the task module's DEMO_DENSE), which is then not reported.
+  (the task module's DEMO_DENSE), which is then not reported. Every demo seed judges the same test images (the demo's
+  shapes data is seed 0's), so without `--data` the choice runs on a shapes dataset of their own (seed 100 + --seed,
+  3000 images, WORK/choose-shapes-S): a default is never chosen on the images the demo reports.
 Writes OUT.md, OUT.json (bench/results/levers.*) and bench/results/label_efficiency.png.
 """
 
@@ -294,6 +296,12 @@ def main() -> int:
     tasks, levers = args.tasks.split(","), [lv for lv in args.levers.split(",") if lv]
     budgets = [int(b) for b in args.budgets.split(",") if b]
     work, out = Path(args.work), Path(args.out or RESULTS / ("levers-choose" if args.choose else "levers"))
+    if args.choose and not args.data:  # not the demo's test images: another dataset chooses
+        from vrlhf.shapes import ShapesConfig, write_shapes
+
+        args.data = str(work / f"choose-shapes-{args.seed}")
+        if not (Path(args.data) / "test").is_dir():
+            print(write_shapes(ShapesConfig(out=args.data, n=3000, seed=100 + args.seed)))
     if not args.collect:
         run_all(plan(tasks, levers, budgets, args.choose, args.full), args.seed, work, args.data, args.jobs,
                 args.demo_args.split())
