@@ -372,7 +372,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.mark_grid = mark_grid
         # Decoded pairs are kept (up to DECODED_BYTES of pixels) for the next epochs: on a CPU, decoding each pair's
         # images every epoch took about a sixth of a small reward model's training. DataLoader workers (GPU runs) are
-        # forked each epoch, so there every pass decodes afresh, beside the training.
+        # forked each epoch and keep nothing: there every pass decodes afresh, beside the training.
         self._decoded: dict[int, dict] = {}
         self._decoded_bytes = 0
 
@@ -403,7 +403,8 @@ class PairDataset(torch.utils.data.Dataset):
                                         if task.SHOWN == "text"
                                         else marks_format.cell_mask(marks, self.mark_grid).astype(np.uint8))
         size = sum(v.width * v.height * len(v.getbands()) for v in pair.values() if isinstance(v, Image.Image))
-        if self._decoded_bytes + size <= DECODED_BYTES:
+        in_worker = torch.utils.data.get_worker_info() is not None  # a worker lives one epoch: keeping would only cost
+        if not in_worker and self._decoded_bytes + size <= DECODED_BYTES:
             self._decoded[j], self._decoded_bytes = pair, self._decoded_bytes + size
         return pair
 

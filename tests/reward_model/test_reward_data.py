@@ -4,6 +4,7 @@ from collections import Counter
 
 import datasets
 import pytest
+import torch
 from PIL import Image
 
 from reward_model.data import load_export, split_by_item, validate
@@ -174,6 +175,12 @@ def test_pairs_are_decoded_once_within_the_budget(tmp_path, monkeypatch):
     fresh = data.PairDataset(ds, range(3), get_task("colorization"))
     assert fresh[1]["image"] is not fresh[1]["image"] and fresh._decoded == {}
     assert np.array_equal(np.asarray(fresh[1]["image"]), np.asarray(first["image"]))
+    # a DataLoader worker lives one epoch: it keeps nothing (4 workers would each hold up to the budget)
+    monkeypatch.undo()
+    kept_in_worker = torch.utils.data.DataLoader(
+        data.PairDataset(ds, range(3), get_task("colorization")), batch_size=3, num_workers=1,
+        collate_fn=lambda pairs: torch.utils.data.get_worker_info().dataset._decoded_bytes)
+    assert list(kept_in_worker) == [0]
 
 
 def test_augment_flips_refuses_captions():
