@@ -8,9 +8,15 @@ Dense (`dense=True`): a score map over a `map_grid` × `map_grid` raster of the 
 grid: one cell per token), whose mean is the Bradley–Terry score. Each cell reads the backbone's feature maps at
 every stage resampled to the grid plus the image's pooled features (is this cell's colour right *here*, in this
 picture?), through 1×1 convolutions. Marks train it cell by cell (reward_model/losses.py `marks_loss`).
+
+Scalar, for outputs that are the images it reads (colorization, not drawn boxes): its dense form is a first-order
+attribution (`attribution`), so the tuner can credit each colour token with its own cells (docs/DEMO.md, "Crediting
+each cell from a scalar reward model").
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +107,40 @@ class ColorizationRewardModel(RewardModel):
                    F.interpolate(m, size=(grid, grid), mode="bilinear", align_corners=False) for m in maps]
         pooled = maps[-1].mean(dim=(2, 3), keepdim=True).expand(-1, -1, grid, grid)
         return self.head(torch.cat([*on_grid, pooled], dim=1)).squeeze(1)
+
+    @property
+    def regions(self):
+        """The dense form the tuner credits tokens with (tuner/rewards.py): a dense model's score map; a scalar model's
+        `attribution` where the task's outputs are the images it reads (not boxes drawn over the input: their tokens
+        are boxes, not cells); else None."""
+        if self.cfg.dense:
+            return self.output_regions
+        task = getattr(self, "task_module", None)
+        return self.attribution if task is not None and task.STORED == "image" else None
+
+    def attribution(self, rows: list[dict], outputs: list) -> list:
+        """Per output an (S, S) map over the model's input pixels that sums to its score: the gradient of the score
+        times (the output − the mean of its image's k outputs), each pixel's first-order share in how this output
+        scores against the mean one, plus the rest (the mean output's score, the higher orders) spread evenly.
+
+        A scalar score says how good a colorization is, not which of its 64 cells made it so; this says which, to
+        first order (gradient × input against a reference, as DeepLIFT's), at one backward pass per batch. Outputs
+        that differ only in some cells differ only there, so with own-cell credit the others' tokens get the same
+        credit, which the per-position leave-one-out baseline then removes."""
+        k = len(outputs) // len(rows) if rows else 1
+        maps = self.in_chunks(rows, outputs, partial(self._attribution, k=k), 64, "attribution")
+        return list(torch.cat(maps).cpu().numpy())
+
+    def _attribution(self, pixel_values: torch.Tensor, k: int) -> torch.Tensor:
+        x = pixel_values.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores = self(pixel_values=x)
+            (grad,) = torch.autograd.grad(scores.sum(), x)  # the inputs' gradient only: no weight gets a .grad
+        n, c, s, _ = x.shape
+        group = x.detach().view(-1, k, c, s, s)
+        maps = (grad.view(-1, k, c, s, s) * (group - group.mean(dim=1, keepdim=True))).sum(dim=2).reshape(n, s, s)
+        rest = scores.detach() - maps.sum(dim=(1, 2))
+        return maps + rest[:, None, None] / (s * s)
 
     def output_regions(self, rows: list[dict], outputs: list) -> list:
         """Per output a (map_grid, map_grid) array of each cell's share of the reward (the oracle's `regions` is the
