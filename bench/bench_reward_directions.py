@@ -1,6 +1,6 @@
 """Does a reward model prefer the changes the annotators prefer? Its direction, edit by edit, against the oracle's.
 
-    .venv/bin/python bench/bench_reward_directions.py RM_DIR [RM_DIR ...] [--images 200] [--seed 99] [--out NAME]
+    .venv/bin/python bench/bench_reward_directions.py RM_DIR [RM_DIR ...] [--names A,B] [--images 200] [--out NAME]
 
 A reward model can rank a policy's samples as well as the annotators' own noise allows and still not know which way
 is better: the samples of one image differ in many ways at once, and what they share tells a Bradley–Terry model
@@ -81,18 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=200, help="held-out shapes images")
     p.add_argument("--seed", type=int, default=99, help="shapes seed of the held-out images (and of the samples)")
     p.add_argument("--out", default="", help="results name: bench/results/reward_directions_NAME.{md,json}")
+    p.add_argument("--names", default="", help="comma-separated names of the models for the table (default: paths)")
     args = p.parse_args(argv)
+    names = args.names.split(",") if args.names else args.models
+    if len(names) != len(args.models):
+        p.error(f"--names gives {len(names)} names for {len(args.models)} models")
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows = make_shapes(args.images, seed=args.seed)
     results, edits = [], {}
-    for path in args.models:
+    for path, name in zip(args.models, names, strict=True):
         model = load_reward_model(path)
         task = model.task_module
         if task.NAME not in edits:  # every model of a task is asked about the same edits
             edits[task.NAME] = edited_pairs(task, rows, args.seed)
         for r in directions(model, get_oracle(task), rows, edits[task.NAME]):
-            results.append({"model": path, "task": task.NAME} | r)
+            results.append({"model": name, "path": path, "task": task.NAME} | r)
             print(json.dumps(results[-1]), flush=True)
     if args.out:
         RESULTS.mkdir(exist_ok=True)

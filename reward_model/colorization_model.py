@@ -10,8 +10,8 @@ every stage resampled to the grid plus the image's pooled features (is this cell
 picture?), through 1×1 convolutions. Marks train it cell by cell (reward_model/losses.py `marks_loss`).
 
 Scalar, for outputs that are the images it reads (colorization, not drawn boxes): its dense form is a first-order
-attribution (`attribution`), so the tuner can credit each colour token with its own cells (docs/DEMO.md, "Crediting
-each cell from a scalar reward model").
+attribution (`attribution`), so the tuner can credit each colour token with its own cells (docs/DEMO.md, "Which way is
+better").
 """
 
 from __future__ import annotations

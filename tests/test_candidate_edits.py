@@ -68,6 +68,27 @@ def test_neutral_background_clears_the_background_and_leaves_the_shapes():
     assert np.concatenate(touched).mean() < 0.02
 
 
+def test_one_colour_per_region_unifies_each_shape_and_leaves_the_background():
+    """Shapes in two hues (half of one turned) and blotchy: the edit gives each shape's core one colour, close to its
+    median, and keeps a neutral background neutral."""
+    rng = np.random.default_rng(1)
+    spreads, kept = [], []
+    for row in make_shapes(30, seed=12):
+        blotchy = corrupt(row, rng, ("hue", "noise"))
+        out = get_task("colorization").edits(blind(row), blotchy, rng)["one colour per region"]
+        before, after = lab(blotchy), lab(out)
+        for mask in shape_masks(row["attributes"], blotchy.size[0]):
+            core = ndimage.binary_erosion(mask, iterations=2)
+            if core.sum() > 10:
+                spreads.append([np.sqrt(image[core, 1:].var(axis=0).sum()) for image in (before, after)])
+        background = ~ndimage.binary_dilation(np.logical_or.reduce(shape_masks(row["attributes"], blotchy.size[0])),
+                                              iterations=2)
+        kept.append(np.abs(after[background, 1:] - before[background, 1:]).max(axis=-1) < 1.0)
+    spreads = np.array(spreads)
+    assert np.median(spreads[:, 0]) > 4 and np.median(spreads[:, 1]) < 0.25 * np.median(spreads[:, 0])
+    assert np.concatenate(kept).mean() > 0.98  # the background is the background's business (neutral background)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_caption_edits_add_one_shape_and_drop_one_attribute(seed):
     from vrlhf.shapes_grammar import caption

@@ -45,7 +45,8 @@ class TuneConfig(PolicyRunConfig):
     # auto: own cells for colorization, reward-to-go for captions; both lift the oracle bound at the demo's budget
     # (colorization 0.50 -> 0.70-0.71, captioning 0.67-0.68 -> 0.70-0.71; docs/DEMO.md, "Per-token credit").
     token_credit: str = field(default="auto", metadata={
-        "help": "with a dense reward (one that says which tokens earned it: the oracle, a dense reward model): own "
+        "help": "with a dense reward (one that says which tokens earned it: the oracle, a dense reward model, a "
+                "colorization reward model's attribution): own "
                 "(each token its own region's reward; biased, low variance) | to_go (the unbiased reward-to-go) | "
                 "sequence (every token the sequence's advantage) | auto (the task's TOKEN_CREDIT: colorization own, "
                 "captioning to_go; sequence unless --baseline loo); per-position leave-one-out baseline, per-token "

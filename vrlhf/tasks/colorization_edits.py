@@ -7,6 +7,8 @@ edits"). They read only the output itself, never the row's hidden ground truth: 
     chroma×0.5, chroma×1.5   a and b (CIELAB) scaled, lightness kept (out-of-gamut colours clipped, as `decode` does)
     neutral background       a = b = 0 on the background: the pixels joined to the image border whose lightness is
                              within BACKGROUND_TOLERANCE of the border's median lightness (a flat backdrop)
+    one colour per region    each connected region off the background gets its median colour: no stray colour
+                             inside an object (regions are split where the lightness jumps, as between two shapes)
 """
 
 from __future__ import annotations
@@ -71,10 +73,27 @@ def neutral_background(output: Image.Image) -> Image.Image:
     return _rgb(lab)
 
 
+def one_colour_per_region(output: Image.Image, tolerance: float = BACKGROUND_TOLERANCE) -> Image.Image:
+    """`output` with each region off its estimated background (`background_mask`) in one colour, the region's median
+    (a, b): connected pixels whose lightness differs from a neighbour's by at most `tolerance` L* make a region."""
+    lab = _lab(output)
+    lightness = lab[..., 0]
+    off = ~background_mask(output, tolerance)
+    smooth = np.ones_like(off)  # no lightness jump to the right or below: the edge between two shapes splits them
+    smooth[:, :-1] &= np.abs(np.diff(lightness, axis=1)) <= tolerance
+    smooth[:-1] &= np.abs(np.diff(lightness, axis=0)) <= tolerance
+    regions, n = ndimage.label(off & smooth)
+    for label in range(1, n + 1):
+        region = regions == label
+        lab[region, 1:] = np.median(lab[region, 1:], axis=0)
+    return _rgb(lab)
+
+
 def edits(row: dict, output: Image.Image, rng: np.random.Generator,
           others: list | tuple = ()) -> dict[str, Image.Image]:
     """The edits of one colorization, by name. `row` and `others` (the other samples of the same input) are not
     needed here; they are the signature every task's `edits` shares (captioning reads `others`)."""
     out = {f"chroma×{s:g}": scale_chroma(output, s) for s in CHROMA_SCALES}
     out["neutral background"] = neutral_background(output)
+    out["one colour per region"] = one_colour_per_region(output)
     return out
