@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if task.NAME not in edits:  # every model of a task is asked about the same edits
             edits[task.NAME] = edited_pairs(task, rows, args.seed)
         for r in directions(model, get_oracle(task), rows, edits[task.NAME]):
-            results.append({"model": name, "path": path, "task": task.NAME} | r)
+            results.append({"model": name, "task": task.NAME} | r)
             print(json.dumps(results[-1]), flush=True)
     if args.out:
         RESULTS.mkdir(exist_ok=True)

@@ -69,7 +69,8 @@ class DemoConfig:
                 "(train-reward --marks_coef; 0: marks unused)"})
     edits: str = field(default="off", metadata={
         "help": "on: one candidate of each ranking of one policy's samples is an edit of its other samples (more or "
-                "less colour, a neutral background; a shape added, an attribute dropped: `vrlhf sample --edits 1`); "
+                "less colour, a neutral background, one colour per region; a shape added, an attribute dropped: "
+                "`vrlhf sample --edits 1`); "
                 "off: the policy's samples only (bench/results/edits.md)"})
     label_efficiency: str = field(default="", metadata={
         "help": "comma-separated comparison budgets (e.g. 100,200,400,800): after the rounds, per task, one round "
