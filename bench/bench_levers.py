@@ -11,8 +11,9 @@ shared) in WORK/seed-S/TASK-NAME; a run whose summary.json exists is not run aga
   the lever runs' default setting: its learned track is what a lever run at the defaults would be.
 * the lever runs: each lever off and on, everything else at the demo's defaults, without the rows a lever does not
   change (`--tracks learned --no_oracle_row --best_of 0`; the metric-only policy stays: round 2 compares it with the
-  learned one). A lever that acts only through a dense reward model (marks, per-token credit) is switched with
-  `--dense on`. Runs with the same settings are one run (`dense on` is `marks on` when the default is dense).
+  learned one). A lever that acts only through a dense reward model (marks; per-token credit, but for image
+  outputs, whose scalar model has a dense form too: its attribution) is switched with `--dense on`. Runs with the
+  same settings are one run (`dense on` is `marks on` when the default is dense).
 * label efficiency: one round (`--rounds 1 --labels N`, the learned track alone) per budget, marks on and off, with
   `--dense on` (marks reach no other model); 400 is the first round of the marks lever's runs. The same curve as
   `vrlhf demo --simulate --label_efficiency 100,200,400,800` (which plots it in report.html), run in parallel.
@@ -77,7 +78,11 @@ def named(task: str, prefix: str, flags: dict, args: list[str]) -> dict:
 
 def lever_run(task: str, lever: str, label: str) -> dict:
     """Lever `lever` off or on, every other lever at the demo's default for `task`."""
+    from vrlhf.tasks import get_task
+
     off, on, both = LEVERS[lever]
+    if lever == "token_credit" and get_task(task).STORED == "image":
+        both = {}  # its scalar model has a dense form too, its attribution (docs/REWARD_MODEL.md): credit acts on it
     return named(task, "lever-", defaults(task) | both | (off if label == "off" else on), LEVER_RUN)
 
 
