@@ -124,9 +124,9 @@ class ColorizationRewardModel(RewardModel):
         scores against the mean one, plus the rest (the mean output's score, the higher orders) spread evenly.
 
         A scalar score says how good a colorization is, not which of its 64 cells made it so; this says which, to
-        first order (gradient × input against a reference, as DeepLIFT's), at one backward pass per batch. Outputs
-        that differ only in some cells differ only there, so with own-cell credit the others' tokens get the same
-        credit, which the per-position leave-one-out baseline then removes."""
+        first order (gradient × input against a reference: its siblings' mean), at one backward pass per batch.
+        Outputs that differ only in some cells differ only there, so with own-cell credit the others' tokens get the
+        same credit, which the per-position leave-one-out baseline then removes."""
         k = len(outputs) // len(rows) if rows else 1
         maps = self.in_chunks(rows, outputs, partial(self._attribution, k=k), 64, "attribution")
         return list(torch.cat(maps).cpu().numpy())
