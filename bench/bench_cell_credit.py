@@ -1,9 +1,10 @@
-"""Does a dense colorization reward model credit cells as the oracle does? The quantity own-cell credit feeds the tuner.
+"""Does a colorization reward model credit cells as the oracle does? The quantity own-cell credit feeds the tuner.
 
     .venv/bin/python bench/bench_cell_credit.py RM_DIR [--images 100] [--k 8]
 
 For k temperature-1 samples of the demo colorizer on held-out shapes images (seed 99), each sample's per-token
-rewards are computed from the reward model's score map and from the oracle's pixel contributions, both through the
+rewards are computed from the reward model's regions (a dense model's score map, a scalar one's attribution) and
+from the oracle's pixel contributions, both through the
 task's `token_rewards` (what `vrlhf tune --token_credit own` uses). Printed:
   * within-image Spearman of the samples' sums (the reward's ranking of an image's samples);
   * per cell, the Spearman across an image's samples of the model's and the oracle's value (cells that vary);
@@ -49,7 +50,7 @@ def measure(model_dir: str, images: int, k: int, seed: int = 0) -> dict[str, flo
     oracle, policy = get_oracle(task), task.load_policy(task.DEMO_POLICY).eval()
     model = load_reward_model(model_dir, task=task)
     if model.regions is None:
-        raise SystemExit(f"{model_dir}: not a dense reward model (train it with --dense)")
+        raise SystemExit(f"{model_dir}: this reward model has no per-cell form (a colorization model has one)")
     rows, generator = make_shapes(images, seed=TEST_SEED), torch.Generator().manual_seed(seed)
     sums, cells, ours, ideal, spread, oracle_spread = [], [], [], [], [], []
     for start in range(0, images, 25):
@@ -80,7 +81,7 @@ def measure(model_dir: str, images: int, k: int, seed: int = 0) -> dict[str, flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a dense colorization reward model directory (vrlhf train-reward --dense)")
+    parser.add_argument("model", help="a colorization reward model: dense (its map) or scalar (its attribution)")
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--k", type=int, default=8)
     args = parser.parse_args(argv)
