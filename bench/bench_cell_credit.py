@@ -4,8 +4,8 @@
 
 For k temperature-1 samples of the demo colorizer on held-out shapes images (seed 99), each sample's per-token
 rewards are computed from the reward model's regions (a dense model's score map, a scalar one's attribution) and
-from the oracle's pixel contributions, both through the
-task's `token_rewards` (what `vrlhf tune --token_credit own` uses). Printed:
+from the oracle's pixel contributions, both through the task's `token_rewards` (what `vrlhf tune --token_credit own`
+uses). Printed:
   * within-image Spearman of the samples' sums (the reward's ranking of an image's samples);
   * per cell, the Spearman across an image's samples of the model's and the oracle's value (cells that vary);
   * the Pearson correlation of leave-one-out advantages per token with the oracle's own-cell advantages: for the
