@@ -8,6 +8,9 @@ depend on y. The baseline only lowers the variance; which one is a flag:
 - `group_norm` (GRPO): (R − mean) / std over the image's k samples (rescales the gradient per image),
 - `none`: b = 0.
 
+The KL penalty to an anchor policy goes into the reward (RLOO's way) or, with `--kl_in loss`, into the loss as its
+own term (`kl_penalty_loss`, TRL's GRPO way).
+
 A reward with a per-token form (a dense reward: which region of the output earned what) can instead give each token
 its own advantage, with a leave-one-out baseline per position (`token_advantages`; `--token_credit own | to_go`).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import torch
 
 BASELINES = ("loo", "greedy", "group_norm", "none")
+KL_PLACES = ("reward", "loss")  # --kl_in
 
 
 def leave_one_out_baseline(rewards: torch.Tensor) -> torch.Tensor:
@@ -106,3 +110,13 @@ def clipped_token_loss(token_log_probs: torch.Tensor, old_log_probs: torch.Tenso
     advantages = advantages.detach()
     surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - epsilon, 1 + epsilon) * advantages)
     return -(surrogate * mask).sum() / token_log_probs.shape[0]
+
+
+def kl_penalty_loss(token_log_probs: torch.Tensor, ref_log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_t k3_t over each sample's tokens, averaged over samples: (N, T) each, ref_log_probs without gradient.
+
+    k3 = exp(ref − logp) − (ref − logp) − 1 (Schulman's low-variance estimator of KL(π‖π_ref), ≥ 0, as TRL's GRPO):
+    differentiated directly, its gradient pulls each sampled token towards the anchor without the penalty entering
+    the REINFORCE advantages, where its noise can drown a small reward (docs/TUNER.md, "Where the KL goes")."""
+    delta = ref_log_probs.detach() - token_log_probs
+    return ((torch.exp(delta) - delta - 1) * mask).sum() / token_log_probs.shape[0]

@@ -59,8 +59,11 @@ class TuneConfig(PolicyRunConfig):
         "help": "clipping of the importance ratio in passes after the first: [1 - epsilon, 1 + epsilon] (TRL's name)"})
 
     # ---- guards against reward hacking ----
-    kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the anchor policy (kl_reference), folded into "
-                                                          "the reward (0: off)"})
+    kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the anchor policy (kl_reference) (0: off)"})
+    kl_in: str = field(default="reward", metadata={
+        "help": "where the KL penalty goes: reward (folded into the reward, as RLOO; with per-token credit each token "
+                "pays its own) | loss (a term of its own, β·Σ_t k3_t on the sampled tokens, as TRL's GRPO: its noise "
+                "stays out of the advantages)"})
     kl_reference: str = field(default="", metadata={"help": "policy directory the KL penalty anchors to; empty: the "
                                                             "starting policy"})
     mle_coef: float = field(default=0.0, metadata={"help": "weight of the MLE loss on reference outputs (0: off)"})

@@ -34,9 +34,11 @@ from tqdm.auto import tqdm
 
 from tuner.advantages import (
     BASELINES,
+    KL_PLACES,
     TOKEN_CREDITS,
     clipped_token_loss,
     compute_advantages,
+    kl_penalty_loss,
     reinforce_loss,
     token_advantages,
     token_reinforce_loss,
@@ -298,6 +300,7 @@ class Reuse:
     k: int  # samples per image among them
     advantages: torch.Tensor  # (n, T) each token's advantage
     old_log_probs: torch.Tensor  # (n, T) log P of each token under the policy that sampled it
+    ref_log_probs: torch.Tensor | None = None  # (n, T) under the anchor, with --kl_in loss
 
 
 def rollout(cfg: TuneConfig, task, policy, reward, batch: list[dict], pixel_values: torch.Tensor,
@@ -368,11 +371,14 @@ def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pix
                 ref_log_probs = anchor.token_log_probs(pixel_values, samples.tokens, samples.mask, k, cfg.temperature)
         token_kl = log_probs_now - ref_log_probs  # (b·k, T), 0 off the mask
         kl = token_kl.sum(dim=1).view(b, k)  # (b, k)
-        if dense:  # each token pays for its own departure from the anchor
+        if cfg.kl_in == "loss":  # a loss term of its own, below
+            pass
+        elif dense:  # each token pays for its own departure from the anchor
             token_rewards = token_rewards - cfg.kl_coef * token_kl
         else:
             rewards = rewards - cfg.kl_coef * kl
         logs["kl"] = kl.mean().item()
+    kl_loss_on = bool(cfg.kl_coef) and cfg.kl_in == "loss"
     finite = bool(torch.isfinite(rewards).all())
 
     tokens, mask, kk = samples.tokens, samples.mask, k
@@ -389,6 +395,7 @@ def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pix
         pick = torch.arange(b, device=device) * k + torch.randint(k, (b,), generator=generator, device=device)
         tokens, mask, kk = tokens[pick], mask[pick], 1
         advantages = advantages[pick] if dense else advantages.reshape(-1)[pick]
+        ref_log_probs = ref_log_probs[pick] if kl_loss_on else None
     logs["adv_abs"] = (advantages[mask] if dense else advantages).abs().mean().item()
 
     with autocast():
@@ -397,10 +404,13 @@ def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pix
             loss = token_reinforce_loss(token_log_probs, advantages, mask)
         else:
             loss = reinforce_loss(token_log_probs.sum(dim=1), advantages.reshape(-1))
+        if kl_loss_on:
+            loss = loss + cfg.kl_coef * kl_penalty_loss(token_log_probs, ref_log_probs, mask)
         loss = loss + mle_term(cfg, task, policy, batch, pixel_values, logs)
     if cfg.num_iterations > 1:  # the later passes reuse these advantages and the sampling policy's log-probs
         per_token = advantages if dense else advantages.reshape(-1, 1) * mask
-        scored.reuse = Reuse(tokens, mask, kk, per_token.detach(), token_log_probs.detach())
+        scored.reuse = Reuse(tokens, mask, kk, per_token.detach(), token_log_probs.detach(),
+                             ref_log_probs if kl_loss_on else None)
     return loss, logs, finite and bool(torch.isfinite(loss))
 
 
@@ -412,6 +422,8 @@ def reuse_loss(cfg: TuneConfig, task, policy, batch: list[dict], pixel_values: t
     with autocast():
         token_log_probs = policy.token_log_probs(pixel_values, reuse.tokens, reuse.mask, reuse.k, cfg.temperature)
         loss = clipped_token_loss(token_log_probs, reuse.old_log_probs, reuse.advantages, reuse.mask, cfg.epsilon)
+        if reuse.ref_log_probs is not None:  # --kl_in loss: the anchor pulls in every pass
+            loss = loss + cfg.kl_coef * kl_penalty_loss(token_log_probs, reuse.ref_log_probs, reuse.mask)
         loss = loss + mle_term(cfg, task, policy, batch, pixel_values, logs)
     ratio = (token_log_probs.detach() - reuse.old_log_probs)[reuse.mask].exp()
     logs["clip_frac"] = ((ratio - 1).abs() > cfg.epsilon).float().mean().item()
@@ -487,6 +499,8 @@ def check_config(cfg: TuneConfig, task: ModuleType | None = None) -> ModuleType:
         problems.append(f"token_credit {cfg.token_credit!r} is not one of {', '.join(TOKEN_CREDITS)}, auto")
     elif cfg.token_credit in ("own", "to_go") and cfg.baseline != "loo":
         problems.append(f"token_credit {cfg.token_credit} needs baseline loo (a leave-one-out baseline per position)")
+    if cfg.kl_in not in KL_PLACES:
+        problems.append(f"kl_in {cfg.kl_in!r} is not one of {', '.join(KL_PLACES)}")
     if cfg.num_iterations < 1 or not 0 < cfg.epsilon < 1:
         problems.append("num_iterations must be >= 1 and epsilon in (0, 1)")
     if cfg.reward_norm not in NORMALIZATIONS:

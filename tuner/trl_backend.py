@@ -16,7 +16,8 @@ trainers do not run (TRL_FAMILIES). What the flags become:
 - `--mixed_precision`: `bf16` / `fp16`; empty: the launcher's (ACCELERATE_MIXED_PRECISION), else fp32;
 - `--steps`, `--lr`, `--warmup_steps`, `--weight_decay`, `--max_grad_norm`, `--grad_accum`, `--seed`: the same
   (a constant learning rate after warm-up, as ours);
-- `--kl_coef`: `beta` (RLOO folds the KL into the reward as ours does; GRPO puts it in the loss);
+- `--kl_coef`: `beta` (RLOO folds the KL into the reward as ours does by default; GRPO puts it in the loss, as ours
+  with `--kl_in loss`);
 - `--reward NAME=W`, `--reward_norm`: one reward function per component, normalised as ours, `reward_weights` = W;
 - `--temperature`, `--max_new_tokens`: `temperature` with top-k 0 and top-p 1 (the full distribution),
   `max_completion_length`;
@@ -104,6 +105,9 @@ def check_trl_config(cfg) -> None:
         problems.append("--mle_coef: no MLE term in TRL's RLOO/GRPO")
     if cfg.kl_reference:
         problems.append("--kl_reference: TRL anchors the KL to the starting policy")
+    if cfg.kl_coef and cfg.kl_in == "loss" and cfg.baseline == "loo":
+        problems.append("--kl_in loss: TRL's RLOO folds the KL into the reward (GRPO, --baseline group_norm, puts "
+                        "it in the loss)")
     if cfg.k < 2:
         problems.append("--k must be >= 2 (a group of samples per image)")
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -88,3 +88,13 @@ def test_choosing_the_backend_does_not_import_trl(paligemma):
             f"uses_trl(TuneConfig(policy={str(paligemma)!r})); print('trl' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_trl_backend_refuses_a_kl_in_the_loss_that_rloo_would_fold_into_the_reward():
+    from tuner.trl_backend import check_trl_config
+
+    cfg = TuneConfig(kl_coef=0.1, kl_in="loss", baseline="loo")
+    with pytest.raises(ConfigError, match="--kl_in loss: TRL's RLOO folds the KL into the reward"):
+        check_trl_config(cfg)
+    check_trl_config(TuneConfig(kl_coef=0.1, kl_in="loss", baseline="group_norm"))  # GRPO: the KL is in its loss
+    check_trl_config(TuneConfig(kl_coef=0.1, baseline="loo"))

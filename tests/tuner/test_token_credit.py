@@ -276,7 +276,8 @@ def test_dense_caption_oracle_rewards_each_word_on_its_token_and_the_end_on_eos(
     assert not out.token_rewards[~out.samples.mask].any()  # nothing after EOS
 
 
-def test_tune_with_two_passes_per_rollout_and_own_credit_moves_every_weight(shapes_dir, colorizer, tiny_config):
+@pytest.mark.parametrize("kl_in", ["reward", "loss"])  # loss: every pass adds the KL term itself (reuse_loss)
+def test_tune_with_two_passes_per_rollout_and_own_credit_moves_every_weight(shapes_dir, colorizer, tiny_config, kl_in):
     import json
 
     from tuner.train import tune
@@ -285,7 +286,7 @@ def test_tune_with_two_passes_per_rollout_and_own_credit_moves_every_weight(shap
     cfg = tiny_config
     cfg.task, cfg.policy, cfg.k, cfg.steps = "colorization", str(colorizer), 4, 2
     cfg.reward, cfg.token_credit, cfg.num_iterations, cfg.kl_coef = ["oracle"], "own", 2, 0.1
-    cfg.epsilon = 0.001  # so that one step moves some token's probability past the clip
+    cfg.epsilon, cfg.kl_in = 0.001, kl_in  # epsilon: so that one step moves some token's probability past the clip
     before = dict(colorization.load_policy(colorizer).model.named_parameters())
     policy, _ = tune(cfg)
     unchanged = [n for n, p in policy.model.named_parameters() if torch.equal(p, before[n]) and "pooler" not in n]

@@ -83,6 +83,32 @@ def test_policy_loss_folds_the_kl_to_its_anchor_into_the_reward(tiny_config, pie
     torch.testing.assert_close(loss, -(advantages.reshape(-1) * log_probs).mean())
 
 
+def test_kl_in_loss_keeps_the_penalty_out_of_the_advantages_and_adds_its_k3_term(tiny_config, pieces):
+    from tuner.train import check_config
+
+    policy, batch, pixels, _ = pieces
+    tiny_config.k, tiny_config.kl_coef, tiny_config.kl_in = 4, 0.5, "loss"
+    out = scored(tiny_config, pieces)
+    anchor = copy.deepcopy(policy)
+    with torch.no_grad():
+        anchor.model.decoder.lm_head.weight.add_(0.3 * torch.randn_like(anchor.model.decoder.lm_head.weight))
+    loss, logs, finite = policy_loss(tiny_config, TASK, policy, anchor, batch, pixels, out)
+    tokens, mask = out.samples.tokens, out.samples.mask
+    log_probs = policy.token_log_probs(pixels, tokens, mask, 4)
+    with torch.no_grad():
+        ref = anchor.token_log_probs(pixels, tokens, mask, 4)
+    r = out.rewards  # the rewards alone: no −β·KL in them, unlike --kl_in reward
+    advantages = r - (r.sum(1, keepdim=True) - r) / 3
+    delta = ref - log_probs
+    k3 = ((delta.exp() - delta - 1) * mask).sum() / 16
+    expected = -(advantages.reshape(-1) * log_probs.sum(1)).mean() + 0.5 * k3
+    torch.testing.assert_close(loss, expected)
+    assert finite and k3 > 0.01 and logs["kl"] > 0.05
+    tiny_config.kl_in = "advantage"
+    with pytest.raises(ConfigError, match="kl_in 'advantage'"):
+        check_config(tiny_config)
+
+
 def test_policy_loss_reports_a_non_finite_reward(tiny_config, pieces):
     policy, batch, pixels, _ = pieces
     out = scored(tiny_config, pieces)
