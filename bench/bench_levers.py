@@ -21,7 +21,8 @@ shared) in WORK/seed-S/TASK-NAME; a run whose summary.json exists is not run aga
   (the task module's DEMO_DENSE), which is then not reported. Every demo seed judges the same test images (the demo's
   shapes data is seed 0's), so without `--data` the choice runs on a shapes dataset of their own (seed 100 + --seed,
   3000 images, WORK/choose-shapes-S): a default is never chosen on the images the demo reports.
-Writes OUT.md, OUT.json (bench/results/levers.*) and bench/results/label_efficiency.png.
+Writes OUT.md, OUT.json (bench/results/levers.*) and the curve's picture (bench/results/label_efficiency.png; with
+another --out, OUT-label_efficiency.png).
 """
 
 from __future__ import annotations
@@ -318,7 +319,9 @@ def main() -> int:
     if curves:
         from loop.report import label_efficiency_plot
 
-        label_efficiency_plot(curves).savefig(out.with_name("label_efficiency.png"), dpi=110, bbox_inches="tight")
+        # the default --out keeps its old picture's name; another --out gets its own picture beside its tables
+        png = "label_efficiency.png" if out == RESULTS / "levers" else f"{out.stem}-label_efficiency.png"
+        label_efficiency_plot(curves).savefig(out.with_name(png), dpi=110, bbox_inches="tight")
     print(markdown(results, args.seed, args.choose, args.demo_args))
     return 0
 
