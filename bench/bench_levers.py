@@ -320,7 +320,7 @@ def main() -> int:
         from loop.report import label_efficiency_plot
 
         # the default --out keeps its old picture's name; another --out gets its own picture beside its tables
-        png = "label_efficiency.png" if out == RESULTS / "levers" else f"{out.stem}-label_efficiency.png"
+        png = "label_efficiency.png" if out.resolve() == RESULTS / "levers" else f"{out.stem}-label_efficiency.png"
         label_efficiency_plot(curves).savefig(out.with_name(png), dpi=110, bbox_inches="tight")
     print(markdown(results, args.seed, args.choose, args.demo_args))
     return 0
