@@ -349,7 +349,8 @@ def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pix
                 ) -> tuple[torch.Tensor, dict[str, float], bool]:
     """The REINFORCE loss of one micro-batch -> (loss, logged values, whether rewards and loss are finite).
 
-    KL to the anchor is folded into the reward (as in RLOO: r − β (log π − log π_ref), on the sampled sequences),
+    KL to the anchor is folded into the reward (as in RLOO: r − β (log π − log π_ref), on the sampled sequences;
+    `--kl_in loss`: a loss term of its own instead, β · `kl_penalty_loss`, as in TRL's GRPO),
     advantages come from `cfg.baseline`, and loss = −mean(adv · log P(sample)) with log P recomputed by teacher
     forcing (differentiable), plus `mle_coef` × the MLE loss on a reference output of each row.
 
@@ -371,11 +372,9 @@ def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pix
                 ref_log_probs = anchor.token_log_probs(pixel_values, samples.tokens, samples.mask, k, cfg.temperature)
         token_kl = log_probs_now - ref_log_probs  # (b·k, T), 0 off the mask
         kl = token_kl.sum(dim=1).view(b, k)  # (b, k)
-        if cfg.kl_in == "loss":  # a loss term of its own, below
-            pass
-        elif dense:  # each token pays for its own departure from the anchor
+        if cfg.kl_in == "reward" and dense:  # each token pays for its own departure from the anchor
             token_rewards = token_rewards - cfg.kl_coef * token_kl
-        else:
+        elif cfg.kl_in == "reward":
             rewards = rewards - cfg.kl_coef * kl
         logs["kl"] = kl.mean().item()
     kl_loss_on = bool(cfg.kl_coef) and cfg.kl_in == "loss"
