@@ -160,6 +160,8 @@ def run_all(runs: list[dict], seed: int, work: Path, data: str, jobs: int, extra
     while todo or running:
         while todo and len(running) < jobs:
             run = todo.pop(0)
+            if summary_of(run, seed, work) is not None or running_elsewhere(run, seed, work):
+                continue  # another bench process made or is making it since this one planned
             print(f"[levers {time.strftime('%H:%M:%S')}] start {run['task']} {run['name']}", flush=True)
             running.append((run, start(run, seed, work, data, extra), time.time()))
         time.sleep(5)
