@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_detection_reward_model.py [--rankings 400] [--epochs 8] [--seeds 0]
 
-The reward model is the demo's (today's scalar image reward model) reading what people see: the boxes drawn over the
-input (`detection.render`, SHOWN "image"). Training data is what the demo's first round labels (loop/rounds.py): 4
+The reward model is the demo's (today's scalar image reward model) reading what people see, the boxes drawn over the
+input at 384 px (`detection.render`, `--reads render`, the default), or the boxes at the input's resolution
+(`detection.model_view`, `--reads view`). Training data is what the demo's first round labels (loop/rounds.py): 4
 samples of the demo detector per shapes image at temperature 1.5, ranked by the simulated annotator (6 pairs a
 ranking; reward_model/simulate.policy_rankings). Evaluation is on other images (shapes seed 99), as
 bench/bench_dense_reward.py does it:
@@ -75,7 +76,7 @@ def distinct(cols: dict[str, list]) -> dict[str, list]:
 
 
 def run(rankings: int, seed: int, epochs: int, eval_images: int, work: Path, policy: Path, image_size: int = 48,
-        say=print) -> dict:
+        reads: str = "render", say=print) -> dict:
     task = get_task("detection")
     train = policy_rankings(task, rankings, seed=seed, policy=str(policy))
     save_export(train, work / f"train-{seed}")
@@ -83,7 +84,7 @@ def run(rankings: int, seed: int, epochs: int, eval_images: int, work: Path, pol
     held = policy_rankings(task, eval_images, seed=TEST_SEED, policy=str(policy))
     save_export(held, held_path)
     cfg = TrainRewardConfig(task="detection", data=str(work / f"train-{seed}"),
-                            out=str(work / f"rm-{seed}-{image_size}"),
+                            out=str(work / f"rm-{seed}-{image_size}-{reads}"), reads=reads,
                             eval_fraction=0.0, epochs=epochs, eval_every=10**9, seed=seed, progress=False,
                             image_size=image_size)
     start = time.perf_counter()
@@ -91,7 +92,7 @@ def run(rankings: int, seed: int, epochs: int, eval_images: int, work: Path, pol
     seconds = time.perf_counter() - start
     model = load_reward_model(cfg.out)
     rho, ranked_images = within_image_spearman(task, policy, model, eval_images, TEST_SEED)
-    result = {"task": "detection", "rankings": rankings, "k": 4, "seed": seed, "image_size": image_size,
+    result = {"task": "detection", "rankings": rankings, "k": 4, "seed": seed, "image_size": image_size, "reads": reads,
               "pairs": summary["train_pairs"],
               "epochs": epochs, "accuracy": evaluate_reward(model, held_path)["accuracy"],
               "ceiling": oracle_self_agreement(task, distinct(held)),
@@ -112,17 +113,18 @@ def detector_name(path: Path) -> str:
 
 def table(results: list[dict]) -> str:
     lines = ["Reward model on detections (`.venv/bin/python bench/bench_detection_reward_model.py`): the demo's "
-             "scalar image reward model on the drawn boxes, trained on oracle rankings of 4 samples of the demo "
+             "scalar image reward model on the boxes (reads: view, the boxes at the input's 48 px; render, the 384 px "
+             "drawing people see), trained on oracle rankings of 4 samples of the demo "
              "detector (temperature 1.5; data/demo/detector, as the detector column names it); evaluated on 200 "
              "held-out shapes images (seed 99): pair accuracy on rankings made the same way (ceiling: the oracle's "
              "self-agreement), within-image Spearman of 8 temperature-1 samples against the oracle's score. 2 shared "
              "CPU cores, one torch thread.", "",
              "| detector | comparisons (distinct pairs / all) | epochs | seed | reward model's image px | held-out "
-             "pair accuracy | oracle self-agreement | within-image Spearman (images ranked) | train s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "pair accuracy | oracle self-agreement | within-image Spearman (images ranked) | train s | reads |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     lines += [f"| {r['detector']} | {r['rankings']} rankings of {r['k']} ({r['pairs']} / {r['rankings_pairs']}) | "
               f"{r['epochs']} | {r['seed']} | {r.get('image_size', 48)} | {r['accuracy']:.3f} | {r['ceiling']:.3f} | "
-              f"{r['spearman']:.3f} ({r['spearman_images']}) | {r['seconds']:.0f} |"
+              f"{r['spearman']:.3f} ({r['spearman_images']}) | {r['seconds']:.0f} | {r.get('reads', 'render')} |"
               for r in results]
     return "\n".join(lines)
 
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-images", type=int, default=200)
     parser.add_argument("--image-size", type=int, default=48, help="the reward model's image side (48: the demo's; "
                         "the drawing is 384 px)")
+    parser.add_argument("--reads", default="render", choices=("render", "view"), help="what the reward model reads "
+                        "(render: the drawing people see; view: detection.model_view)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -145,13 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         if hashlib.sha256((policy / "model.safetensors").read_bytes()).hexdigest()[:8] not in detector:
             raise SystemExit("data/demo/detector changed while it was copied; run again")
         results = [{"detector": detector, **run(args.rankings, seed, args.epochs, args.eval_images, work, policy,
-                                                 args.image_size)} for seed in args.seeds]
+                                                 args.image_size, args.reads)} for seed in args.seeds]
     previous = RESULTS / "detection_reward_model.json"  # keep the rows of other settings and detectors
-    key = lambda r: (r["detector"], r["rankings"], r["epochs"], r["seed"], r["image_size"])  # noqa: E731
+    key = lambda r: (r["detector"], r["rankings"], r["epochs"], r["seed"], r["image_size"],  # noqa: E731
+                     r.get("reads", "render"))
     if previous.is_file():
         new = {key(r) for r in results}
         results = [r for r in json.loads(previous.read_text()) if key(r) not in new] + results
-    results = sorted(results, key=lambda r: (r["detector"], r["image_size"], r["seed"]))
+    results = sorted(results, key=lambda r: (r["detector"], r.get("reads", "render"), r["image_size"], r["seed"]))
     md = table(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "detection_reward_model.md").write_text(f"{md}\n")

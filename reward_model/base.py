@@ -39,10 +39,14 @@ class RewardModel(nn.Module):
         return self.cfg.task
 
     def shown(self, rows: list[dict], outputs: list) -> list:
-        """`outputs` (k per row, image-major) as people see them: the task's `render(row, output)`, what this model
-        reads (text for the image + text model, an image for the image model)."""
+        """`outputs` (k per row, image-major) as this model reads them (text for the image + text model, an image
+        for the image model): what people see, the task's `render(row, output)`, or with `cfg.reads` "view" its
+        `model_view(row, output)` where it has one."""
         k = len(outputs) // max(len(rows), 1)
-        return [self.task_module.render(rows[i // k], o) for i, o in enumerate(outputs)]
+        view = self.task_module.render
+        if self.cfg.reads == "view":
+            view = getattr(self.task_module, "model_view", view)
+        return [view(rows[i // k], o) for i, o in enumerate(outputs)]
 
     def pixels(self, images) -> torch.Tensor:
         c = self.cfg

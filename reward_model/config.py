@@ -42,6 +42,10 @@ class RewardModelConfig:
                                                          "train them where they were made"})
     map_grid: int = field(default=8, metadata={"help": "cells per side of an image output's score map (dense): the "
                                                        "colorizer's colour grid, one cell per token"})
+    reads: str = field(default="render", metadata={
+        "help": "what the model reads of an output: 'render' (what people see) | 'view' (the task's model_view where "
+                "it has one, e.g. detection's boxes at the input's own resolution: faster, ranks better, tunes worse: "
+                "docs/DEMO.md; else what people see)"})
     # Filled in by build_reward_model; a saved model rebuilds its backbones from these. Not command-line flags.
     vision_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the image encoder",
                                                                 "flag": False})

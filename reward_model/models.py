@@ -30,10 +30,15 @@ def model_class(task: ModuleType):
     raise ConfigError(f"no reward model for shown {task.SHOWN} outputs (task {task.NAME!r})")
 
 
+READS = ("view", "render")  # RewardModelConfig.reads
+
+
 def build_reward_model(task: ModuleType, cfg: RewardModelConfig | None = None, **options) -> RewardModel:
     """A fresh reward model for `task` (a task module): from `cfg`, or with RewardModelConfig fields as `options`."""
     cfg = cfg if cfg is not None else RewardModelConfig(task=task.NAME, **options)
     cfg.task = task.NAME
+    if cfg.reads not in READS:
+        raise ConfigError(f"--reads {cfg.reads!r}: choose one of {', '.join(READS)}")
     model = model_class(task).build(cfg)
     model.task_module = task
     return model

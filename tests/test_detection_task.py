@@ -101,6 +101,34 @@ def test_render_draws_boxes_of_zero_width_and_outside_the_image():
     assert task.render(ROWS[0], boxes).size == (384, 384)
 
 
+def test_model_view_outlines_each_box_on_its_edge_pixels_at_the_input_resolution():
+    row = ROWS[0]
+    box = {"box": [5.0, 8.0, 20.0, 30.0], "label": "red circle", "score": 0.7}  # pixels 5..19 x 8..29
+    plain, view = np.asarray(row["image"].convert("RGB"), dtype=float), np.asarray(task.model_view(row, [box]), float)
+    assert view.shape == plain.shape  # the input's own 48 px: no upscaling, no text
+    changed = np.any(view != plain, axis=2)
+    expected = np.zeros_like(changed)
+    expected[[8, 29], 5:20] = expected[8:30, [5, 19]] = True
+    assert np.array_equal(changed, expected)
+    odd = (np.add.outer(np.arange(48), np.arange(48)) % 2).astype(bool)
+    red, white = np.array([255.0, 0, 0]), np.array([255.0, 255, 255])  # "red", then a circle's white, alternating
+    assert np.allclose(view[expected & ~odd], np.rint(0.5 * plain[expected & ~odd] + 0.5 * red))
+    assert np.allclose(view[expected & odd], np.rint(0.5 * plain[expected & odd] + 0.5 * white))
+
+
+def test_model_view_tells_the_classes_and_a_duplicate_apart_and_ignores_the_confidence():
+    row = ROWS[0]
+    box = {"box": [5.0, 8.0, 20.0, 30.0], "label": "red circle", "score": 0.7}
+    view = lambda *boxes: np.asarray(task.model_view(row, list(boxes)))  # noqa: E731
+    base = view(box)
+    for other in ({**box, "label": "blue circle"}, {**box, "label": "red square"}, {**box, "label": "dog"}):
+        assert not np.array_equal(view(other), base), other["label"]
+    assert not np.array_equal(view(box, box), base)  # the second box darkens the outline towards its colours
+    assert np.array_equal(view({**box, "score": 0.1}), base)
+    outside = {"box": [40.0, -3.0, 60.0, 5.0], "label": "blue square", "score": 1.0}
+    assert task.model_view(row, [outside, {**box, "box": [10.0, 10.0, 10.0, 20.0]}]).size == (48, 48)
+
+
 def test_transplant_keeps_the_boxes():
     other = true_boxes(ROWS[1])
     assert list(task.transplant(other, ROWS[0])) == other
