@@ -372,10 +372,11 @@ def policy_loss(cfg: TuneConfig, task, policy, reference, batch: list[dict], pix
                 ref_log_probs = anchor.token_log_probs(pixel_values, samples.tokens, samples.mask, k, cfg.temperature)
         token_kl = log_probs_now - ref_log_probs  # (b·k, T), 0 off the mask
         kl = token_kl.sum(dim=1).view(b, k)  # (b, k)
-        if cfg.kl_in == "reward" and dense:  # each token pays for its own departure from the anchor
-            token_rewards = token_rewards - cfg.kl_coef * token_kl
-        elif cfg.kl_in == "reward":
-            rewards = rewards - cfg.kl_coef * kl
+        if cfg.kl_in == "reward":  # RLOO's way (`loss`: a term of its own, added to the loss below)
+            if dense:  # each token pays for its own departure from the anchor
+                token_rewards = token_rewards - cfg.kl_coef * token_kl
+            else:
+                rewards = rewards - cfg.kl_coef * kl
         logs["kl"] = kl.mean().item()
     kl_loss_on = bool(cfg.kl_coef) and cfg.kl_in == "loss"
     finite = bool(torch.isfinite(rewards).all())
