@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/bench_detection_reward_model.py [--rankings 400] [--epochs 8] [--seeds 0]
 
-The reward model is the demo's (today's scalar image reward model) reading what people see, the boxes drawn over the
-input at 384 px (`detection.render`, `--reads render`, the default), or the boxes at the input's resolution
-(`detection.model_view`, `--reads view`). Training data is what the demo's first round labels (loop/rounds.py): 4
-samples of the demo detector per shapes image at temperature 1.5, ranked by the simulated annotator (6 pairs a
-ranking; reward_model/simulate.policy_rankings). Evaluation is on other images (shapes seed 99), as
+The reward model is the scalar image reward model reading what people see, the boxes drawn over the input at 384 px
+(`detection.render`, `--reads render`, the bench's default), or the boxes at the input's resolution
+(`detection.model_view`, `--reads view`), or the box-set model reading the boxes themselves (`--reads boxes`, the
+task's and the demo's default since it was measured here). Training data is what the demo's first round labels
+(loop/rounds.py): 4 samples of the demo detector per shapes image at temperature 1.5, ranked by the simulated annotator
+(6 pairs a ranking; reward_model/simulate.policy_rankings). Evaluation is on other images (shapes seed 99), as
 bench/bench_dense_reward.py does it:
   * pair accuracy: 200 rankings of 4 temperature-1.5 samples made the same way, their pairs (beside the oracle's
     self-agreement on them, the ceiling);
@@ -112,10 +113,11 @@ def detector_name(path: Path) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["Reward model on detections (`.venv/bin/python bench/bench_detection_reward_model.py`): the demo's "
-             "scalar image reward model on the boxes (reads: view, the boxes at the input's 48 px; render, the 384 px "
-             "drawing people see), trained on oracle rankings of 4 samples of the demo "
-             "detector (temperature 1.5; data/demo/detector, as the detector column names it); evaluated on 200 "
+    lines = ["Reward model on detections (`.venv/bin/python bench/bench_detection_reward_model.py`): a reward "
+             "model on the boxes (reads: view, the image model on the boxes at the input's 48 px; render, the image "
+             "model on the 384 px drawing people see; boxes, the box-set model on the boxes themselves), trained on "
+             "oracle rankings of 4 samples of the demo detector (temperature 1.5; data/demo/detector, as the detector "
+             "column names it); evaluated on 200 "
              "held-out shapes images (seed 99): pair accuracy on rankings made the same way (ceiling: the oracle's "
              "self-agreement), within-image Spearman of 8 temperature-1 samples against the oracle's score. 2 shared "
              "CPU cores, one torch thread.", "",
@@ -137,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-images", type=int, default=200)
     parser.add_argument("--image-size", type=int, default=48, help="the reward model's image side (48: the demo's; "
                         "the drawing is 384 px)")
-    parser.add_argument("--reads", default="render", choices=("render", "view"), help="what the reward model reads "
-                        "(render: the drawing people see; view: detection.model_view)")
+    parser.add_argument("--reads", default="render", choices=("render", "view", "boxes"),
+                        help="what the reward model reads (render: the drawing people see; view: detection.model_view; "
+                        "boxes: the box sets, detection's default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

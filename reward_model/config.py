@@ -45,7 +45,8 @@ class RewardModelConfig:
     reads: str = field(default="render", metadata={
         "help": "what the model reads of an output: 'render' (what people see) | 'view' (the task's model_view where "
                 "it has one, e.g. detection's boxes at the input's own resolution: faster, ranks better, tunes worse: "
-                "docs/DEMO.md; else what people see)"})
+                "docs/DEMO.md; else what people see) | 'boxes' (box outputs themselves: one value per box and one "
+                "for the set, reward_model/box_set_model.py)"})
     # Filled in by build_reward_model; a saved model rebuilds its backbones from these. Not command-line flags.
     vision_config: dict = field(default_factory=dict, metadata={"help": "HF config dict of the image encoder",
                                                                 "flag": False})
@@ -74,6 +75,9 @@ class TrainRewardConfig(RewardModelConfig):
                 "vision encoder); 'default': the task's REWARD_IMAGE_ENCODER (captioning: the demo captioner's ViT, "
                 "data/demo/captioner; colorization: ''); empty: the tiny encoder of --encoder (cnn | vit), from "
                 "scratch"})
+    reads: str = field(default="auto", metadata={
+        "help": "what the model reads of an output: render | view | boxes (above); auto: the task's REWARD_READS "
+                "(detection: boxes, measured in docs/DEMO.md), else render"})
     data: str = field(default="", metadata={"help": "preference export: saved HF dataset dir, .jsonl or .parquet"})
     out: str = field(default="", metadata={"help": "output directory for the best reward model and metrics.jsonl"})
     overwrite: bool = field(default=False, metadata={

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from reward_model.base import CONFIG_NAME, WEIGHTS_NAME, RewardModel
+from reward_model.box_set_model import BoxSetRewardModel
 from reward_model.caption_model import CaptionRewardModel
 from reward_model.colorization_model import ColorizationRewardModel
 from reward_model.config import RewardModelConfig
@@ -20,9 +21,11 @@ from vrlhf.errors import ConfigError, ModelError
 from vrlhf.tasks import get_task
 
 
-def model_class(task: ModuleType):
+def model_class(task: ModuleType, reads: str = "render"):
     """The architecture for what people see of a task's outputs (its `SHOWN`): text gets the image + text model,
-    images the image model."""
+    images the image model; with `reads` "boxes" the box-set model, which reads box outputs themselves."""
+    if reads == "boxes":
+        return BoxSetRewardModel
     if task.SHOWN == "text":
         return CaptionRewardModel
     if task.SHOWN == "image":
@@ -30,7 +33,7 @@ def model_class(task: ModuleType):
     raise ConfigError(f"no reward model for shown {task.SHOWN} outputs (task {task.NAME!r})")
 
 
-READS = ("view", "render")  # RewardModelConfig.reads
+READS = ("view", "render", "boxes")  # RewardModelConfig.reads
 
 
 def build_reward_model(task: ModuleType, cfg: RewardModelConfig | None = None, **options) -> RewardModel:
@@ -39,7 +42,7 @@ def build_reward_model(task: ModuleType, cfg: RewardModelConfig | None = None, *
     cfg.task = task.NAME
     if cfg.reads not in READS:
         raise ConfigError(f"--reads {cfg.reads!r}: choose one of {', '.join(READS)}")
-    model = model_class(task).build(cfg)
+    model = model_class(task, cfg.reads).build(cfg)
     model.task_module = task
     return model
 
@@ -65,7 +68,7 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu", task
     except ConfigError as error:
         raise ModelError(f"{path}: {error}") from None
     try:
-        model = model_class(task).from_config(cfg, tokenizer_dir=path)
+        model = model_class(task, cfg.reads).from_config(cfg, tokenizer_dir=path)
         model.task_module = task
         state = load_file(str(path / WEIGHTS_NAME))
     except (OSError, ValueError, TypeError, KeyError, SafetensorError) as error:  # bad JSON, fields, files

@@ -43,6 +43,14 @@ def resolve_image_encoder(value: str, task: ModuleType) -> tuple[str, str | None
     return str(path), None
 
 
+PER_OUTPUT = ("captions", "pixel_values", "boxes")  # the model inputs with one entry per output (text, image, box set)
+
+
+def resolve_reads(value: str, task: ModuleType) -> str:
+    """--reads with `auto` resolved: the task's `REWARD_READS` where it has one, else what people see (render)."""
+    return getattr(task, "REWARD_READS", "render") if value == "auto" else value
+
+
 def evaluate_pairs(model, loader, accelerator=None, cfg=None) -> dict[str, float]:
     """Pair metrics (+ mean BT loss) of `model` over a loader of collated pairs, gathered across processes."""
     deltas, labels = [], []
@@ -118,6 +126,7 @@ def train_reward(cfg: TrainRewardConfig, task: ModuleType | None = None) -> dict
     cfg.task = task.NAME
     augment = resolve_augment(cfg.augment, task)  # a bad value fails before any work
     cfg.image_encoder, missing = resolve_image_encoder(cfg.image_encoder, task)
+    cfg.reads = resolve_reads(cfg.reads, task)
     notes = [*notes, missing] if missing else notes
     log = accelerator.print
     for note in notes:
@@ -189,7 +198,7 @@ def pair_loss(model, batch: dict, cfg: TrainRewardConfig, text_outputs: bool, au
     with a transplanted third output per pair), each chosen output must outscore the one carried over from another."""
     label = batch.pop("label")
     marks = batch.pop("marks", None)  # [outputs, regions] where annotators marked, with a dense model
-    n_outputs = len(batch["captions"]) if text_outputs else len(batch["pixel_values"])
+    n_outputs = len(next(batch[key] for key in PER_OUTPUT if key in batch))
     contrast = cfg.contrastive_coef if len(label) > 1 and (text_outputs or n_outputs == 3 * len(label)) else 0.0
     if contrast and text_outputs:
         batch["captions"] = with_other_captions(batch["captions"])

@@ -1,6 +1,6 @@
 """Detection through every stage with no stage edited for it: data, pretrain, sample, labeling over HTTP (the real
-app, the oracle reading each candidate back from its stored JSON), export, train-reward (the image reward model on
-the drawn boxes), eval and the demo report; then tune (see its test)."""
+app, the oracle reading each candidate back from its stored JSON), export, train-reward (by default the box-set
+reward model), eval and the demo report; then tune (see its test)."""
 
 import json
 
@@ -59,7 +59,7 @@ def test_detection_runs_through_sample_label_export_train_reward_eval_and_report
     manifest = json.loads((tmp / "export" / "manifest.json").read_text())
     assert list(manifest["tasks"]) == ["detection"] and manifest["pairs"] >= 6
     rm = load_reward_model(tmp / "rm")
-    assert rm.task_module is task and type(rm) is model_class(task)  # SHOWN image: the image model, on the drawing
+    assert rm.task_module is task and type(rm) is model_class(task, "boxes")  # REWARD_READS: the box-set model
     rows = load_rows(tmp / "data" / "test")
     outputs = policy_outputs(task, task.load_policy(tmp / "policy"), rows, seed=0)
     assert rm.score(rows, outputs["greedy"]).shape == (len(rows),)

@@ -92,7 +92,8 @@ def test_a_task_module_no_stage_has_heard_of_runs_through_every_stage(renamed, t
         "--hidden_size", 8, "--image_encoder", "", "--progress", "false")
     run("eval-reward", "--model", tmp_path / "rm", "--data", tmp_path / "export", "--json")
     rm = load_reward_model(tmp_path / "rm")
-    assert rm.task == name and rm.task_module is task and type(rm) is model_class(original)  # the SHOWN kind's
+    assert rm.task == name and rm.task_module is task and type(rm) is model_class(original, rm.cfg.reads)
+    assert rm.cfg.reads == getattr(original, "REWARD_READS", "render")  # the task's default (auto)
 
     run("tune", "--task", name, "--policy", policy, "--data", data, "--out", tmp_path / "tune", "--k", 2,
         "--batch_size", 4, "--steps", 2, "--eval_every", 0, "--save_every", 0, "--eval_size", 4, "--num_show", 2,

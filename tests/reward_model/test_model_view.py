@@ -61,5 +61,5 @@ def test_tasks_without_a_view_read_what_people_see_and_a_bad_reads_is_refused():
     images = [r["image"].convert("RGB") for r in ROWS]
     assert all(np.array_equal(np.asarray(a), np.asarray(colorization.render(r, b)))
                for a, r, b in zip(model.shown(ROWS, images), ROWS, images, strict=True))
-    with pytest.raises(ConfigError, match="--reads 'drawn': choose one of view, render"):
+    with pytest.raises(ConfigError, match="--reads .drawn.: choose one of view, render, boxes"):
         build_reward_model(DETECTION, reads="drawn")

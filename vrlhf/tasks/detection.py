@@ -45,7 +45,10 @@ METRIC_REWARDS = ("map", "detection_reward", "detection_reward_conf")
 DEFAULT_REWARDS = ("detection_reward=1.0",)  # the paper's recall-oriented reward (`vrlhf tune` without --reward)
 DEMO_POLICY = REPO / "data/demo/detector"  # the committed demo checkpoint (data/demo/README.md)
 ORACLE = "detection_oracle"  # vrlhf.tasks.detection_oracle: the simulated annotator
-REWARD_IMAGE_ENCODER = ""  # reward models read the drawn boxes (`render`) with the tiny image encoder
+REWARD_IMAGE_ENCODER = ""  # a reward model reading the drawn boxes (`--reads render`) has the tiny image encoder
+# `vrlhf train-reward` (and the demo) reads the boxes themselves by default: a box-set model, one value per box
+# (reward_model/box_set_model.py); it ranks and tunes better than the image model on the drawing (docs/DEMO.md)
+REWARD_READS = "boxes"
 FLIPS_KEEP_PREFERENCES = False  # a flip moves the boxes: both outputs would have to be flipped with the input
 # With a dense reward (one value per box, then the missed shapes' cost: detection_oracle.regions) a token is credited
 # with what follows it (`vrlhf tune --token_credit auto`): a box's value depends on the boxes before it (a second box
