@@ -146,11 +146,12 @@ class BoxSetRewardModel(RewardModel):
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor, words: torch.Tensor, present: torch.Tensor,
                 dense: bool = False):
-        """Rewards [N]: the sum of the boxes' values and the set's. With `dense`: (rewards, values [N, M + 1], which
-        values exist [N, M + 1])."""
+        """Rewards [N]: the sum of the boxes' values and the set's. With `dense`: (rewards, values [N, M + 1], the
+        values that marks compare [N, M + 1]: the boxes', not the set's: a marked box must score below the unmarked
+        boxes of its output (reward_model/losses.py marks_loss))."""
         values = self.values(image, boxes, words, present)
         if dense:
-            return values.sum(1), values, torch.cat([present, present.new_ones(len(present), 1)], dim=1)
+            return values.sum(1), values, torch.cat([present, present.new_zeros(len(present), 1)], dim=1)
         return values.sum(1)
 
     @property

@@ -98,8 +98,9 @@ class TrainRewardConfig(RewardModelConfig):
                                                            "for tasks whose preferences survive it: colorization, "
                                                            "not captioning); none; auto: flips where they may"})
     marks_coef: float = field(default=1.0, metadata={
-        "help": "dense models, exports with marks: weight of the term that asks every marked region (cell, word) to "
-                "score below the unmarked ones of the same output (reward_model/losses.py marks_loss; 0: off)"})
+        "help": "dense models and --reads boxes, exports with marks: weight of the term that asks every marked "
+                "region (cell, word, box) to score below the unmarked ones of the same output (reward_model/losses.py "
+                "marks_loss; 0: off)"})
     contrastive_coef: float = field(default=1.0, metadata={
         "help": "weight of an in-batch term where each input's chosen output must outscore outputs made for other "
                 "inputs: captions, every other image's chosen caption; images, another pair's chosen colours carried "

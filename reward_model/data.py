@@ -363,13 +363,14 @@ class PairDataset(torch.utils.data.Dataset):
     orientations; set `epoch` before each pass."""
 
     def __init__(self, ds, indices: list[int], task: ModuleType, augment: bool = False, seed: int = 0,
-                 marks: bool = False, mark_grid: int = 8):
+                 marks: bool = False, mark_grid: int = 8, mark_boxes: bool = False):
         self.ds, self.indices, self.task = ds, list(indices), task
         self.augment, self.seed, self.epoch = augment, seed, 0
         # with `marks`, each pair also carries "chosen_marks"/"rejected_marks" as bool masks: an image's cells on a
-        # mark_grid raster (turned with the image), a caption's words; all False where the export has no marks
+        # mark_grid raster (turned with the image), a caption's words, or with `mark_boxes` a box set's boxes (for a
+        # model that reads the boxes, vrlhf/marks.py box_mask); all False where the export has no marks
         self.marks = marks and any(c in ds.column_names for c in MARK_COLUMNS)
-        self.mark_grid = mark_grid
+        self.mark_grid, self.mark_boxes = mark_grid, mark_boxes
         # Decoded pairs are kept (up to DECODED_BYTES of pixels) for the next epochs: on a CPU, decoding each pair's
         # images every epoch took about a sixth of a small reward model's training. DataLoader workers (GPU runs) are
         # forked each epoch and keep nothing: there every pass decodes afresh, beside the training.
@@ -399,7 +400,9 @@ class PairDataset(torch.utils.data.Dataset):
         if self.marks:
             for key in ("chosen", "rejected"):
                 marks = marks_format.parse(r.get(f"{key}_marks"))
-                pair[f"{key}_marks"] = (marks_format.word_mask(marks, len(task.render(row, pair[key]).split()))
+                pair[f"{key}_marks"] = (marks_format.box_mask(marks, pair[key], *pair["image"].size)
+                                        if self.mark_boxes else
+                                        marks_format.word_mask(marks, len(task.render(row, pair[key]).split()))
                                         if task.SHOWN == "text"
                                         else marks_format.cell_mask(marks, self.mark_grid).astype(np.uint8))
         size = sum(v.width * v.height * len(v.getbands()) for v in pair.values() if isinstance(v, Image.Image))

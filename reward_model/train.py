@@ -139,8 +139,9 @@ def train_reward(cfg: TrainRewardConfig, task: ModuleType | None = None) -> dict
     transplanted = not text_outputs and cfg.contrastive_coef > 0  # image outputs: a carried-over negative per pair
     train_collate = partial(collate_pairs, model, transplant=task.transplant) if transplanted else collate
     gen = torch.Generator().manual_seed(cfg.seed)
+    boxes = cfg.reads == "boxes"  # the box-set model is dense by construction: marks train its boxes' values
     train_set = PairDataset(ds, train_idx, task, augment=augment, seed=cfg.seed,
-                            marks=cfg.dense and cfg.marks_coef > 0, mark_grid=cfg.map_grid)
+                            marks=(cfg.dense or boxes) and cfg.marks_coef > 0, mark_grid=cfg.map_grid, mark_boxes=boxes)
     # Workers are forked afresh each epoch (not persistent), so each sees the dataset's `epoch` (augment) of its pass;
     # the batches and their order are the main thread's. collate only preprocesses on the CPU: no CUDA in a worker.
     workers = cfg.num_workers if cfg.num_workers >= 0 else 4 if accelerator.device.type == "cuda" else 0

@@ -60,6 +60,19 @@ def test_cell_mask_rasterises_cells_of_any_grid_and_points():
     assert marks.word_mask({"words": [0, 2, 9]}, 3).tolist() == [True, False, True]
 
 
+def test_box_mask_gives_each_mark_to_the_box_that_holds_it_nearest_its_centre():
+    boxes = [{"box": [0, 0, 24, 24]}, {"box": [8, 8, 20, 20]}, {"box": [30, 30, 46, 46]}]
+    # (0.3, 0.3) = (14.4, 14.4) px lies in boxes 0 and 1: box 1's centre (14, 14) is nearer than box 0's (12, 12)
+    assert marks.box_mask({"points": [[0.3, 0.3]]}, boxes, 48, 48).tolist() == [False, True, False]
+    assert marks.box_mask({"points": [[0.05, 0.05]]}, boxes, 48, 48).tolist() == [True, False, False]
+    # a point in no box (a shape nobody boxed) marks none; a marked cell counts at its centre; no boxes, no marks
+    assert not marks.box_mask({"points": [[0.55, 0.1]]}, boxes, 48, 48).any()
+    assert marks.box_mask({"grid": 4, "cells": [[3, 3]]}, boxes, 48, 48).tolist() == [False, False, True]
+    assert marks.box_mask({"points": [[0.5, 0.5]]}, [], 48, 48).shape == (0,)
+    # the frame matters: the same point on a 96 px image lies in box 2
+    assert marks.box_mask({"points": [[0.4, 0.4]]}, boxes, 96, 96).tolist() == [False, False, True]
+
+
 def test_simulated_marks_fall_on_a_tinted_background_not_on_the_shapes():
     row = make_shapes(1, seed=3)[0]
     tinted = colorization_oracle.corrupt(row, np.random.default_rng(0), edits=("tint",))

@@ -135,6 +135,26 @@ def cell_mask(marks: dict | None, grid: int) -> np.ndarray:
     return mask
 
 
+def box_mask(marks: dict | None, boxes: list[dict], width: float, height: float) -> np.ndarray:
+    """Bool (len(boxes),): the boxes (`{"box": [x0, y0, x1, y1]}` in pixels of a `width` × `height` image) that the
+    image marks point at. A point, or a marked cell's centre, marks the box holding it whose centre is nearest; one in
+    no box marks none (an object nobody boxed)."""
+    mask = np.zeros(len(boxes), dtype=bool)
+    if not marks or not boxes:
+        return mask
+    own = marks.get("grid", 1)
+    points = [(x * width, y * height) for x, y in marks.get("points", [])]
+    points += [((col + 0.5) / own * width, (row + 0.5) / own * height) for row, col in marks.get("cells", [])]
+    xy = np.array([b["box"] for b in boxes], dtype=float)
+    centres = (xy[:, :2] + xy[:, 2:]) / 2
+    for x, y in points:
+        holds = (xy[:, 0] <= x) & (x <= xy[:, 2]) & (xy[:, 1] <= y) & (y <= xy[:, 3])
+        if holds.any():
+            distance = np.where(holds, np.hypot(centres[:, 0] - x, centres[:, 1] - y), np.inf)
+            mask[int(np.argmin(distance))] = True
+    return mask
+
+
 def word_mask(marks: dict | None, n_words: int) -> np.ndarray:
     """Bool (n_words,): the marked words of a caption of `n_words` words (indices past the end are ignored)."""
     mask = np.zeros(n_words, dtype=bool)

@@ -1,5 +1,6 @@
 """`--reads boxes`: a reward model that reads box outputs themselves (reward_model/box_set_model.py), one value per
-box and one for the set, summed; the tuner gets the values as the reward's dense form."""
+box and one for the set, summed; the annotators' marks train the boxes they point at, and the tuner gets the values
+as the reward's dense form."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import torch
 
 from reward_model import build_reward_model, load_reward_model
 from reward_model.base import CONFIG_NAME
+from reward_model.data import PairDataset, collate_pairs, load_export
 from reward_model.evaluate import evaluate_reward
 from reward_model.simulate import save_export, simulated_pairs
-from reward_model.train import TrainRewardConfig, train_reward
+from reward_model.train import TrainRewardConfig, pair_loss, train_reward
 from tuner.rewards import build_reward, parse_reward_spec
+from vrlhf import marks
 from vrlhf.errors import ConfigError
 from vrlhf.shapes import make_shapes
-from vrlhf.tasks import get_task
+from vrlhf.tasks import get_oracle, get_task
 from vrlhf.tasks.detection_boxes import true_boxes
 
 DETECTION = get_task("detection")
@@ -77,16 +80,46 @@ def test_outputs_that_are_not_box_sets_and_a_pretrained_encoder_are_refused_in_o
         build_reward_model(DETECTION, reads="boxes", image_encoder="data/demo/captioner")
 
 
+def test_the_annotators_marks_reach_the_boxes_they_point_at(tmp_path):
+    cols = simulated_pairs(DETECTION, 12, seed=3, pairs_per_image=2, marks=True)
+    save_export(cols, tmp_path / "export")
+    ds = load_export(tmp_path / "export")
+    pairs = PairDataset(ds, range(12), DETECTION, marks=True, mark_boxes=True)
+    model = build_reward_model(DETECTION, reads="boxes")
+    batch = collate_pairs(model, [pairs[j] for j in range(12)])
+    expected = [marks.box_mask(marks.parse(cols[f"{key}_marks"][j]), DETECTION.from_stored(cols[key][j]), 48, 48)
+                for j in range(12) for key in ("chosen", "rejected")]
+    assert sum(m.sum() for m in expected) >= 4  # the pairs have marked boxes to carry
+    for row, mask in zip(batch["marks"].tolist(), expected, strict=True):
+        assert row[: len(mask)] == mask.tolist() and not any(row[len(mask):])
+    # and they enter the loss: the same batch's loss moves with the marks
+    cfg = TrainRewardConfig(task="detection", reads="boxes", contrastive_coef=0.0)
+    with_marks = pair_loss(model, dict(batch), cfg, text_outputs=False)
+    without = pair_loss(model, {k: v for k, v in batch.items() if k != "marks"}, cfg, text_outputs=False)
+    assert float(with_marks) != pytest.approx(float(without))
+
+
 def test_trained_on_the_annotators_pairs_it_ranks_held_out_pairs_and_the_tuner_credits_each_box(tmp_path):
-    train = simulated_pairs(DETECTION, 600, seed=0, pairs_per_image=3)
+    train = simulated_pairs(DETECTION, 600, seed=0, pairs_per_image=3, marks=True)
     held = simulated_pairs(DETECTION, 200, seed=1, pairs_per_image=2)
     save_export(train, tmp_path / "train")
     save_export(held, tmp_path / "held")
     cfg = TrainRewardConfig(task="detection", data=str(tmp_path / "train"), out=str(tmp_path / "rm"), reads="boxes",
                             epochs=6, eval_fraction=0.0, eval_every=10**9, seed=0, progress=False)
     train_reward(cfg)
-    accuracy = evaluate_reward(load_reward_model(tmp_path / "rm"), tmp_path / "held")["accuracy"]
-    assert accuracy >= 0.75  # an untrained model is at chance (0.5); the scalar drawing model needs far more pairs
+    model = load_reward_model(tmp_path / "rm")
+    accuracy = evaluate_reward(model, tmp_path / "held")["accuracy"]
+    assert accuracy >= 0.7  # 0.76 measured; an untrained model is at chance (0.5)
+    # box by box: in held-out outputs, a box an annotator would mark (the oracle's value below BAD_BOX) is worth less
+    # than a good box of the same output
+    rows = make_shapes(60, seed=11)
+    rng = np.random.default_rng(11)
+    outputs = [get_oracle(DETECTION).corrupt(r, rng) for r in rows]
+    ordered = []
+    for row, output, values in zip(rows, outputs, model.regions(rows, outputs), strict=True):
+        truth = get_oracle(DETECTION).box_values(row, output)[0]
+        ordered += [values[b] < values[g] for b in np.flatnonzero(truth < 0.5) for g in np.flatnonzero(truth >= 0.5)]
+    assert len(ordered) >= 20 and np.mean(ordered) >= 0.8  # 1.0 measured (0.93 trained without marks)
     # `vrlhf tune --reward learned:DIR` gets the box values as the reward's dense form, summing to the score
     reward = build_reward(DETECTION, [parse_reward_spec(f"learned:{tmp_path / 'rm'}")], [])
     name = next(iter(reward.regions))
