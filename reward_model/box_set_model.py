@@ -57,6 +57,8 @@ class BoxSetRewardModel(RewardModel):
             raise ConfigError("--reads boxes reads the input with its own small encoders: leave --image_encoder and "
                               "--clip empty")
         cfg.image_channels, w = 3, cfg.hidden_size
+        if w % 4:
+            raise ConfigError(f"--reads boxes needs --hidden_size a multiple of 4 (its 4 attention heads), got {w}")
         self.crops = nn.Sequential(_conv(6, 32, 1), _conv(32, 64, 2), _conv(64, 64, 2), nn.Flatten(),
                                    nn.Linear(64 * (CROP // 4) ** 2, w))
         self.geometry = nn.Sequential(nn.Linear(9, w), nn.GELU(), nn.Linear(w, w))
@@ -108,10 +110,20 @@ class BoxSetRewardModel(RewardModel):
     def values(self, image: torch.Tensor, boxes: torch.Tensor, words: torch.Tensor, present: torch.Tensor
                ) -> torch.Tensor:
         """[N, M + 1]: each box's value (0 in empty slots), then the set's (the end's)."""
-        n, m, _ = boxes.shape
+        n = len(boxes)
         features = self.scene(image).repeat_interleave(n // len(image), dim=0)  # [N, 64, S/4, S/4]: k outputs a row
         image = image.repeat_interleave(n // len(image), dim=0)
         boxes = torch.minimum(boxes, boxes.new_tensor(1.5)).clamp(min=-0.5)  # far outside reads as the edge region
+        seq = self.sets(torch.cat([self.set_token(features, image.shape[-1], boxes, present)[:, None],
+                                   self.box_tokens(image, boxes, words, present)], dim=1),
+                        src_key_padding_mask=torch.cat([present.new_zeros(n, 1), ~present], dim=1))
+        box_values = self.box_head(seq[:, 1:]).squeeze(-1) * present
+        return torch.cat([box_values, self.end_head(seq[:, 0])], dim=1)
+
+    def box_tokens(self, image: torch.Tensor, boxes: torch.Tensor, words: torch.Tensor, present: torch.Tensor
+                   ) -> torch.Tensor:
+        """[N, M, w]: each box as its two crops of the input, its geometry and overlaps, and its label's words."""
+        n, m, _ = boxes.shape
         # the crops: CROP × CROP points inside the box, and around its centre at AROUND × its size
         steps = (torch.arange(CROP, device=boxes.device, dtype=boxes.dtype) + 0.5) / CROP
         lo, size = boxes[..., :2], (boxes[..., 2:] - boxes[..., :2]).clamp(min=1.0 / 64)
@@ -124,25 +136,24 @@ class BoxSetRewardModel(RewardModel):
             grids.append(F.grid_sample(image, (2 * grid - 1).reshape(n, m * CROP, CROP, 2), align_corners=False)
                          .view(n, 3, m, CROP, CROP).transpose(1, 2))  # [N, M, 3, CROP, CROP]
         crops = torch.cat(grids, dim=2).reshape(n * m, 6, CROP, CROP)
+        # overlaps with the set's other boxes: the largest with an earlier box (a duplicate), and with any
         iou = _pairwise_iou(boxes) * (present[:, :, None] & present[:, None, :])
         iou = iou * (1 - torch.eye(m, device=iou.device))
         earlier = torch.tril(iou, diagonal=-1).amax(dim=-1) if m > 1 else iou.new_zeros(n, m)
         shape = torch.cat([boxes, size, size.prod(-1, keepdim=True), earlier[..., None], iou.amax(-1)[..., None]], -1)
-        tokens = (self.crops(crops).view(n, m, -1) + self.geometry(shape)
-                  + self.words(words.view(n * m, -1)).view(n, m, -1))
-        # the set token: the input's features where no box is and where boxes are (what is left unboxed)
-        side = image.shape[-1]
-        centres = (torch.arange(side, device=image.device, dtype=image.dtype) + 0.5) / side
+        return (self.crops(crops).view(n, m, -1) + self.geometry(shape)
+                + self.words(words.view(n * m, -1)).view(n, m, -1))
+
+    def set_token(self, features: torch.Tensor, side: int, boxes: torch.Tensor, present: torch.Tensor
+                  ) -> torch.Tensor:
+        """[N, w]: the input's features where no box is and where boxes are (what is left unboxed)."""
+        centres = (torch.arange(side, device=boxes.device, dtype=boxes.dtype) + 0.5) / side
         inside_x = (centres >= boxes[..., 0, None]) & (centres < boxes[..., 2, None])  # [N, M, S]
         inside_y = (centres >= boxes[..., 1, None]) & (centres < boxes[..., 3, None])
         covered = ((inside_y[..., :, None] & inside_x[..., None, :]) & present[..., None, None]).any(1)
-        covered = F.adaptive_avg_pool2d(covered[:, None].to(image.dtype), features.shape[-2:])  # share of each cell
-        scene = self.unboxed(torch.cat([(features * (1 - covered)).mean((2, 3)), (features * covered).mean((2, 3))],
-                                       dim=1))
-        seq = self.sets(torch.cat([scene[:, None], tokens], dim=1),
-                        src_key_padding_mask=torch.cat([present.new_zeros(n, 1), ~present], dim=1))
-        box_values = self.box_head(seq[:, 1:]).squeeze(-1) * present
-        return torch.cat([box_values, self.end_head(seq[:, 0])], dim=1)
+        covered = F.adaptive_avg_pool2d(covered[:, None].to(features.dtype), features.shape[-2:])  # share of a cell
+        return self.unboxed(torch.cat([(features * (1 - covered)).mean((2, 3)), (features * covered).mean((2, 3))],
+                                      dim=1))
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor, words: torch.Tensor, present: torch.Tensor,
                 dense: bool = False):

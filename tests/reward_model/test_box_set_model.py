@@ -71,13 +71,15 @@ def test_a_box_model_reloads_to_the_same_scores_and_says_what_it_reads(tmp_path)
     assert np.allclose(loaded.score(ROWS, box_sets()).numpy(), model.score(ROWS, box_sets()).numpy(), atol=1e-6)
 
 
-def test_outputs_that_are_not_box_sets_and_a_pretrained_encoder_are_refused_in_one_line():
+def test_outputs_that_are_not_box_sets_a_pretrained_encoder_and_odd_widths_are_refused_in_one_line():
     captioning = get_task("captioning")
     model = build_reward_model(captioning, reads="boxes")
     with pytest.raises(ConfigError, match=r"--reads boxes needs outputs that are box sets .*captioning outputs"):
         model.score(ROWS, ["a red circle"] * 3)
     with pytest.raises(ConfigError, match="--reads boxes reads the input with its own small encoders"):
         build_reward_model(DETECTION, reads="boxes", image_encoder="data/demo/captioner")
+    with pytest.raises(ConfigError, match="--hidden_size a multiple of 4 .*got 10"):
+        build_reward_model(DETECTION, reads="boxes", hidden_size=10)
 
 
 def test_the_annotators_marks_reach_the_boxes_they_point_at(tmp_path):
