@@ -95,7 +95,7 @@ def test_train_reward_config_is_a_reward_model_config_and_round_trips_through_it
     assert issubclass(TrainRewardConfig, RewardModelConfig)
     cfg = parse_config(TrainRewardConfig, ["--task", "colorization", "--hidden_size", "16", "--data", "x"])
     assert RewardModelConfig.of(cfg) == RewardModelConfig(task="colorization", image_encoder="default",
-                                                          hidden_size=16)
+                                                          reads="auto", hidden_size=16)  # train-reward's defaults
     with pytest.raises(ConfigError, match="unrecognized arguments: --vision_config"):
         parse_config(TrainRewardConfig, ["--vision_config", "{}"])  # filled in by the code: not a flag
     cfg.vision_config = {"model_type": "vit", "hidden_size": 16}

@@ -98,7 +98,7 @@ def test_the_annotators_marks_reach_the_boxes_they_point_at(tmp_path):
     cfg = TrainRewardConfig(task="detection", reads="boxes", contrastive_coef=0.0)
     with_marks = pair_loss(model, dict(batch), cfg, text_outputs=False)
     without = pair_loss(model, {k: v for k, v in batch.items() if k != "marks"}, cfg, text_outputs=False)
-    assert float(with_marks) != pytest.approx(float(without))
+    assert with_marks.item() != pytest.approx(without.item())
 
 
 def test_trained_on_the_annotators_pairs_it_ranks_held_out_pairs_and_the_tuner_credits_each_box(tmp_path):
