@@ -139,6 +139,7 @@ def train_reward(cfg: TrainRewardConfig, task: ModuleType | None = None) -> dict
     transplanted = not text_outputs and cfg.contrastive_coef > 0  # image outputs: a carried-over negative per pair
     train_collate = partial(collate_pairs, model, transplant=task.transplant) if transplanted else collate
     gen = torch.Generator().manual_seed(cfg.seed)
+    collate([PairDataset(ds, train_idx[:1], task)[0]])  # outputs the model cannot read fail here, in one line
     boxes = cfg.reads == "boxes"  # the box-set model is dense by construction: marks train its boxes' values
     train_set = PairDataset(ds, train_idx, task, augment=augment, seed=cfg.seed,
                             marks=(cfg.dense or boxes) and cfg.marks_coef > 0, mark_grid=cfg.map_grid, mark_boxes=boxes)

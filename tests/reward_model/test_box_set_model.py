@@ -129,3 +129,13 @@ def test_trained_on_the_annotators_pairs_it_ranks_held_out_pairs_and_the_tuner_c
     values = reward.regions[name](ROWS, outputs)
     assert [len(v) for v in values] == [len(o) + 1 for o in outputs]
     assert np.allclose([sum(v) for v in values], reward.fns[name](ROWS, outputs).numpy(), atol=1e-5)
+
+
+def test_train_reward_refuses_box_reading_of_outputs_that_are_not_boxes_before_writing_anything(tmp_path):
+    cols = simulated_pairs(get_task("colorization"), 8, seed=0, marks=True)  # marks: the path that used to crash
+    save_export(cols, tmp_path / "export")
+    cfg = TrainRewardConfig(data=str(tmp_path / "export"), out=str(tmp_path / "rm"), reads="boxes", epochs=1,
+                            progress=False)
+    with pytest.raises(ConfigError, match=r"--reads boxes needs outputs that are box sets .*colorization outputs"):
+        train_reward(cfg)
+    assert not (tmp_path / "rm").exists()
