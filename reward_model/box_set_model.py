@@ -173,6 +173,6 @@ class BoxSetRewardModel(RewardModel):
 
     @torch.no_grad()
     def output_regions(self, rows: list[dict], outputs: list) -> list:
-        chunks = self.in_chunks(rows, outputs, lambda **b: self.values(**b), 64, "regions")
+        chunks = self.in_chunks(rows, outputs, self.values, 64, "regions")
         values = [v.cpu().numpy() for chunk in chunks for v in chunk]
         return [list(v[: len(o)]) + [float(v[-1])] for v, o in zip(values, outputs, strict=True)]

@@ -399,17 +399,20 @@ class PairDataset(torch.utils.data.Dataset):
             pair[key] = task.from_stored(str(r[key]) if task.STORED == "text" else to_image(r[key]), row)
         if self.marks:
             for key in ("chosen", "rejected"):
-                marks = marks_format.parse(r.get(f"{key}_marks"))
-                pair[f"{key}_marks"] = (marks_format.box_mask(marks, pair[key], *pair["image"].size)
-                                        if self.mark_boxes else
-                                        marks_format.word_mask(marks, len(task.render(row, pair[key]).split()))
-                                        if task.SHOWN == "text"
-                                        else marks_format.cell_mask(marks, self.mark_grid).astype(np.uint8))
+                pair[f"{key}_marks"] = self._mask(marks_format.parse(r.get(f"{key}_marks")), row, pair[key])
         size = sum(v.width * v.height * len(v.getbands()) for v in pair.values() if isinstance(v, Image.Image))
         in_worker = torch.utils.data.get_worker_info() is not None  # a worker lives one epoch: keeping would only cost
         if not in_worker and self._decoded_bytes + size <= DECODED_BYTES:
             self._decoded[j], self._decoded_bytes = pair, self._decoded_bytes + size
         return pair
+
+    def _mask(self, marks: dict, row: dict, output) -> np.ndarray:
+        """One candidate's marks as the regions its reward model scores: boxes, a caption's words or image cells."""
+        if self.mark_boxes:
+            return marks_format.box_mask(marks, output, *row["image"].size)
+        if self.task.SHOWN == "text":
+            return marks_format.word_mask(marks, len(self.task.render(row, output).split()))
+        return marks_format.cell_mask(marks, self.mark_grid).astype(np.uint8)
 
 
 def collate_pairs(model, pairs: list[dict], transplant=None) -> dict:
